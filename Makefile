@@ -1,0 +1,37 @@
+# The two commands of the README. Both create or update .venv and install the project
+# editable; the install is redone only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test lint format bench clean
+
+run: $(VENV)/.installed
+	$(PY) -m landmark_tl.train $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check landmark_tl tests benchmarks
+	$(VENV)/bin/ruff format --check landmark_tl tests benchmarks
+
+format: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff format landmark_tl tests benchmarks
+	$(VENV)/bin/ruff check --fix landmark_tl tests benchmarks
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

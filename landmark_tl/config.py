@@ -1,0 +1,139 @@
+"""Structured configuration: the schema that Hydra's YAML files fill in.
+
+Typos in keys and values of the wrong type or outside an enum fail when the config is
+composed, naming the key. Every module takes plain arguments; these dataclasses only carry
+them from the command line to the builders in :mod:`landmark_tl.train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from landmark_tl.data.splits import SplitSpec
+from landmark_tl.data.transforms import Augment
+from landmark_tl.models.backbone import FreezePolicy, WeightsSource
+from landmark_tl.models.strategies.base import StageConfig
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
+    folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
+
+
+@dataclass
+class SplitConfig:
+    """Per landmark: a count (≥ 1, whole) or a fraction (< 1) of images for val and test."""
+
+    val: float = 2
+    test: float = 3
+    seed: int = 0
+
+    def to_spec(self) -> SplitSpec:
+        def amount(key: str, value: float) -> int | float:
+            if value >= 1 and value != int(value):
+                raise ValueError(
+                    f"data.split.{key}={value}: give a whole count of images per landmark "
+                    "or a fraction below 1"
+                )
+            return int(value) if value >= 1 or value == 0 else value
+
+        return SplitSpec(val=amount("val", self.val), test=amount("test", self.test),
+                         seed=self.seed)
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    root: str | None = None  # required for source=folder
+    images_per_landmark: int = 14  # synthetic only
+    image_size: int = 224  # synthetic only
+    synthetic_seed: int = 0  # synthetic only
+    split: SplitConfig = field(default_factory=SplitConfig)
+    split_file: str | None = None  # reuse the split.csv of another run
+    augment: Augment = Augment.none
+    noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "tf_efficientnet_lite0"
+    weights: WeightsSource = WeightsSource.package
+    weights_file: str | None = None
+    freeze: FreezePolicy = FreezePolicy.all
+    input_size: list[int] | None = None  # override timm's (C, H, W)
+    mean: list[float] | None = None  # override timm's normalisation
+    std: list[float] | None = None
+
+
+@dataclass
+class HeadConfig:
+    hidden: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.1
+
+
+@dataclass
+class LossWeights:
+    category: float = 1.0
+    landmark: float = 1.0
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "multi_output"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+
+
+@dataclass
+class FeaturesConfig:
+    """Frozen-backbone features computed once per image and view."""
+
+    cache: str = "auto"  # auto: on when the backbone is frozen; true; false
+    batch_size: int = 64
+
+    def enabled(self, backbone_frozen: bool) -> bool:
+        value = str(self.cache).lower()
+        if value not in {"auto", "true", "false"}:
+            raise ValueError(f"features.cache={self.cache}: use auto, true or false")
+        if value == "true" and not backbone_frozen:
+            raise ValueError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
+        return value == "true" or (value == "auto" and backbone_frozen)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = False
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+    cache_dir: str = "~/.cache/landmark_tl"
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+
+
+def register_configs() -> None:
+    """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

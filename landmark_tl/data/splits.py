@@ -1,0 +1,248 @@
+"""Train/val/test split stratified by landmark, and its CSV manifest.
+
+Each landmark's images are shuffled with an RNG seeded by ``(seed, category, landmark)``, so
+a split is the same in every process and adding images to one landmark leaves the others'
+splits unchanged. The manifest (``split,category,landmark,path``, paths relative to the
+catalog root) records a split so that it can be reused exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from landmark_tl.data.catalog import Catalog, ImageRecord
+from landmark_tl.io import atomic_write_text, printable
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("split", "category", "landmark", "path")
+_MAX_LISTED = 10
+_SHOWN_FILES = 3
+
+
+class SplitError(ValueError):
+    """A split cannot be made or read; the message names the folder, key or file and the fix."""
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How many images of each landmark go to val and test; the rest go to train.
+
+    An int is a count per landmark; a float in [0, 1) is a fraction per landmark, rounded half
+    up and at least 1 when above 0.
+    """
+
+    val: int | float = 2
+    test: int | float = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_amount("data.split.val", self.val)
+        _check_amount("data.split.test", self.test)
+        fractions = isinstance(self.val, float) and isinstance(self.test, float)
+        if fractions and self.val + self.test >= 1:
+            raise SplitError(
+                f"data.split.val + data.split.test = {self.val} + {self.test} >= 1 leaves "
+                "no training images; lower the fractions"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise SplitError(f"data.split.seed={self.seed!r}: must be an integer")
+
+    def counts(self, n: int) -> tuple[int, int]:
+        """Number of val and test images for a landmark with ``n`` images."""
+        return _amount(self.val, n), _amount(self.test, n)
+
+
+def _check_amount(key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SplitError(
+            f"{key}={value!r}: must be an image count (int >= 0) or a fraction (float in [0, 1))"
+        )
+    if isinstance(value, int) and value < 0:
+        raise SplitError(f"{key}={value}: a count cannot be negative; use 0 for none")
+    if isinstance(value, float) and not 0 <= value < 1:
+        raise SplitError(
+            f"{key}={value}: a fraction must be in [0, 1); write a count as an int (e.g. 2)"
+        )
+
+
+def _amount(value: int | float, n: int) -> int:
+    if isinstance(value, int):
+        return value
+    return max(1, math.floor(value * n + 0.5)) if value > 0 else 0
+
+
+def stratified_split(catalog: Catalog, spec: SplitSpec) -> list[str]:
+    """The split name of each catalog record (same order), stratified by landmark."""
+    groups = _group_by_landmark(catalog.records)
+    _check_sizes(catalog.root, groups, spec)
+    assignment = ["train"] * len(catalog.records)
+    for (category, landmark), indices in groups.items():
+        order = sorted(indices, key=lambda i: catalog.records[i].path.name)
+        _rng(spec.seed, category, landmark).shuffle(order)
+        n_val, n_test = spec.counts(len(order))
+        for i in order[:n_val]:
+            assignment[i] = "val"
+        for i in order[n_val : n_val + n_test]:
+            assignment[i] = "test"
+    return assignment
+
+
+def _group_by_landmark(records: Sequence[ImageRecord]) -> dict[tuple[str, str], list[int]]:
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault((record.category, record.landmark), []).append(i)
+    return groups
+
+
+def _rng(seed: int, category: str, landmark: str) -> random.Random:
+    """An RNG that is the same in every process (bytes seeds are hashed deterministically)."""
+    key = f"{seed}/{category}/{landmark}".encode("utf-8", errors="surrogateescape")
+    return random.Random(key)
+
+
+def _check_sizes(root: Path, groups: dict[tuple[str, str], list[int]], spec: SplitSpec) -> None:
+    """Refuse landmarks too small to give val, test and at least one train image."""
+    offenders = []
+    for pair, indices in groups.items():
+        n_val, n_test = spec.counts(len(indices))
+        if len(indices) < n_val + n_test + 1:
+            offenders.append(
+                f"{printable(str(root.joinpath(*pair)))}: {len(indices)} images, "
+                f"needs {n_val + n_test + 1} ({n_val} val + {n_test} test + 1 train)"
+            )
+    if offenders:
+        raise SplitError(
+            f"{len(offenders)} landmarks have too few images for data.split.val={spec.val}, "
+            f"data.split.test={spec.test}:\n  "
+            + "\n  ".join(offenders[:_MAX_LISTED])
+            + _more(len(offenders), _MAX_LISTED)
+            + "\nAdd images to these folders, lower data.split.val / data.split.test, "
+            "or use fractions (e.g. data.split.val=0.1)."
+        )
+
+
+def _more(total: int, shown: int) -> str:
+    return f"\n  ... and {total - shown} more" if total > shown else ""
+
+
+def _relative(catalog: Catalog, record: ImageRecord) -> str:
+    return record.path.relative_to(catalog.root).as_posix()
+
+
+def write_split_csv(path: str | Path, catalog: Catalog, assignment: Sequence[str]) -> None:
+    """Write the manifest ``split,category,landmark,path`` atomically, sorted by path."""
+    _check_assignment(catalog, assignment)
+    rows = sorted(
+        (r.category, r.landmark, _relative(catalog, r), split)
+        for r, split in zip(catalog.records, assignment, strict=True)
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows((split, category, landmark, rel) for category, landmark, rel, split in rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _check_assignment(catalog: Catalog, assignment: Sequence[str]) -> None:
+    if len(assignment) != len(catalog.records):
+        raise SplitError(
+            f"assignment has {len(assignment)} entries for {len(catalog.records)} records"
+        )
+    unknown = sorted(set(assignment) - set(SPLITS))
+    if unknown:
+        raise SplitError(f"unknown split names {unknown}; expected one of {SPLITS}")
+
+
+def read_split_csv(path: str | Path, catalog: Catalog) -> list[str]:
+    """The split of each catalog record according to the manifest at ``path``.
+
+    The manifest must list exactly the catalog's images: extra or missing files raise.
+    """
+    path = Path(path)
+    rows = _read_manifest(path)
+    expected = [_relative(catalog, record) for record in catalog.records]
+    mismatch = _mismatch_messages(path, catalog.root, rows, expected)
+    if mismatch:
+        raise SplitError("\n".join(mismatch))
+    return [rows[rel] for rel in expected]
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """Relative path → split name, with the manifest's form checked row by row."""
+    try:
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+            return _parse_manifest(path, csv.DictReader(f))
+    except FileNotFoundError as error:
+        raise SplitError(f"{_show(path)}: split manifest not found; check the path") from error
+    except csv.Error as error:
+        raise SplitError(f"{_show(path)}: not a valid CSV file ({error})") from error
+
+
+def _parse_manifest(path: Path, reader: csv.DictReader[str]) -> dict[str, str]:
+    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise SplitError(
+            f"{_show(path)}: split manifest lacks columns {missing}; "
+            f"expected a header {','.join(MANIFEST_COLUMNS)}"
+        )
+    rows: dict[str, str] = {}
+    for row in reader:
+        problem = _row_problem(row, rows)
+        if problem:
+            raise SplitError(f"{_show(path)}, line {reader.line_num}: {problem}")
+        rows[row["path"]] = row["split"]
+    return rows
+
+
+def _row_problem(row: dict[str, str], seen: dict[str, str]) -> str | None:
+    """What is wrong with one manifest row, or None."""
+    if any(row.get(column) is None for column in MANIFEST_COLUMNS):
+        return f"too few fields; expected {','.join(MANIFEST_COLUMNS)}"
+    if row["split"] not in SPLITS:
+        return f"unknown split {printable(row['split'])!r}; expected one of {SPLITS}"
+    parts = PurePosixPath(row["path"]).parts
+    if parts[:2] != (row["category"], row["landmark"]) or len(parts) != 3:
+        return (
+            f"path {printable(row['path'])!r} is not <category>/<landmark>/<file> with "
+            f"category {printable(row['category'])!r}, landmark {printable(row['landmark'])!r}"
+        )
+    if row["path"] in seen:
+        return f"{printable(row['path'])!r} is listed twice"
+    return None
+
+
+def _mismatch_messages(
+    path: Path, root: Path, rows: dict[str, str], expected: Sequence[str]
+) -> list[str]:
+    """Messages for manifest files missing from the catalog and catalog images not listed."""
+    messages = []
+    unknown = sorted(set(rows) - set(expected))
+    if unknown:
+        messages.append(
+            f"{_show(path)}: lists {len(unknown)} files not among the readable images of "
+            f"{_show(root)} ({_examples(unknown)}): the manifest belongs to another tree, or "
+            "files were removed or became unreadable; restore them or regenerate the split"
+        )
+    unlisted = sorted(set(expected) - set(rows))
+    if unlisted:
+        messages.append(
+            f"{_show(path)}: does not list {len(unlisted)} images of {_show(root)} "
+            f"({_examples(unlisted)}); they would be left out of every split; regenerate "
+            "the split or remove those files"
+        )
+    return messages
+
+
+def _examples(names: Sequence[str]) -> str:
+    shown = ", ".join(printable(name) for name in names[:_SHOWN_FILES])
+    return f"e.g. {shown}" + (", ..." if len(names) > _SHOWN_FILES else "")
+
+
+def _show(path: Path) -> str:
+    return printable(str(path))

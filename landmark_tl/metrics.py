@@ -1,0 +1,29 @@
+"""Per-task scores: the study's macro F1, and accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+
+def task_metrics(num_classes: int) -> MetricCollection:
+    """Streaming macro F1 and accuracy for one task, for logging during training."""
+    return MetricCollection(
+        {
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+        }
+    )
+
+
+def score_predictions(
+    preds: torch.Tensor, targets: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """Macro F1 (as sklearn: classes absent from both preds and targets are left out) and accuracy."""
+    return {
+        "macro_f1": float(multiclass_f1_score(preds, targets, num_classes, average="macro")),
+        "accuracy": float(multiclass_accuracy(preds, targets, num_classes, average="micro")),
+        "n": int(len(targets)),
+    }

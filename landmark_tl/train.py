@@ -1,0 +1,198 @@
+"""``python -m landmark_tl.train``: compose the config, train a strategy, write the run dir.
+
+Importable without Hydra: ``train(TrainConfig(...), run_dir)`` does the same from a notebook.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from landmark_tl.config import DataSource, TrainConfig, register_configs
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.splits import write_split_csv
+from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.fit import FitResult, fit_stages
+from landmark_tl.io import atomic_write_json, atomic_write_text, printable
+from landmark_tl.models.backbone import Backbone, create_backbone
+from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+
+log = logging.getLogger(__name__)
+
+OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+register_configs()
+
+
+def resolve_data_root(config: TrainConfig) -> Path:
+    """The image tree to train on: the user's folder, or the generated synthetic set."""
+    data = config.data
+    if data.source is DataSource.folder:
+        if not data.root:
+            raise ValueError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
+        return Path(data.root).expanduser()
+    return ensure_synthetic_dataset(
+        Path(config.paths.cache_dir).expanduser() / "datasets",
+        images_per_landmark=data.images_per_landmark,
+        image_size=data.image_size,
+        seed=data.synthetic_seed,
+    )
+
+
+def build_backbone(config: TrainConfig) -> Backbone:
+    b = config.backbone
+    return create_backbone(
+        b.name,
+        weights=b.weights,
+        weights_file=b.weights_file,
+        freeze=b.freeze,
+        input_size=tuple(b.input_size) if b.input_size else None,
+        mean=tuple(b.mean) if b.mean else None,
+        std=tuple(b.std) if b.std else None,
+    )
+
+
+def feature_device(config: TrainConfig) -> torch.device:
+    """Where frozen features are extracted: the GPU when the trainer may use one."""
+    use_gpu = config.trainer.accelerator in {"auto", "gpu", "cuda"} and torch.cuda.is_available()
+    return torch.device("cuda" if use_gpu else "cpu")
+
+
+def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
+    data = config.data
+    use_features = config.features.enabled(backbone.frozen)
+    return LandmarkDataModule(
+        resolve_data_root(config),
+        backbone.preprocessing,
+        split=data.split.to_spec(),
+        split_file=data.split_file,
+        augment=data.augment,
+        noise_variance=data.noise_variance,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        feature_encoder=backbone if use_features else None,
+        feature_device=feature_device(config),
+        feature_batch_size=config.features.batch_size,
+    )
+
+
+def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
+    name = config.strategy.name
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy.name={name} is not one of {sorted(STRATEGIES)}")
+    return STRATEGIES[name](
+        backbone,
+        hierarchy,
+        config.strategy.stages,
+        hidden=config.head.hidden,
+        dropout=config.head.dropout,
+        loss_weights={"category": config.strategy.loss_weights.category,
+                      "landmark": config.strategy.loss_weights.landmark},
+    )
+
+
+def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
+    """One row per test image: true and predicted labels of each task with its probability."""
+    records = datamodule.records("test")
+    hierarchy = datamodule.hierarchy
+    names = {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    out = io.StringIO()
+    writer = csv.writer(out)
+    tasks = list(fit.test_outputs.preds)
+    writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
+    for i, record in enumerate(records):
+        row = [str(record.path.relative_to(datamodule.catalog.root))]
+        for t in tasks:
+            pred = int(fit.test_outputs.preds[t][i])
+            target = int(fit.test_outputs.targets[t][i])
+            prob = float(fit.test_outputs.probs[t][i, pred])
+            row += [names[t][target], names[t][pred], f"{prob:.4f}"]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train ``config``'s strategy; write split, problems, checkpoints, logs, metrics to run_dir."""
+    run_dir = Path(run_dir)
+    start = time.perf_counter()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    backbone = build_backbone(config)
+    datamodule = build_datamodule(config, backbone)
+    datamodule.setup("fit")
+    catalog = datamodule.catalog
+    write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
+    catalog.write_problem_report(run_dir / "problems.csv")
+    atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+    setup_seconds = time.perf_counter() - start
+
+    module = build_strategy(config, backbone, catalog.hierarchy)
+    fit = fit_stages(
+        module,
+        datamodule,
+        run_dir,
+        accelerator=config.trainer.accelerator,
+        devices=config.trainer.devices,
+        precision=config.trainer.precision,
+        deterministic=config.trainer.deterministic,
+        log_every_n_steps=config.trainer.log_every_n_steps,
+        enable_progress_bar=config.trainer.enable_progress_bar,
+    )
+    atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+    metrics = {
+        "strategy": config.strategy.name,
+        "backbone": config.backbone.name,
+        "seed": config.seed,
+        "test": fit.task_scores(),
+        "data": {
+            "root": str(catalog.root),
+            "images": len(catalog.records),
+            "skipped": [{"path": str(p.path), "reason": p.reason} for p in catalog.problems],
+            "split": {s: datamodule.assignment.count(s) for s in ("train", "val", "test")},
+        },
+        "stages": [
+            {"name": s.name, "tasks": list(s.tasks), "epochs": s.epochs_run,
+             "best_val_loss": s.best_val_loss, "best_checkpoint": s.best_checkpoint,
+             "seconds": round(s.seconds, 2)}
+            for s in fit.stages
+        ],
+        "timings": {"setup_s": round(setup_seconds, 2),
+                    "total_s": round(time.perf_counter() - start, 2)},
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The lines printed at the end of a run."""
+    lines = [f"{metrics['strategy']} on {metrics['backbone']} "
+             f"({metrics['timings']['total_s']:.0f} s, {metrics['data']['images']} images, "
+             f"{len(metrics['data']['skipped'])} skipped)"]
+    for task, s in metrics["test"].items():
+        lines.append(f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
+                     f"   (n={s['n']})")
+    lines.append(f"run dir: {printable(str(run_dir))}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the test landmark macro F1 for sweepers."""
+    config: TrainConfig = OmegaConf.to_object(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train(config, run_dir)
+    print(summary(metrics, run_dir), flush=True)
+    return metrics["test"]["landmark"]["macro_f1"]
+
+
+if __name__ == "__main__":
+    main()
