@@ -41,8 +41,9 @@ class SplitConfig:
                 )
             return int(value) if value >= 1 or value == 0 else value
 
-        return SplitSpec(val=amount("val", self.val), test=amount("test", self.test),
-                         seed=self.seed)
+        return SplitSpec(
+            val=amount("val", self.val), test=amount("test", self.test), seed=self.seed
+        )
 
 
 @dataclass
@@ -112,7 +113,7 @@ class TrainerConfig:
     devices: Any = "auto"
     precision: str = "32-true"
     deterministic: bool = True
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 1
     enable_progress_bar: bool = False
 
 

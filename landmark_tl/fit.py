@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,20 @@ from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
 
 log = logging.getLogger(__name__)
+
+# Lightning notices that say nothing about this run: an advert, an internal deprecation,
+# and the eval-mode warning that a frozen backbone (kept in eval on purpose) triggers.
+_ADVERT = "💡 Tip:"
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ADVERT)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 @dataclass

@@ -21,7 +21,7 @@ def task_metrics(num_classes: int) -> MetricCollection:
 def score_predictions(
     preds: torch.Tensor, targets: torch.Tensor, num_classes: int
 ) -> dict[str, float]:
-    """Macro F1 (as sklearn: classes absent from both preds and targets are left out) and accuracy."""
+    """Macro F1 (as sklearn: classes in neither preds nor targets are left out), accuracy."""
     return {
         "macro_f1": float(multiclass_f1_score(preds, targets, num_classes, average="macro")),
         "accuracy": float(multiclass_accuracy(preds, targets, num_classes, average="micro")),

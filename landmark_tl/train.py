@@ -96,8 +96,10 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
         config.strategy.stages,
         hidden=config.head.hidden,
         dropout=config.head.dropout,
-        loss_weights={"category": config.strategy.loss_weights.category,
-                      "landmark": config.strategy.loss_weights.landmark},
+        loss_weights={
+            "category": config.strategy.loss_weights.category,
+            "landmark": config.strategy.loss_weights.landmark,
+        },
     )
 
 
@@ -160,13 +162,20 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
             "split": {s: datamodule.assignment.count(s) for s in ("train", "val", "test")},
         },
         "stages": [
-            {"name": s.name, "tasks": list(s.tasks), "epochs": s.epochs_run,
-             "best_val_loss": s.best_val_loss, "best_checkpoint": s.best_checkpoint,
-             "seconds": round(s.seconds, 2)}
+            {
+                "name": s.name,
+                "tasks": list(s.tasks),
+                "epochs": s.epochs_run,
+                "best_val_loss": s.best_val_loss,
+                "best_checkpoint": s.best_checkpoint,
+                "seconds": round(s.seconds, 2),
+            }
             for s in fit.stages
         ],
-        "timings": {"setup_s": round(setup_seconds, 2),
-                    "total_s": round(time.perf_counter() - start, 2)},
+        "timings": {
+            "setup_s": round(setup_seconds, 2),
+            "total_s": round(time.perf_counter() - start, 2),
+        },
     }
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
@@ -174,12 +183,16 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
 
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     """The lines printed at the end of a run."""
-    lines = [f"{metrics['strategy']} on {metrics['backbone']} "
-             f"({metrics['timings']['total_s']:.0f} s, {metrics['data']['images']} images, "
-             f"{len(metrics['data']['skipped'])} skipped)"]
+    lines = [
+        f"{metrics['strategy']} on {metrics['backbone']} "
+        f"({metrics['timings']['total_s']:.0f} s, {metrics['data']['images']} images, "
+        f"{len(metrics['data']['skipped'])} skipped)"
+    ]
     for task, s in metrics["test"].items():
-        lines.append(f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
-                     f"   (n={s['n']})")
+        lines.append(
+            f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
+            f"   (n={s['n']})"
+        )
     lines.append(f"run dir: {printable(str(run_dir))}")
     return "\n".join(lines)
 

@@ -300,7 +300,7 @@ def _unusable_reasons(
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    with _strict_decoding(), ThreadPoolExecutor(min(workers, 64)) as pool:
+    with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(check, paths))
 
 

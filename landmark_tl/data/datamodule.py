@@ -96,7 +96,7 @@ class LandmarkDataModule(L.LightningDataModule):
         root: str | Path,
         preprocessing: Preprocessing,
         *,
-        split: SplitSpec = SplitSpec(),
+        split: SplitSpec | None = None,
         split_file: str | Path | None = None,
         augment: Augment | str = Augment.none,
         noise_variance: float = 0.2,
@@ -109,7 +109,7 @@ class LandmarkDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.preprocessing = preprocessing
-        self.split_spec = split
+        self.split_spec = split or SplitSpec()
         self.split_file = Path(split_file) if split_file else None
         self.augment = Augment(augment)
         self.noise_variance = noise_variance

@@ -177,7 +177,7 @@ def _read_manifest(path: Path) -> dict[str, str]:
     """Relative path → split name, with the manifest's form checked row by row."""
     try:
         with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
-            return _parse_manifest(path, csv.DictReader(f))
+            return _parse_manifest(path, csv.DictReader(f, strict=True))
     except FileNotFoundError as error:
         raise SplitError(f"{_show(path)}: split manifest not found; check the path") from error
     except csv.Error as error:

@@ -85,22 +85,22 @@ RGB = tuple[int, int, int]
 Point = tuple[float, float]
 
 # Building materials shared by every family, so colour alone never names the category.
-_MATERIALS: tuple[RGB, ...] = (
-    (150, 150, 145),  # grey stone
-    (200, 195, 180),  # light stone
-    (205, 170, 120),  # sandstone
-    (170, 80, 60),  # red sandstone
-    (235, 232, 225),  # white marble
-    (90, 85, 80),  # dark stone
-    (150, 70, 50),  # brick
-    (210, 170, 60),  # gold
-    (90, 130, 170),  # blue glass
-    (100, 150, 140),  # green glass
-    (90, 150, 120),  # copper green
-    (190, 100, 60),  # terracotta
-    (40, 40, 45),  # black
-    (230, 215, 180),  # cream
-)
+_MATERIALS: dict[str, RGB] = {
+    "grey": (150, 150, 145),
+    "stone": (200, 195, 180),
+    "sand": (205, 170, 120),
+    "redstone": (170, 80, 60),
+    "marble": (235, 232, 225),
+    "dark": (90, 85, 80),
+    "brick": (150, 70, 50),
+    "gold": (210, 170, 60),
+    "glass": (90, 130, 170),
+    "greenglass": (100, 150, 140),
+    "copper": (90, 150, 120),
+    "terracotta": (190, 100, 60),
+    "black": (40, 40, 45),
+    "cream": (230, 215, 180),
+}
 _SKIES: tuple[tuple[RGB, RGB], ...] = (
     ((60, 110, 190), (170, 205, 235)),  # clear
     ((120, 160, 210), (215, 225, 235)),  # hazy
@@ -199,11 +199,72 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(*bounds))
 
 
+def _blueprint(family: str, traits: str, colours: str) -> LandmarkBlueprint:
+    """A blueprint from ``"aspect tiers towers crown taper ornament"`` and three material names."""
+    aspect, tiers, towers, crown, taper, ornament = traits.split()
+    body, accent, roof = (_MATERIALS[name] for name in colours.split())
+    return LandmarkBlueprint(
+        family,
+        float(aspect),
+        int(tiers),
+        int(towers),
+        float(crown),
+        float(taper),
+        int(ornament),
+        body,
+        accent,
+        roof,
+    )
+
+
+# Hand-made blueprints of the study's landmarks, loosely after the real monuments; each
+# family reads the traits in its own way (see the drawing functions).
+_STUDY_BLUEPRINTS: dict[tuple[str, str], LandmarkBlueprint] = {
+    (family, name): _blueprint(family, traits, colours)
+    for family, name, traits, colours in (
+        ("Gothic", "St. Vitus Cathedral", "1.6 4 3 0.45 0.4 2", "dark stone copper"),
+        ("Gothic", "Milan Cathedral", "1.2 6 1 0.5 0.2 3", "marble cream stone"),
+        ("Gothic", "Chartres Cathedral", "1.7 0 2 0.45 0.6 1", "grey dark copper"),
+        ("Gothic", "Cologne Cathedral", "2.0 5 2 0.35 0.45 2", "dark grey black"),
+        ("Gothic", "Notre-Dame Cathedral", "1.1 2 2 0.25 0.8 1", "cream dark grey"),
+        ("Modern", "Chrysler Building", "2.8 3 1 0.25 0.4 2", "grey black stone"),
+        ("Modern", "Cathedral of Brasilia", "1.3 0 3 0.3 0.2 2", "marble glass glass"),
+        ("Modern", "CCTV Headquarters", "1.6 0 2 0.15 0.1 3", "dark grey black"),
+        ("Modern", "Hallgrimskirkja", "1.8 2 3 0.2 0.3 2", "stone dark grey"),
+        ("Modern", "Eiffel Tower", "2.6 2 1 0.2 0.7 1", "terracotta dark brick"),
+        ("Mughal", "Taj Mahal", "0.9 3 4 0.45 0.9 3", "marble grey marble"),
+        ("Mughal", "Tomb of Akbar", "0.65 2 4 0.25 0.3 1", "redstone marble marble"),
+        ("Mughal", "Jama Masjid", "0.75 3 2 0.35 0.8 2", "redstone marble marble"),
+        ("Mughal", "Tomb of Itimad-ud-Daulah", "0.7 1 4 0.25 0.2 0", "marble gold cream"),
+        ("Mughal", "Bibi Ka Maqbara", "1.05 3 4 0.4 0.7 1", "cream grey marble"),
+        ("Neoclassical", "Buckingham Palace", "0.4 3 6 0.2 0.4 3", "stone cream grey"),
+        ("Neoclassical", "Concertgebouw", "0.6 2 4 0.25 0.3 0", "brick cream grey"),
+        ("Neoclassical", "Academy of Athens", "0.55 1 6 0.2 0.5 0", "marble cream terracotta"),
+        ("Neoclassical", "Pantheon", "0.7 1 8 0.3 0.95 2", "grey stone dark"),
+        ("Neoclassical", "Ripon Building", "0.5 3 10 0.2 0.8 1", "cream brick brick"),
+        ("Pagodas", "Tianning Temple Pagoda", "2.6 11 1 0.12 0.3 1", "grey gold dark"),
+        ("Pagodas", "Thien Mu Pagoda", "2.2 7 0 0.15 0.4 0", "stone brick terracotta"),
+        ("Pagodas", "Giant Wild Goose Pagoda", "1.8 7 0 0.08 0.7 1", "sand dark sand"),
+        ("Pagodas", "Shwedagon Pagoda", "1.5 3 0 0.3 0.9 2", "gold marble gold"),
+        ("Pagodas", "Fogong Temple Pagoda", "1.9 5 1 0.2 0.2 0", "brick grey dark"),
+        ("Pyramids", "Pyramid of Giza", "0.62 1 0 0.0 0.5 0", "sand stone sand"),
+        ("Pyramids", "Pyramid of Djoser", "0.5 6 0 0.3 0.6 0", "stone dark sand"),
+        ("Pyramids", "Santa Cecilia Acatitlan Pyramid", "0.7 3 0 0.35 0.5 3", "grey stone grey"),
+        ("Pyramids", "El Castillo (Chichen Itza)", "0.55 9 0 0.25 0.3 3", "grey stone grey"),
+        ("Pyramids", "Louvre Pyramid", "0.65 1 5 0.0 0.5 0", "glass grey glass"),
+    )
+}
+
+
 def landmark_blueprint(category: str, landmark: str) -> LandmarkBlueprint:
-    """The blueprint of a landmark: a function of its names only, the same for every seed."""
+    """The blueprint of a landmark, the same for every seed: hand-made for the study's
+    landmarks, drawn from a stable hash of the names for any other."""
+    if (category, landmark) in _STUDY_BLUEPRINTS:
+        return _STUDY_BLUEPRINTS[category, landmark]
     ranges = _TRAITS[category]
     rng = _rng("blueprint", category, landmark)
-    body, accent, roof = (_MATERIALS[i] for i in rng.choice(len(_MATERIALS), 3, replace=False))
+    materials = list(_MATERIALS.values())
+    body, accent, roof = (materials[i] for i in rng.choice(len(materials), 3, replace=False))
     return LandmarkBlueprint(
         family=category,
         aspect=_uniform(rng, ranges.aspect),
@@ -639,14 +700,16 @@ def _occluder(draw: ImageDraw.ImageDraw, kind: str, rng: np.random.Generator, si
         draw.ellipse([side - r, cy - r, side + r, cy + r], fill=_pick(rng, _FOLIAGE))
     elif kind == "wall":
         top = rng.uniform(0.75, 0.9) * size
-        colour = _pick(rng, _MATERIALS)
+        colour = _pick(rng, tuple(_MATERIALS.values()))
         draw.rectangle([0, top, size, size], fill=colour)
         for x in np.arange(rng.uniform(0, 0.1), 1, 0.12) * size:
             draw.rectangle([x, top - 0.04 * size, x + 0.03 * size, size], fill=colour)
     elif kind == "car":
         x, w = rng.uniform(0, 0.7) * size, rng.uniform(0.25, 0.4) * size
         y = rng.uniform(0.85, 0.98) * size
-        draw.rounded_rectangle([x, y - 0.3 * w, x + w, y], 0.08 * w, fill=_pick(rng, _MATERIALS))
+        draw.rounded_rectangle(
+            [x, y - 0.3 * w, x + w, y], 0.08 * w, fill=_pick(rng, tuple(_MATERIALS.values()))
+        )
         for wx in (x + 0.2 * w, x + 0.8 * w):
             draw.ellipse([wx - 0.1 * w, y - 0.1 * w, wx + 0.1 * w, y + 0.1 * w], fill=(20,) * 3)
     else:  # a branch reaching in from a top corner

@@ -210,6 +210,10 @@ def create_backbone(
     if not keep_classifier:
         model.reset_classifier(0)
     preprocessing = Preprocessing.from_model(model, input_size=input_size, mean=mean, std=std)
-    log.info("backbone %s (%s weights), %d features", name, WeightsSource(weights).value,
-             feature_width(model))
+    log.info(
+        "backbone %s (%s weights), %d features",
+        name,
+        WeightsSource(weights).value,
+        feature_width(model),
+    )
     return Backbone(model, preprocessing).freeze(freeze)

@@ -64,11 +64,16 @@ class TwoLevelStrategy(L.LightningModule):
         self.backbone = backbone
         self.hierarchy = hierarchy
         self.stages = {name: stages[name] for name in self.stage_names}
-        self.num_classes = {"category": hierarchy.num_categories,
-                            "landmark": hierarchy.num_landmarks}
+        self.num_classes = {
+            "category": hierarchy.num_categories,
+            "landmark": hierarchy.num_landmarks,
+        }
         self.metrics = nn.ModuleDict(
-            {f"{split}_{task}": task_metrics(self.num_classes[task])
-             for split in SPLITS for task in TASKS}
+            {
+                f"{split}_{task}": task_metrics(self.num_classes[task])
+                for split in SPLITS
+                for task in TASKS
+            }
         )
         self.stage = self.stage_names[0]
         self.test_outputs = TestOutputs()
@@ -141,7 +146,8 @@ class TwoLevelStrategy(L.LightningModule):
         for task in self.tasks:
             logits = torch.cat([b[task][0] for b in self._test_batches]).float().cpu()
             self.test_outputs.targets[task] = torch.cat(
-                [b[task][1] for b in self._test_batches]).cpu()
+                [b[task][1] for b in self._test_batches]
+            ).cpu()
             self.test_outputs.probs[task] = logits.softmax(-1)
             self.test_outputs.preds[task] = logits.argmax(-1)
         self._test_batches = []

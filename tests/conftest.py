@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny generated image trees and composed configs (CPU, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from landmark_tl.config import TrainConfig, register_configs
+from landmark_tl.data.synthetic import generate_synthetic_monuments
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TINY_CLASSES = {
+    "Gothic": ["Milan Cathedral", "Cologne Cathedral"],
+    "Pyramids": ["Pyramid of Giza", "Louvre Pyramid"],
+}
+
+# Small and fast: random-init backbone at 64 px, 2 x 2 landmarks, one short stage.
+TINY_OVERRIDES = [
+    "data=folder",
+    "backbone.weights=none",
+    "backbone.input_size=[3,64,64]",
+    "data.split.val=1",
+    "data.split.test=2",
+    "data.batch_size=8",
+    "trainer=cpu",
+    "strategy.stages.joint.epochs=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 categories × 2 landmarks × 6 images of 64 px."""
+    root = tmp_path_factory.mktemp("tiny") / "images"
+    generate_synthetic_monuments(
+        root, images_per_landmark=6, image_size=64, seed=0, categories=TINY_CLASSES
+    )
+    return root
+
+
+def compose_config(*overrides: str) -> TrainConfig:
+    """Compose ``conf/train.yaml`` with overrides, as the command line would."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+@pytest.fixture
+def tiny_config(tiny_tree: Path, tmp_path: Path):
+    """A factory of tiny TrainConfigs on ``tiny_tree``, caching under tmp_path."""
+
+    def make(*overrides: str) -> TrainConfig:
+        return compose_config(
+            *TINY_OVERRIDES,
+            f"data.root={tiny_tree}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            *overrides,
+        )
+
+    return make

@@ -1,0 +1,135 @@
+"""Backbone construction, packaged weights, positional mapping and feature width."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
+from landmark_tl.models.backbone import (
+    PACKAGED_WEIGHTS,
+    create_backbone,
+    map_by_position,
+    match_state_dict,
+)
+
+
+@pytest.fixture(scope="module")
+def packaged_with_classifier():
+    return create_backbone("tf_efficientnet_lite0", weights="package", keep_classifier=True)
+
+
+def test_packaged_weights_map_every_tensor_by_position():
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    source = PACKAGED_WEIGHTS["tf_efficientnet_lite0"]()
+    mapped = match_state_dict(source, model)
+    assert list(mapped) == list(model.state_dict())
+    assert len(mapped) == len(source) == 296
+    missing, unexpected = model.load_state_dict(mapped, strict=True)
+    assert not missing and not unexpected
+    # the packaged file names tensors differently: mapping really was by position
+    assert next(iter(source)) == "_conv_stem.weight"
+    assert torch.equal(model.conv_stem.weight, source["_conv_stem.weight"])
+
+
+@pytest.mark.parametrize(
+    ("photo", "expected"),
+    [
+        ("chelsea", set(range(281, 286))),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+        ("coffee", {967, 968, 504}),
+    ],  # espresso, cup, coffee mug
+)
+def test_packaged_weights_classify_real_photos(packaged_with_classifier, photo, expected):
+    backbone = packaged_with_classifier.eval()
+    image = Image.fromarray(getattr(skdata, photo)())
+    x = to_uint8_tensor(geometry_transform(backbone.preprocessing)(image))[None]
+    with torch.no_grad():
+        top = backbone(x).argmax(-1).item()
+    assert top in expected
+
+
+@pytest.mark.parametrize(
+    ("name", "width"), [("tf_efficientnet_lite0", 1280), ("vgg16", 4096), ("resnet18", 512)]
+)
+def test_feature_width_comes_from_the_model(name, width):
+    backbone = create_backbone(name, weights="none", input_size=(3, 32, 32))
+    assert backbone.num_features == width
+    with torch.no_grad():
+        out = backbone(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    assert out.shape == (2, width)
+
+
+def test_preprocessing_from_timm_config_and_overrides():
+    default = create_backbone("tf_efficientnet_lite0", weights="none").preprocessing
+    assert default.input_size == (3, 224, 224)
+    assert default.mean == (0.5, 0.5, 0.5) and default.interpolation == "bicubic"
+    vgg = create_backbone("vgg16", weights="none", input_size=(3, 32, 32)).preprocessing
+    assert vgg.mean == pytest.approx((0.485, 0.456, 0.406))
+    custom = create_backbone(
+        "resnet18",
+        weights="none",
+        input_size=(3, 96, 96),
+        mean=(0.1, 0.2, 0.3),
+        std=(1.0, 1.0, 1.0),
+    ).preprocessing
+    assert custom.input_size == (3, 96, 96) and custom.mean == (0.1, 0.2, 0.3)
+
+
+def test_freeze_all_keeps_backbone_in_eval_mode_without_gradients():
+    backbone = create_backbone("resnet18", weights="none", freeze="all")
+    backbone.train()
+    assert not backbone.model.training
+    assert not any(p.requires_grad for p in backbone.parameters())
+    trainable = create_backbone("resnet18", weights="none", freeze="none").train()
+    assert trainable.model.training
+    assert all(p.requires_grad for p in trainable.parameters())
+
+
+def test_normalisation_uses_model_mean_and_std():
+    backbone = create_backbone("resnet18", weights="none", mean=(0.5,) * 3, std=(0.25,) * 3)
+    seen = {}
+    backbone.model.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    with torch.no_grad():
+        backbone(torch.full((1, 3, 8, 8), 255, dtype=torch.uint8))
+    assert torch.allclose(seen["x"], torch.full((1, 3, 8, 8), 2.0))  # (1 - 0.5) / 0.25
+
+
+def test_position_mapping_refuses_a_shape_mismatch():
+    target = {"a.weight": torch.zeros(4, 3), "a.bias": torch.zeros(4)}
+    source = {"x": torch.zeros(4, 3), "y": torch.zeros(5)}
+    with pytest.raises(ValueError, match=r"tensor #1 y has shape \(5,\).*a.bias expects \(4,\)"):
+        map_by_position(source, target)
+    with pytest.raises(ValueError, match="source has 1 tensors, the model has 2"):
+        map_by_position({"x": torch.zeros(4, 3)}, target)
+
+
+def test_weights_file_loads_by_name_and_by_position(tmp_path):
+    import timm
+
+    reference = timm.create_model("resnet18", pretrained=False)
+    by_name = tmp_path / "resnet.pth"
+    torch.save(reference.state_dict(), by_name)
+    renamed = tmp_path / "renamed.pth"
+    torch.save({f"layer_{i}": v for i, v in enumerate(reference.state_dict().values())}, renamed)
+    x = torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8)
+    outputs = []
+    for path in (by_name, renamed):
+        backbone = create_backbone("resnet18", weights="file", weights_file=path).eval()
+        with torch.no_grad():
+            outputs.append(backbone(x))
+    assert torch.allclose(outputs[0], outputs[1])
+
+
+def test_bad_weight_requests_name_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="weights=package has weights for"):
+        create_backbone("resnet18", weights="package")
+    with pytest.raises(ValueError, match="weights_file=PATH"):
+        create_backbone("resnet18", weights="file")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_backbone("resnet18", weights="file", weights_file=tmp_path / "nope.pth")
+    with pytest.raises(ValueError, match="not a timm model"):
+        create_backbone("no_such_net", weights="none")

@@ -1,0 +1,73 @@
+"""The data module: labels, split sizes, views, and frozen features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.splits import SplitSpec
+from landmark_tl.models.backbone import create_backbone
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
+
+
+def _module(tiny_tree, backbone, **kwargs) -> LandmarkDataModule:
+    dm = LandmarkDataModule(
+        tiny_tree, backbone.preprocessing, split=SplitSpec(1, 2, seed=0), batch_size=4, **kwargs
+    )
+    dm.setup("fit")
+    return dm
+
+
+def test_batches_carry_uint8_images_and_both_labels(tiny_tree, backbone):
+    dm = _module(tiny_tree, backbone)
+    assert dm.hierarchy.num_categories == 2 and dm.hierarchy.num_landmarks == 4
+    x, category, landmark = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.uint8
+    parents = dm.hierarchy.parent_tensor()
+    assert torch.equal(parents[landmark], category)
+    sizes = {split: len(dm.datasets[split]) for split in ("train", "val", "test")}
+    assert sizes == {"train": 12, "val": 4, "test": 8}  # 4 landmarks x (3, 1, 2)
+
+
+def test_test_records_match_test_labels_in_order(tiny_tree, backbone):
+    dm = _module(tiny_tree, backbone)
+    records = dm.records("test")
+    labels = [int(lm) for _, _, batch in dm.test_dataloader() for lm in batch]
+    assert [dm.hierarchy.landmark_index(r.category, r.landmark) for r in records] == labels
+
+
+def test_study_augmentation_gives_five_views_of_each_training_image(tiny_tree, backbone):
+    dm = _module(tiny_tree, backbone, augment="study")
+    assert len(dm.datasets["train"]) == 5 * 12
+    assert len(dm.datasets["val"]) == 4  # evaluation uses the original only
+    views = [dm.datasets["train"][i][0] for i in range(5)]
+    assert torch.equal(views[2], views[0].flip(-1))
+    assert torch.equal(views[3], views[0].flip(-2))
+
+
+def test_frozen_features_replace_images(tiny_tree, backbone):
+    dm = _module(tiny_tree, backbone, augment="study", feature_encoder=backbone)
+    x, category, landmark = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 512) and x.dtype == torch.float32
+    plain = _module(tiny_tree, backbone)
+    image, _, _ = plain.datasets["val"][0]
+    with torch.no_grad():
+        expected = backbone.eval()(image[None])[0]
+    assert torch.allclose(dm.datasets["val"][0][0], expected, atol=1e-5)
+
+
+def test_random_augmentation_with_frozen_features_is_refused(tiny_tree, backbone):
+    with pytest.raises(ValueError, match="data.augment=random"):
+        _module(tiny_tree, backbone, augment="random", feature_encoder=backbone)
+
+
+def test_random_augmentation_draws_new_views(tiny_tree, backbone):
+    dm = _module(tiny_tree, backbone, augment="random")
+    torch.manual_seed(0)
+    first, second = dm.datasets["train"][0][0], dm.datasets["train"][0][0]
+    assert first.shape == (3, 32, 32) and not torch.equal(first, second)

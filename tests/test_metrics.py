@@ -1,0 +1,42 @@
+"""Scores on hand-made predictions equal hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landmark_tl.metrics import score_predictions, task_metrics
+
+
+def test_macro_f1_and_accuracy_by_hand():
+    targets = torch.tensor([0, 0, 1, 1, 2, 2])
+    preds = torch.tensor([0, 1, 1, 1, 2, 0])
+    # class 0: tp 1, fp 1, fn 1 -> F1 1/2; class 1: tp 2, fp 1, fn 0 -> 4/5;
+    # class 2: tp 1, fp 0, fn 1 -> 2/3
+    scores = score_predictions(preds, targets, 3)
+    assert scores["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["n"] == 6
+
+
+def test_classes_absent_from_preds_and_targets_are_left_out_of_the_mean():
+    scores = score_predictions(torch.tensor([0, 1]), torch.tensor([0, 1]), 5)
+    assert scores["macro_f1"] == pytest.approx(1.0)
+
+
+def test_a_class_never_predicted_counts_as_zero():
+    scores = score_predictions(torch.tensor([0, 0]), torch.tensor([0, 1]), 2)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_streaming_metrics_match_the_one_shot_scores():
+    torch.manual_seed(0)
+    logits = torch.randn(50, 4)
+    targets = torch.randint(0, 4, (50,))
+    metrics = task_metrics(4)
+    for chunk in range(0, 50, 16):
+        metrics.update(logits[chunk : chunk + 16], targets[chunk : chunk + 16])
+    streamed = {k: float(v) for k, v in metrics.compute().items()}
+    once = score_predictions(logits.argmax(-1), targets, 4)
+    assert streamed["f1"] == pytest.approx(once["macro_f1"])
+    assert streamed["acc"] == pytest.approx(once["accuracy"])
