@@ -84,11 +84,53 @@ class LossWeights:
     landmark: float = 1.0
 
 
+class StrategyName(str, Enum):
+    multi_output = "multi_output"
+    head_swap = "head_swap"
+    feature_chain = "feature_chain"
+    hierarchical = "hierarchical"
+
+
+STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights")
+
+
+def default_stages() -> dict[str, StageConfig]:
+    """Every stage name a strategy may use; each strategy takes the ones it runs."""
+    return {
+        "joint": StageConfig(epochs=40, lr=1e-3),
+        "landmark": StageConfig(epochs=40, lr=1e-3),
+        "category": StageConfig(epochs=20, lr=1e-3),
+    }
+
+
 @dataclass
 class StrategyConfig:
-    name: str = "multi_output"
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    stages: dict[str, StageConfig] = field(default_factory=dict)
+    """A strategy, its stages, and the options that apply to it (None: not used)."""
+
+    name: StrategyName = StrategyName.multi_output
+    first: str | None = None  # head_swap, feature_chain: category | landmark
+    train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
+    loss_weights: LossWeights | None = None  # multi_output, hierarchical
+    stages: dict[str, StageConfig] = field(default_factory=default_stages)
+
+    def options(self, accepted: tuple[str, ...]) -> dict[str, Any]:
+        """Keyword arguments for the strategy; refuses options it does not take."""
+        given = {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
+        unused = sorted(set(given) - set(accepted))
+        if unused:
+            raise ValueError(
+                f"strategy.{unused[0]} does not apply to strategy={self.name.value} "
+                f"(it takes {list(accepted) or 'no options'}); remove it"
+            )
+        if "loss_weights" in given:
+            weights = given["loss_weights"]
+            given["loss_weights"] = {"category": weights.category, "landmark": weights.landmark}
+        return given
+
+    @property
+    def approach(self) -> str:
+        """A readable name of the approach, e.g. ``head_swap (landmark first)``."""
+        return f"{self.name.value} ({self.first} first)" if self.first else self.name.value
 
 
 @dataclass

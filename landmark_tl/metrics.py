@@ -27,3 +27,26 @@ def score_predictions(
         "accuracy": float(multiclass_accuracy(preds, targets, num_classes, average="micro")),
         "n": int(len(targets)),
     }
+
+
+def hierarchy_scores(
+    preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], parent: torch.Tensor
+) -> dict[str, float]:
+    """Scores of the two predictions together, per test image.
+
+    ``parent[l]`` is the category of landmark ``l``. Full-path accuracy: both tasks right;
+    consistency: the predicted landmark lies in the predicted category; category F1 from
+    the landmark: macro F1 of the predicted landmark's category.
+    """
+    category, landmark = preds["category"], preds["landmark"]
+    implied = parent[landmark]
+    both_right = (category == targets["category"]) & (landmark == targets["landmark"])
+    return {
+        "full_path_accuracy": float(both_right.float().mean()),
+        "consistency": float((implied == category).float().mean()),
+        "category_f1_from_landmark": float(
+            multiclass_f1_score(
+                implied, targets["category"], int(parent.max()) + 1, average="macro"
+            )
+        ),
+    }

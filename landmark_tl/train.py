@@ -25,6 +25,7 @@ from landmark_tl.data.splits import write_split_csv
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
+from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
@@ -87,19 +88,14 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
-    name = config.strategy.name
-    if name not in STRATEGIES:
-        raise ValueError(f"strategy.name={name} is not one of {sorted(STRATEGIES)}")
-    return STRATEGIES[name](
+    cls = STRATEGIES[config.strategy.name.value]
+    return cls(
         backbone,
         hierarchy,
         config.strategy.stages,
         hidden=config.head.hidden,
         dropout=config.head.dropout,
-        loss_weights={
-            "category": config.strategy.loss_weights.category,
-            "landmark": config.strategy.loss_weights.landmark,
-        },
+        **config.strategy.options(cls.config_keys),
     )
 
 
@@ -151,10 +147,14 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
     metrics = {
-        "strategy": config.strategy.name,
+        "approach": config.strategy.approach,
+        "strategy": config.strategy.name.value,
         "backbone": config.backbone.name,
         "seed": config.seed,
         "test": fit.task_scores(),
+        "hierarchy": hierarchy_scores(
+            fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
+        ),
         "data": {
             "root": str(catalog.root),
             "images": len(catalog.records),
@@ -174,6 +174,7 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
         ],
         "timings": {
             "setup_s": round(setup_seconds, 2),
+            "train_s": round(sum(s.seconds for s in fit.stages), 2),
             "total_s": round(time.perf_counter() - start, 2),
         },
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landmark_tl.metrics import score_predictions, task_metrics
+from landmark_tl.metrics import hierarchy_scores, score_predictions, task_metrics
 
 
 def test_macro_f1_and_accuracy_by_hand():
@@ -40,3 +40,16 @@ def test_streaming_metrics_match_the_one_shot_scores():
     once = score_predictions(logits.argmax(-1), targets, 4)
     assert streamed["f1"] == pytest.approx(once["macro_f1"])
     assert streamed["acc"] == pytest.approx(once["accuracy"])
+
+
+def test_hierarchy_scores_by_hand():
+    parent = torch.tensor([0, 0, 1, 1])  # landmarks 0, 1 in category 0; 2, 3 in category 1
+    targets = {"category": torch.tensor([0, 0, 1, 1]), "landmark": torch.tensor([0, 1, 2, 3])}
+    preds = {"category": torch.tensor([0, 1, 1, 1]), "landmark": torch.tensor([0, 1, 3, 0])}
+    scores = hierarchy_scores(preds, targets, parent)
+    # image 0 both right; 1 category wrong; 2 landmark wrong; 3 landmark wrong
+    assert scores["full_path_accuracy"] == pytest.approx(1 / 4)
+    # implied categories 0, 0, 1, 0 vs predicted 0, 1, 1, 1: images 0 and 2 consistent
+    assert scores["consistency"] == pytest.approx(2 / 4)
+    # implied 0,0,1,0 vs true 0,0,1,1: class 0 tp2 fp1 -> 4/5; class 1 tp1 fn1 -> 2/3
+    assert scores["category_f1_from_landmark"] == pytest.approx((0.8 + 2 / 3) / 2)

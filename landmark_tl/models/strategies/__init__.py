@@ -1,8 +1,24 @@
 """One LightningModule per training strategy, on a shared base."""
 
 from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.feature_chain import FeatureChain
+from landmark_tl.models.strategies.head_swap import HeadSwap
+from landmark_tl.models.strategies.hierarchical import Hierarchical
 from landmark_tl.models.strategies.multi_output import MultiOutput
 
-STRATEGIES: dict[str, type[TwoLevelStrategy]] = {"multi_output": MultiOutput}
+STRATEGIES: dict[str, type[TwoLevelStrategy]] = {
+    "multi_output": MultiOutput,
+    "head_swap": HeadSwap,
+    "feature_chain": FeatureChain,
+    "hierarchical": Hierarchical,
+}
 
-__all__ = ["STRATEGIES", "MultiOutput", "StageConfig", "TwoLevelStrategy"]
+__all__ = [
+    "STRATEGIES",
+    "FeatureChain",
+    "HeadSwap",
+    "Hierarchical",
+    "MultiOutput",
+    "StageConfig",
+    "TwoLevelStrategy",
+]

@@ -1,14 +1,14 @@
 """The shared base of every strategy: stages, task losses, metrics, optimiser, test outputs.
 
 A strategy trains the two tasks (``category``, ``landmark``) in one or more *stages*; each
-stage is its own ``Trainer.fit`` and names the tasks it trains and tests. Subclasses say
-which tasks a stage trains (:meth:`stage_tasks`), what trains in it (:meth:`begin_stage`)
-and how logits are made (:meth:`task_logits`).
+stage is its own ``Trainer.fit`` and names the tasks it trains and tests. Subclasses give
+the stage order, the tasks of each stage (:meth:`stage_tasks`), what trains in a stage
+(:meth:`begin_stage`) and how logits are made (:meth:`task_logits`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -19,9 +19,11 @@ from torch import nn
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
+from landmark_tl.models.heads import MLP
 
 TASKS = ("category", "landmark")
 SPLITS = ("train", "val", "test")
+STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
 
 @dataclass
@@ -43,26 +45,48 @@ class TestOutputs:
     probs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def other_task(task: str) -> str:
+    """The task that is not ``task``; refuses names that are not tasks."""
+    if task not in TASKS:
+        raise ValueError(f"strategy.first={task!r}: use 'category' or 'landmark'")
+    return TASKS[1 - TASKS.index(task)]
+
+
+def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Complete and validate per-task loss weights (default 1 each)."""
+    merged = {task: 1.0 for task in TASKS} | dict(weights or {})
+    if set(merged) != set(TASKS) or min(merged.values()) < 0 or max(merged.values()) == 0:
+        raise ValueError(
+            "strategy.loss_weights needs non-negative 'category' and 'landmark' weights, "
+            f"not both zero; got {merged}"
+        )
+    return merged
+
+
 class TwoLevelStrategy(L.LightningModule):
     """Backbone + strategy-specific heads, trained stage by stage."""
 
-    stage_names: tuple[str, ...] = ()
+    config_keys: tuple[str, ...] = ()
+    """Strategy options (beyond stages and head) that this strategy takes from the config."""
 
     def __init__(
         self,
         backbone: Backbone,
         hierarchy: LabelHierarchy,
         stages: Mapping[str, StageConfig],
+        stage_names: Sequence[str],
     ) -> None:
         super().__init__()
-        unknown = set(stages) ^ set(self.stage_names)
-        if unknown:
+        unknown = sorted(set(stages) - set(STAGE_NAMES))
+        missing = [name for name in stage_names if name not in stages]
+        if unknown or missing:
             raise ValueError(
-                f"strategy.stages must name exactly {list(self.stage_names)} for "
-                f"{type(self).__name__}; got {sorted(stages)}"
+                f"strategy.stages: {type(self).__name__} runs stages {list(stage_names)}; "
+                f"missing {missing}, unknown {unknown} (stage names are {list(STAGE_NAMES)})"
             )
         self.backbone = backbone
         self.hierarchy = hierarchy
+        self.stage_names = tuple(stage_names)
         self.stages = {name: stages[name] for name in self.stage_names}
         self.num_classes = {
             "category": hierarchy.num_categories,
@@ -77,7 +101,7 @@ class TwoLevelStrategy(L.LightningModule):
         )
         self.stage = self.stage_names[0]
         self.test_outputs = TestOutputs()
-        self._test_batches: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []
+        self._test_batches: list[dict[str, tuple[torch.Tensor, ...]]] = []
 
     # --- what subclasses define -------------------------------------------------------
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
@@ -85,20 +109,55 @@ class TwoLevelStrategy(L.LightningModule):
         raise NotImplementedError
 
     def task_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits of the current stage's tasks from backbone features."""
+        """Logits of (at least) the current stage's tasks from backbone features."""
         raise NotImplementedError
 
     def loss_weight(self, task: str) -> float:
         """Weight of ``task``'s cross-entropy in the stage loss."""
         return 1.0
 
+    def decode(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Predicted class of each task: the argmax of its logits."""
+        return {task: value.argmax(-1) for task, value in logits.items()}
+
+    def trainable_in_stage(self, stage: str) -> list[nn.Module]:
+        """Modules whose parameters train in ``stage`` (the backbone follows its policy)."""
+        raise NotImplementedError
+
+    def kept_in_eval(self, stage: str) -> list[nn.Module]:
+        """Modules that act as fixed functions in ``stage`` (no dropout, no BN updates)."""
+        return []
+
+    # --- shared behaviour ---------------------------------------------------------------
     def begin_stage(self, stage: str) -> None:
-        """Make ``stage`` current; subclasses also set what trains in it."""
+        """Make ``stage`` current: only its modules (and an unfrozen backbone) train."""
         if stage not in self.stages:
             raise ValueError(f"unknown stage '{stage}'; stages are {list(self.stage_names)}")
         self.stage = stage
+        trainable = self.trainable_in_stage(stage)
+        for name, child in self.named_children():
+            if name not in ("backbone", "metrics"):
+                child.requires_grad_(any(child is m for m in trainable))
+        for module in trainable:
+            if module is not self.backbone:
+                module.requires_grad_(True)
+        self.backbone.model.requires_grad_(self._backbone_trains(stage))
+        self.train(self.training)
 
-    # --- shared behaviour ---------------------------------------------------------------
+    def _backbone_trains(self, stage: str) -> bool:
+        trainable = self.trainable_in_stage(stage)
+        return not self.backbone.frozen and any(m is self.backbone for m in trainable)
+
+    def train(self, mode: bool = True) -> TwoLevelStrategy:
+        """Like ``nn.Module.train``; modules that are fixed in this stage stay in eval."""
+        super().train(mode)
+        fixed = self.kept_in_eval(self.stage)
+        if not self._backbone_trains(self.stage):
+            fixed.append(self.backbone)
+        for module in fixed:
+            module.eval()
+        return self
+
     @property
     def tasks(self) -> tuple[str, ...]:
         return self.stage_tasks(self.stage)
@@ -114,19 +173,24 @@ class TwoLevelStrategy(L.LightningModule):
         x, category, landmark = batch
         targets = {"category": category, "landmark": landmark}
         logits = self(x)
+        preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
             task_loss = F.cross_entropy(logits[task], targets[task])
             loss = loss + self.loss_weight(task) * task_loss
             metrics = self.metrics[f"{split}_{task}"]
-            metrics.update(logits[task], targets[task])
+            metrics.update(preds[task], targets[task])
             self.log(f"{split}/{task}_loss", task_loss, on_step=False, on_epoch=True)
             self.log_dict(
-                {f"{split}/{task}_{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True
+                {f"{split}/{task}_{k}": m for k, m in metrics.items()},
+                on_step=False,
+                on_epoch=True,
             )
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split == "val")
         if split == "test":
-            self._test_batches.append({t: (logits[t].detach(), targets[t]) for t in self.tasks})
+            self._test_batches.append(
+                {t: (logits[t].detach(), preds[t], targets[t]) for t in self.tasks}
+            )
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
@@ -144,12 +208,12 @@ class TwoLevelStrategy(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Collect the test predictions of the current stage's tasks."""
         for task in self.tasks:
-            logits = torch.cat([b[task][0] for b in self._test_batches]).float().cpu()
-            self.test_outputs.targets[task] = torch.cat(
-                [b[task][1] for b in self._test_batches]
-            ).cpu()
-            self.test_outputs.probs[task] = logits.softmax(-1)
-            self.test_outputs.preds[task] = logits.argmax(-1)
+            logits, preds, targets = (
+                torch.cat([b[task][i] for b in self._test_batches]).cpu() for i in range(3)
+            )
+            self.test_outputs.probs[task] = logits.float().softmax(-1)
+            self.test_outputs.preds[task] = preds
+            self.test_outputs.targets[task] = targets
         self._test_batches = []
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -158,3 +222,20 @@ class TwoLevelStrategy(L.LightningModule):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
         return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+
+
+class TrunkAndHeads(nn.Module):
+    """A shared MLP trunk over backbone features and one linear output layer per task."""
+
+    def __init__(
+        self, in_features: int, hidden: Sequence[int], dropout: float, classes: Mapping[str, int]
+    ) -> None:
+        super().__init__()
+        self.trunk = MLP(in_features, hidden, dropout)
+        self.heads = nn.ModuleDict(
+            {task: nn.Linear(self.trunk.out_features, n) for task, n in classes.items()}
+        )
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        shared = self.trunk(features)
+        return {task: head(shared) for task, head in self.heads.items()}

@@ -1,4 +1,4 @@
-"""Strategy 1 of the study: one trunk, two output layers, trained jointly in one fit."""
+"""Study approach 1: one trunk, two output layers, trained jointly in one fit."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from torch import nn
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.heads import MLP
-from landmark_tl.models.strategies.base import TASKS, StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import (
+    TASKS,
+    StageConfig,
+    TrunkAndHeads,
+    TwoLevelStrategy,
+    check_loss_weights,
+)
 
 
 class MultiOutput(TwoLevelStrategy):
-    """loss = w_c · CE(category) + w_l · CE(landmark) over a shared trunk."""
+    """loss = w_c · CE(category) + w_l · CE(landmark) over a shared trunk, one stage."""
 
-    stage_names = ("joint",)
+    config_keys = ("loss_weights",)
 
     def __init__(
         self,
@@ -28,17 +33,9 @@ class MultiOutput(TwoLevelStrategy):
         dropout: float = 0.1,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(backbone, hierarchy, stages)
-        self.loss_weights = {task: 1.0 for task in TASKS} | dict(loss_weights or {})
-        if set(self.loss_weights) != set(TASKS) or min(self.loss_weights.values()) < 0:
-            raise ValueError(
-                f"strategy.loss_weights needs non-negative 'category' and 'landmark', "
-                f"got {self.loss_weights}"
-            )
-        self.trunk = MLP(backbone.num_features, hidden, dropout)
-        self.heads = nn.ModuleDict(
-            {t: nn.Linear(self.trunk.out_features, self.num_classes[t]) for t in TASKS}
-        )
+        super().__init__(backbone, hierarchy, stages, ("joint",))
+        self.loss_weights = check_loss_weights(loss_weights)
+        self.net = TrunkAndHeads(backbone.num_features, hidden, dropout, self.num_classes)
 
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
         return TASKS
@@ -46,6 +43,8 @@ class MultiOutput(TwoLevelStrategy):
     def loss_weight(self, task: str) -> float:
         return self.loss_weights[task]
 
+    def trainable_in_stage(self, stage: str) -> list[nn.Module]:
+        return [self.net, self.backbone]
+
     def task_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        shared = self.trunk(features)
-        return {task: head(shared) for task, head in self.heads.items()}
+        return self.net(features)
