@@ -28,6 +28,7 @@ from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+from landmark_tl.plots import write_run_plots
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
         enable_progress_bar=config.trainer.enable_progress_bar,
     )
     atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+    write_run_plots(run_dir)
     metrics = {
         "approach": config.strategy.approach,
         "strategy": config.strategy.name.value,

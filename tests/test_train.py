@@ -24,6 +24,9 @@ RUN_FILES = {
     "metrics.json",
     "checkpoints/joint-best.ckpt",
     "logs/joint/metrics.csv",
+    "plots/curves_joint.png",
+    "plots/confusion_category.png",
+    "plots/confusion_landmark.png",
 }
 
 

@@ -1,0 +1,92 @@
+"""Statistics for comparing runs: macro F1 in numpy, bootstrap intervals, paired bootstrap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+def batched_macro_f1(preds: np.ndarray, targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Macro F1 of each row of two (R, n) integer label arrays, as an (R,) array.
+
+    As sklearn and torchmetrics: per-class F1 = 2·TP / (predicted + true count); a class absent
+    from both the predictions and the targets of a row is left out of that row's mean.
+    """
+    preds, targets = np.atleast_2d(preds), np.atleast_2d(targets)
+    size = preds.shape[0] * num_classes
+    offset = np.arange(preds.shape[0])[:, None] * num_classes
+    true_cells, pred_cells = offset + targets, offset + preds
+    hits = np.bincount(true_cells[preds == targets], minlength=size)
+    support = np.bincount(true_cells.ravel(), minlength=size) + np.bincount(
+        pred_cells.ravel(), minlength=size
+    )
+    hits, support = hits.reshape(-1, num_classes), support.reshape(-1, num_classes)
+    present = support > 0
+    f1 = np.divide(2.0 * hits, support, out=np.zeros(hits.shape), where=present)
+    return f1.sum(axis=1) / present.sum(axis=1)
+
+
+def macro_f1(preds: Sequence[int], targets: Sequence[int], num_classes: int | None = None) -> float:
+    """Macro F1 of integer predictions against targets (see ``batched_macro_f1``)."""
+    preds, targets = np.asarray(preds), np.asarray(targets)
+    if num_classes is None:
+        num_classes = int(max(preds.max(), targets.max())) + 1
+    return float(batched_macro_f1(preds, targets, num_classes)[0])
+
+
+def resample_indices(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, n) indices of n items drawn with replacement."""
+    return rng.integers(0, n, size=(resamples, n))
+
+
+def seed_averaged_f1(
+    labels: Sequence[tuple[np.ndarray, np.ndarray]],
+    indices: Sequence[np.ndarray],
+    num_classes: int,
+) -> np.ndarray:
+    """Per resample, the macro F1 averaged over seeds.
+
+    ``labels[i]`` is seed i's (preds, targets); ``indices[i]`` its (B, n) resample indices.
+    Seeds that share test images share indices, so resample b is the same image draw for all.
+    """
+    scores = [
+        batched_macro_f1(p[idx], t[idx], num_classes)
+        for (p, t), idx in zip(labels, indices, strict=True)
+    ]
+    return np.mean(scores, axis=0)
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval holding ``level`` of ``samples``."""
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired bootstrap of (best − other) on the same resampled test images."""
+
+    diff_low: float
+    diff_high: float
+    share_at_least_best: float
+
+    @property
+    def distinguishable(self) -> bool:
+        """True when the interval of the difference excludes 0."""
+        return not self.diff_low <= 0.0 <= self.diff_high
+
+
+def paired_comparison(best: np.ndarray, other: np.ndarray, level: float = LEVEL) -> Comparison:
+    """Compare two per-resample score arrays drawn on the same resamples."""
+    low, high = percentile_interval(best - other, level)
+    return Comparison(low, high, float(np.mean(other >= best)))
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two closed intervals share a point."""
+    return a[0] <= b[1] and b[0] <= a[1]

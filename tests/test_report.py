@@ -1,0 +1,214 @@
+"""Table 1: numpy macro F1, bootstrap statistics, run collection, files and command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from landmark_tl.metrics import score_predictions
+from landmark_tl.report import BEST, SAME, WORSE, main, markdown_table, summarise, write_report
+from landmark_tl.rundir import collect_runs
+from landmark_tl.stats import batched_macro_f1, macro_f1, paired_comparison, percentile_interval
+
+LANDMARKS = ["Gothic/Cologne", "Gothic/Milan", "Pyramids/Giza", "Pyramids/Louvre"]
+PARTNER = {0: 2, 1: 3, 2: 0, 3: 1}  # a landmark of the other category
+TRUTH = [LANDMARKS[i // 5] for i in range(20)]  # 5 test images per landmark
+PATHS = [f"img_{i:02d}.png" for i in range(20)]
+
+
+def write_predictions(run_dir: Path, true: list[str], pred: list[str], paths: list[str]) -> None:
+    """predictions.csv as train.py writes it; categories from the ``Category/Landmark`` names."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["path"]
+            + [f"{c}_{t}" for t in ("category", "landmark") for c in ("true", "pred", "prob")]
+        )
+        for path, t, p in zip(paths, true, pred, strict=True):
+            writer.writerow([path, t.split("/")[0], p.split("/")[0], 0.9, t, p, 0.8])
+
+
+def make_run(
+    root: Path, name: str, approach: str, seed: int, pred: list[str], paths: list[str] = PATHS
+) -> Path:
+    """A fake run dir; approach "A" runs carry hierarchy metrics and timings.train_s."""
+    run_dir = root / name
+    write_predictions(run_dir, TRUTH, pred, paths)
+    metrics: dict[str, Any] = {
+        "approach": approach,
+        "strategy": "multi_output",
+        "seed": seed,
+        "data": {"root": "/data/monuments"},
+        "stages": [{"name": "category", "seconds": 2.0}, {"name": "landmark", "seconds": 3.0}],
+    }
+    if approach == "A":
+        metrics["hierarchy"] = {"full_path_accuracy": 0.9 + 0.05 * seed, "consistency": 1.0}
+        metrics["timings"] = {"train_s": 10.0 * (seed + 1)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def wrong_first(k: int) -> list[str]:
+    """Predictions with the first k images of each landmark given to its partner landmark."""
+    return [
+        LANDMARKS[PARTNER[i // 5]] if i % 5 < k else LANDMARKS[i // 5] for i in range(len(TRUTH))
+    ]
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Path:
+    """2 approaches × 2 seeds: A perfect; B right on 60% and 40% of the images (F1 0.6, 0.4)."""
+    root = tmp_path / "multirun"
+    make_run(root, "0", "A", 0, TRUTH)
+    make_run(root, "1", "A", 1, TRUTH)
+    make_run(root, "2", "B", 0, wrong_first(2))
+    make_run(root, "3", "B", 1, wrong_first(3))
+    return root
+
+
+def test_macro_f1_matches_hand_computed_values() -> None:
+    # class 0: TP 1, FP 1 -> 2/3; class 1: TP 2, FN 1 -> 4/5
+    assert macro_f1([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # classes 2..4 appear in neither preds nor targets: left out of the mean
+    assert macro_f1([0, 0, 1, 1], [0, 1, 1, 1], num_classes=5) == pytest.approx(11 / 15)
+    # class 1 is a target but never predicted right: F1 0, kept in the mean
+    assert macro_f1([0, 0], [0, 1], num_classes=3) == pytest.approx((2 / 3 + 0.0) / 2)
+    rows = batched_macro_f1(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [0, 1]]), 2)
+    np.testing.assert_allclose(rows, [1.0, (0.0 + 2 / 3) / 2])
+
+
+def test_macro_f1_agrees_with_torchmetrics_on_random_labels() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        preds, targets = rng.integers(0, 12, 40), rng.integers(0, 9, 40)
+        expected = score_predictions(torch.from_numpy(preds), torch.from_numpy(targets), 15)
+        assert macro_f1(preds, targets, 15) == pytest.approx(expected["macro_f1"], abs=1e-6)
+
+
+def test_paired_comparison_and_interval() -> None:
+    best = np.full(101, 0.9)
+    tied = paired_comparison(best, best - np.arange(-25, 76) / 100)  # differences -0.25 .. 0.75
+    assert (tied.diff_low, tied.diff_high) == pytest.approx((-0.225, 0.725))
+    assert not tied.distinguishable
+    assert tied.share_at_least_best == pytest.approx(26 / 101)
+    worse = paired_comparison(best, best - np.arange(5, 106) / 100)  # differences 0.05 .. 1.05
+    assert worse.distinguishable and worse.share_at_least_best == 0.0
+    assert percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+
+
+def test_table_rows_means_stds_and_marks(multirun: Path) -> None:
+    runs, skipped = collect_runs([multirun])
+    table = summarise(runs, bootstrap=500, seed=0)
+    assert skipped == []
+    assert [row.approach for row in table.rows] == ["A", "B"]
+    a, b = table.rows
+    for task in ("category", "landmark"):
+        assert a.scores[task].mean == pytest.approx(1.0)
+        assert a.scores[task].std == pytest.approx(0.0)
+        assert (a.scores[task].ci_low, a.scores[task].ci_high) == (1.0, 1.0)
+        assert a.scores[task].mark == BEST
+        score = b.scores[task]
+        assert score.mean == pytest.approx(0.5)
+        assert score.std == pytest.approx(math.sqrt(0.1**2 + 0.1**2))
+        assert score.mark == WORSE and not score.fallback
+        assert score.comparison.diff_low > 0  # the paired interval excludes 0
+        assert score.comparison.share_at_least_best == 0.0
+        assert score.ci_low <= score.mean <= score.ci_high
+    assert a.seeds == (0, 1) and len(b.seeds) == 2
+    assert a.full_path_accuracy == pytest.approx(0.925) and a.consistency == 1.0
+    assert b.full_path_accuracy is None and b.consistency is None  # older runs: blank cells
+    assert a.train_seconds == pytest.approx(15.0) and b.train_seconds == pytest.approx(5.0)
+    assert table.test_images == (20,) and table.roots == ("/data/monuments",)
+
+
+def test_identical_predictions_are_not_distinguishable(tmp_path: Path) -> None:
+    make_run(tmp_path, "c", "C", 0, wrong_first(2))
+    make_run(tmp_path, "d", "D", 0, wrong_first(2))
+    rows = summarise(collect_runs([tmp_path])[0], bootstrap=300).rows
+    marks = sorted(row.scores["landmark"].mark for row in rows)
+    assert marks == sorted([BEST, SAME])
+    follower = next(row for row in rows if row.scores["landmark"].mark == SAME)
+    comparison = follower.scores["landmark"].comparison
+    assert (comparison.diff_low, comparison.diff_high) == (0.0, 0.0)
+    assert comparison.share_at_least_best == 1.0
+    assert follower.scores["landmark"].std is None  # one seed
+
+
+def test_different_test_images_fall_back_to_interval_overlap(multirun: Path) -> None:
+    other_paths = [f"other_{i:02d}.png" for i in range(20)]
+    make_run(multirun, "4", "E", 0, wrong_first(1), paths=other_paths)
+    table = summarise(collect_runs([multirun])[0], bootstrap=300)
+    e = next(row for row in table.rows if row.approach == "E")
+    assert e.scores["landmark"].fallback and e.scores["landmark"].comparison is None
+    assert "† test images differ" in markdown_table(table)
+
+
+def test_bootstrap_is_deterministic_for_a_seed(multirun: Path) -> None:
+    runs = collect_runs([multirun])[0]
+    first, again = summarise(runs, bootstrap=200, seed=7), summarise(runs, bootstrap=200, seed=7)
+    assert first == again
+    b_scores = [summarise(runs, bootstrap=200, seed=s).rows[1].scores["landmark"] for s in (7, 8)]
+    assert b_scores[0].ci_low <= b_scores[0].mean <= b_scores[0].ci_high
+    assert (b_scores[0].ci_low, b_scores[0].ci_high) != (b_scores[1].ci_low, b_scores[1].ci_high)
+
+
+def test_write_report_files(multirun: Path, tmp_path: Path) -> None:
+    table = summarise(collect_runs([multirun])[0], bootstrap=200)
+    files = write_report(table, tmp_path / "out")
+    assert {p.name for p in files.values()} == {"table1.md", "table1.csv", "table1.png"}
+    markdown = files["markdown"].read_text()
+    assert "4 runs of 2 approaches on `/data/monuments`; 20 test images; bootstrap B = 200" in (
+        markdown
+    )
+    assert "| A | 2 | 1.000 ± 0.000 | [1.000, 1.000] | best |" in markdown
+    assert f"| B | 2 | 0.500 ± 0.141 | [{table.rows[1].scores['category'].ci_low:.3f}" in markdown
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert [r["approach"] for r in rows] == ["A", "B"]
+    assert float(rows[1]["landmark_f1_mean"]) == pytest.approx(0.5)
+    assert rows[1]["landmark_f1_mark"] == WORSE and rows[1]["full_path_accuracy"] == ""
+    with Image.open(files["png"]) as image:
+        assert image.format == "PNG" and image.width > 400
+
+
+def test_cli_writes_report_and_prints_table(
+    multirun: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(multirun), "--bootstrap", "100", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| A | 2 |" in out and "| B | 2 |" in out
+    assert (multirun / "table1.md").is_file() and (multirun / "table1.png").is_file()
+
+
+def test_cli_exit_code_2_for_a_path_without_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    assert f"no metrics.json found below {empty}" in capsys.readouterr().err
+
+
+def test_broken_predictions_are_skipped_and_named(
+    multirun: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = make_run(multirun, "5", "B", 2, TRUTH)
+    (broken / "predictions.csv").write_text("path,true_category\nimg_00.png,Gothic\n")
+    missing = make_run(multirun, "6", "B", 3, TRUTH)
+    (missing / "predictions.csv").unlink()
+    out_dir = tmp_path / "report"
+    assert main([str(multirun), "--out", str(out_dir), "--bootstrap", "50"]) == 0
+    captured = capsys.readouterr()
+    for run_dir in (broken, missing):
+        assert f"warning: skipped run {run_dir}" in captured.err
+        assert f"skipped run {run_dir}" in (out_dir / "table1.md").read_text()
+    assert "missing columns" in captured.err
+    assert "| B | 2 |" in captured.out  # the broken runs are not counted
