@@ -153,8 +153,9 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
         raise ValueError("no runs to summarise")
     groups = _group(runs)
     rng = np.random.default_rng(seed)
-    path_sets = sorted({r.predictions.paths for r in runs}, key=lambda p: (len(p), p))
-    draws = {p: resample_indices(len(p), bootstrap, rng) for p in path_sets}
+    strata = {r.predictions.paths: r.predictions.true["landmark"] for r in runs}
+    path_sets = sorted(strata, key=lambda p: (len(p), p))
+    draws = {p: resample_indices(strata[p], bootstrap, rng) for p in path_sets}
     scores: dict[str, dict[str, TaskScore]] = {name: {} for name in groups}
     for task in TASKS:
         labels, num_classes = _encode(runs, task)
@@ -234,7 +235,8 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         *("| " + " | ".join(_markdown_cells(row)) + " |" for row in table.rows),
         "",
         "F1: macro F1 on the test images, mean ± std over seeds (— with one seed). "
-        "95% CI: percentile bootstrap over test images, seeds averaged in each resample. "
+        "95% CI: percentile bootstrap over test images, resampled within each landmark, "
+        "seeds averaged in each resample. "
         f"vs best: **{BEST}** = highest mean F1 of the task; **{SAME}** = not distinguishable "
         "from the best (paired bootstrap 95% CI of the difference contains 0); "
         f"**{WORSE}** = that interval excludes 0. In parentheses: share of resamples in which "

@@ -38,9 +38,20 @@ def macro_f1(preds: Sequence[int], targets: Sequence[int], num_classes: int | No
     return float(batched_macro_f1(preds, targets, num_classes)[0])
 
 
-def resample_indices(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(resamples, n) indices of n items drawn with replacement."""
-    return rng.integers(0, n, size=(resamples, n))
+def resample_indices(
+    strata: Sequence[object], resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement *within* each stratum.
+
+    With the true landmark as stratum, every resample keeps each class's test count, as
+    the stratified split did, so no class drops out of a resample's macro F1 by chance.
+    """
+    strata = np.asarray(strata)
+    out = np.empty((resamples, len(strata)), dtype=np.int64)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        out[:, members] = members[rng.integers(0, len(members), (resamples, len(members)))]
+    return out
 
 
 def seed_averaged_f1(
