@@ -212,3 +212,15 @@ def test_broken_predictions_are_skipped_and_named(
         assert f"skipped run {run_dir}" in (out_dir / "table1.md").read_text()
     assert "missing columns" in captured.err
     assert "| B | 2 |" in captured.out  # the broken runs are not counted
+
+
+def test_resampling_stays_within_each_landmark():
+    import numpy as np
+
+    from landmark_tl.stats import resample_indices
+
+    strata = np.array(["a", "a", "b", "b", "b", "c"])
+    draws = resample_indices(strata, 200, np.random.default_rng(0))
+    assert draws.shape == (200, 6)
+    assert (strata[draws] == strata).all()  # every slot keeps its landmark
+    assert len(np.unique(draws[:, 2:5])) == 3  # and draws vary within a landmark
