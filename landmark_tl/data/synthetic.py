@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -29,7 +30,8 @@ from landmark_tl.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+# Bump whenever the images change: it names the cache folder, so stale trees are never reused.
+GENERATOR_VERSION = 2
 
 STUDY_LANDMARKS: dict[str, tuple[str, ...]] = {
     "Gothic": (
@@ -83,6 +85,7 @@ _RENAME_ATTEMPTS = 3
 
 RGB = tuple[int, int, int]
 Point = tuple[float, float]
+T = TypeVar("T")
 
 # Building materials shared by every family, so colour alone never names the category.
 _MATERIALS: dict[str, RGB] = {
@@ -115,6 +118,7 @@ _GROUNDS: tuple[RGB, ...] = (
     (120, 95, 70),  # dirt
     (80, 110, 130),  # water
 )
+_MATERIAL_COLOURS = tuple(_MATERIALS.values())
 _FOLIAGE: tuple[RGB, ...] = ((40, 90, 40), (70, 110, 50), (30, 70, 50), (110, 120, 50))
 
 
@@ -166,6 +170,8 @@ class Scene:
 
 @dataclass(frozen=True)
 class _TraitRanges:
+    """Where a family's blueprint traits are drawn from, for landmarks outside the study."""
+
     aspect: tuple[float, float]
     tiers: tuple[int, int]  # inclusive
     towers: tuple[int, ...]
@@ -191,7 +197,7 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int.from_bytes(digest, "little")))
 
 
-def _pick(rng: np.random.Generator, options: Sequence) -> object:
+def _pick(rng: np.random.Generator, options: Sequence[T]) -> T:
     return options[int(rng.integers(len(options)))]
 
 
@@ -263,8 +269,8 @@ def landmark_blueprint(category: str, landmark: str) -> LandmarkBlueprint:
         return _STUDY_BLUEPRINTS[category, landmark]
     ranges = _TRAITS[category]
     rng = _rng("blueprint", category, landmark)
-    materials = list(_MATERIALS.values())
-    body, accent, roof = (materials[i] for i in rng.choice(len(materials), 3, replace=False))
+    picks = rng.choice(len(_MATERIAL_COLOURS), 3, replace=False)
+    body, accent, roof = (_MATERIAL_COLOURS[i] for i in picks)
     return LandmarkBlueprint(
         family=category,
         aspect=_uniform(rng, ranges.aspect),
@@ -356,7 +362,11 @@ def _windows(
 
 
 def _draw_pagoda(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """Stacked tiers with up-turned eaves, narrowing upwards, under a finial or a stupa bell."""
+    """Stacked tiers with up-turned eaves, narrowing upwards, under a finial or a stupa bell.
+
+    tiers: storeys; towers: eave spread; crown: finial height; taper: narrowing;
+    ornament: windows (1, 3), a stupa bell instead of a ringed finial (2, 3).
+    """
     h, base = bp.aspect, 0.05 * bp.aspect
     finial = bp.crown * h
     tier_h = (h - finial - base) / bp.tiers
@@ -393,7 +403,11 @@ def _draw_pagoda(pen: _Pen, bp: LandmarkBlueprint) -> None:
 
 
 def _draw_pyramid(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """A smooth or stepped pyramid with an optional top temple, stairway and glass grid."""
+    """A smooth or stepped pyramid with an optional top temple, stairway and glass grid.
+
+    tiers: steps (1 is smooth); towers: glass grid lines; crown: width of the flat top;
+    taper: step inset; ornament: a top temple (1, 3), a central stairway (2, 3).
+    """
     h = bp.aspect
     top_w = bp.crown * 0.6
     top_h = h * (0.8 if bp.ornament % 2 else 1.0)
@@ -430,7 +444,11 @@ def _draw_pyramid(pen: _Pen, bp: LandmarkBlueprint) -> None:
 
 
 def _draw_gothic(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """A pointed-arch facade under one, two or three spired towers, with pinnacles."""
+    """A pointed-arch facade under one, two or three spired towers, with pinnacles.
+
+    tiers: pinnacles; towers: towers; crown: spire height; taper: tower width;
+    ornament: a rose window (1, 2), lancet windows (2), three portals (3).
+    """
     h = bp.aspect
     nave_h = 0.42 * h
     tower_w = 0.16 + 0.1 * bp.taper
@@ -438,10 +456,10 @@ def _draw_gothic(pen: _Pen, bp: LandmarkBlueprint) -> None:
     pen.poly([(-0.4, nave_h), (0.4, nave_h), (0, nave_h + 0.18)], bp.roof)
     xs = {1: [0.0], 2: [-0.3, 0.3], 3: [-0.3, 0.0, 0.3]}[bp.towers]
     for x in xs:
-        top = h * (1 - bp.crown) * (1.0 if x == 0 or bp.towers == 2 else 0.85)
-        spire = h - top if x == 0 or bp.towers == 2 else 0.8 * (h - top)
+        lower = 0.85 if bp.towers == 3 and x != 0 else 1.0  # side towers of three
+        top = h * (1 - bp.crown) * lower
         pen.rect(x - tower_w / 2, 0, x + tower_w / 2, top, bp.body)
-        pen.poly([(x - tower_w / 2, top), (x + tower_w / 2, top), (x, top + spire)], bp.roof)
+        pen.poly([(x - tower_w / 2, top), (x + tower_w / 2, top), (x, h * lower)], bp.roof)
         for k in range(2):
             _arch(pen, x, top * (0.5 + 0.22 * k), tower_w * 0.35, top * 0.15, bp.accent)
     for k in range(bp.tiers):  # pinnacles along the nave
@@ -459,7 +477,11 @@ def _draw_gothic(pen: _Pen, bp: LandmarkBlueprint) -> None:
 
 
 def _draw_mughal(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """A plinth, an iwan block and an onion dome, flanked by minarets and chhatris."""
+    """A plinth, an iwan block and an onion dome, flanked by minarets and chhatris.
+
+    tiers: minaret balconies; towers: minarets; crown: dome size; taper: dome bulge
+    and minaret height; ornament: chhatris (1, 3), side domes (2, 3).
+    """
     h = bp.aspect
     plinth, block_top = 0.07 * h, 0.5 * h
     pen.rect(-0.5, 0, 0.5, plinth, bp.accent)
@@ -486,17 +508,19 @@ def _draw_mughal(pen: _Pen, bp: LandmarkBlueprint) -> None:
 
 
 def _draw_neoclassical(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """Wings of windows around a columned portico under a pediment or a dome."""
+    """Wings of windows around a columned portico under a pediment or a dome.
+
+    tiers: storeys of windows; towers: columns; crown: pediment height; taper: portico
+    width; ornament: a pediment (0, 2), a dome (1, 2), a balustrade with statues (3).
+    """
     h = bp.aspect
-    steps, cornice = 0.06 * h, 0.72 * h
+    steps, top = 0.06 * h, (1 - bp.crown) * h
+    cornice = top - 0.06 * h
     portico = 0.3 + 0.35 * bp.taper
     for k in range(3):
+        inset = 0.03 * (3 - k)
         pen.rect(
-            -portico / 2 - 0.03 * (3 - k),
-            k * steps / 3,
-            portico / 2 + 0.03 * (3 - k),
-            (k + 1) * steps / 3,
-            bp.accent,
+            -portico / 2 - inset, k * steps / 3, portico / 2 + inset, (k + 1) * steps / 3, bp.accent
         )
     pen.rect(-0.5, steps, 0.5, cornice, bp.body)
     for side in (-1, 1):
@@ -506,23 +530,28 @@ def _draw_neoclassical(pen: _Pen, bp: LandmarkBlueprint) -> None:
     for k in range(bp.towers):
         x = -portico / 2 + (k + 0.5) * portico / bp.towers
         pen.rect(x - col_w / 2, steps, x + col_w / 2, cornice, bp.accent)
-    pen.rect(-portico / 2 - 0.02, cornice, portico / 2 + 0.02, cornice + 0.06 * h, bp.body)
-    top = cornice + 0.06 * h
+    if bp.ornament in (1, 2):
+        r = 0.4 * portico
+        pen.mirrored(
+            [(r, top), (0.9 * r, top + 0.45 * r), (0.6 * r, top + 0.8 * r), (0, top + r)], bp.roof
+        )
+        pen.rect(-0.1 * r, top + r, 0.1 * r, top + 1.25 * r, bp.roof)
+    pen.rect(-portico / 2 - 0.02, cornice, portico / 2 + 0.02, top, bp.body)
     if bp.ornament in (0, 2):
         pen.poly([(-portico / 2 - 0.03, top), (portico / 2 + 0.03, top), (0, h)], bp.roof)
-    if bp.ornament in (1, 2):
-        r = min(0.6 * portico, h - top + 0.15) / 2
-        pen.mirrored([(r, 0), (0.9 * r, 0.45 * r), (0.6 * r, 0.8 * r), (0, r)], bp.roof)
-        pen.mirrored([(0.5 * r, top + 0.2 * h * bp.crown), (0, h)], bp.roof)
     if bp.ornament == 3:
-        pen.rect(-0.5, cornice, 0.5, cornice + 0.05 * h, _mix(bp.body, (255, 255, 255), 0.3))
+        pen.rect(-0.5, cornice, 0.5, top, _mix(bp.body, (255, 255, 255), 0.3))
         for k in range(6):
             x = -0.45 + 0.18 * k
-            pen.rect(x - 0.01, top, x + 0.01, top + bp.crown * h * 0.6, bp.accent)
+            pen.rect(x - 0.01, top, x + 0.01, top + 0.6 * (h - top), bp.accent)
 
 
 def _draw_modern(pen: _Pen, bp: LandmarkBlueprint) -> None:
-    """One to three glass towers with setbacks, mullion grids and a crown."""
+    """One to three glass towers with setbacks, mullion grids and a crown.
+
+    tiers: setbacks; towers: towers; crown: crown height; taper: narrowing per setback;
+    ornament: a flat top (0), an antenna (1), a pointed (2) or a slanted (3) crown.
+    """
     h = bp.aspect
     xs = {
         1: [(0.0, 0.7)],
@@ -532,9 +561,9 @@ def _draw_modern(pen: _Pen, bp: LandmarkBlueprint) -> None:
     for i, (cx, w0) in enumerate(xs):
         top = h * (1 - bp.crown) * (1.0 if i == len(xs) // 2 else 0.75)
         seg = top / (bp.tiers + 1)
-        w = w0
         for k in range(bp.tiers + 1):
             y0, y1 = k * seg, (k + 1) * seg
+            w = w0 * (1 - 0.35 * bp.taper) ** k
             pen.rect(cx - w / 2, y0, cx + w / 2, y1, bp.body)
             rows = max(2, round(12 * seg / h))
             for j in range(1, rows):
@@ -543,11 +572,12 @@ def _draw_modern(pen: _Pen, bp: LandmarkBlueprint) -> None:
             for j in range(1, 4):
                 x = cx - w / 2 + w * j / 4
                 pen.line([(x, y0), (x, y1)], bp.accent, 0.006)
-            w *= 1 - 0.35 * bp.taper
         _modern_crown(pen, bp, cx, top, w, h * bp.crown)
 
 
-def _modern_crown(pen: _Pen, bp: LandmarkBlueprint, cx: float, y: float, w: float, size: float):
+def _modern_crown(
+    pen: _Pen, bp: LandmarkBlueprint, cx: float, y: float, w: float, size: float
+) -> None:
     """The top of a modern tower: flat, an antenna, a pointed crown or a slanted roof."""
     if bp.ornament == 1:
         pen.line([(cx, y), (cx, y + size)], bp.accent, 0.015)
@@ -573,11 +603,15 @@ _DRAWERS: dict[str, Callable[[_Pen, LandmarkBlueprint], None]] = {
 
 
 def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore
+    """The colour a fraction ``t`` of the way from ``a`` to ``b``."""
+    r, g, b_ = (round(x + (y - x) * t) for x, y in zip(a, b, strict=True))
+    return r, g, b_
 
 
 def _shift(colour: RGB, shift: Sequence[float]) -> RGB:
-    return tuple(int(np.clip(c + s, 0, 255)) for c, s in zip(colour, shift, strict=True))  # type: ignore
+    """``colour`` plus a per-channel ``shift``, clipped to the valid range."""
+    r, g, b = (int(np.clip(c + s, 0, 255)) for c, s in zip(colour, shift, strict=True))
+    return r, g, b
 
 
 def _random_scene(rng: np.random.Generator) -> Scene:
@@ -590,26 +624,26 @@ def _random_scene(rng: np.random.Generator) -> Scene:
         sky=(_shift(sky[0], rng.normal(0, 12, 3)), _shift(sky[1], rng.normal(0, 12, 3))),
         ground=(far, _mix(far, _pick(rng, _GROUNDS), float(rng.uniform(0, 0.6)))),
         clouds=int(rng.integers(0, 7)),
-        scale=float(rng.uniform(0.45, 0.95)),
+        scale=float(rng.uniform(0.55, 0.95)),
         centre_x=float(rng.uniform(0.3, 0.7)),
         base_y=float(rng.uniform(horizon, 0.97)),
         squash=float(rng.uniform(0.75, 1.1)),
         shear=float(rng.uniform(-0.15, 0.15)),
         roll=float(rng.uniform(-0.06, 0.06)),
         perspective=(float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.12, 0.12))),
-        colour_shift=tuple(rng.normal(0, 18, 3)),  # type: ignore[arg-type]
+        colour_shift=(*rng.normal(0, 12, 3).tolist(),),
         shade=float(rng.uniform(-0.35, 0.35)),
         haze=float(rng.uniform(0, 0.3)),
         trees=int(rng.integers(0, 5)),
         people=int(rng.integers(0, 9)),
         poles=int(rng.integers(0, 4)),
         birds=int(rng.integers(0, 6)),
-        occluder=_pick(rng, (None, None, "tree", "wall", "car", "branch")),  # type: ignore
+        occluder=_pick(rng, (None, None, None, None, *_OCCLUDERS)),
         brightness=float(rng.uniform(0.7, 1.25)),
         contrast=float(rng.uniform(0.7, 1.25)),
-        tint=tuple(rng.uniform(0.85, 1.15, 3)),  # type: ignore[arg-type]
+        tint=(*rng.uniform(0.85, 1.15, 3).tolist(),),
         blur=float(rng.uniform(0, 1.0)) if rng.uniform() < 0.4 else 0.0,
-        noise=float(rng.uniform(2, 12)),
+        noise=float(rng.uniform(2, 10)),
     )
 
 
@@ -637,7 +671,7 @@ def _backdrop(scene: Scene, rng: np.random.Generator, size: int) -> Image.Image:
                 [cx + ox - rx, cy + oy - ry, cx + ox + rx, cy + oy + ry],
                 fill=(245, 245, 250, alpha),
             )
-    return image.filter(ImageFilter.GaussianBlur(size * 0.006))
+    return image.filter(ImageFilter.BoxBlur(size * 0.006)) if scene.clouds else image
 
 
 def _view_matrix(scene: Scene, aspect: float, size: int) -> tuple[np.ndarray, float]:
@@ -673,87 +707,103 @@ def _monument_layer(bp: LandmarkBlueprint, scene: Scene, size: int) -> Image.Ima
     layer = Image.new("RGBA", (size, size))
     matrix, unit = _view_matrix(scene, bp.aspect, size)
     _DRAWERS[bp.family](_Pen(ImageDraw.Draw(layer), matrix, unit), look)
-    rgba = np.asarray(layer, dtype=np.float32)
-    ramp = 1 + scene.shade * np.linspace(-1, 1, size, dtype=np.float32)[None, :, None]
+    box = layer.getbbox()  # the monument is always framed in view
+    rgba = np.asarray(layer.crop(box), dtype=np.float32)
+    x = np.linspace(box[0], box[2], rgba.shape[1], dtype=np.float32) / size
+    ramp = 1 + scene.shade * (2 * x[None, :, None] - 1)
     haze = np.asarray(scene.sky[1], np.float32) * scene.haze
     rgba[..., :3] = np.clip(rgba[..., :3] * ramp * (1 - scene.haze) + haze, 0, 255)
-    return Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    layer.paste(Image.fromarray(rgba.astype(np.uint8), "RGBA"), box[:2])
+    return layer
 
 
 def _tree(draw: ImageDraw.ImageDraw, x: float, y: float, h: float, colour: RGB) -> None:
+    """A small tree of height ``h`` standing at (x, y)."""
     draw.rectangle([x - h * 0.05, y - h * 0.45, x + h * 0.05, y], fill=(80, 60, 40))
     draw.ellipse([x - h * 0.3, y - h, x + h * 0.3, y - h * 0.35], fill=colour)
 
 
+def _pole(draw: ImageDraw.ImageDraw, x: float, y: float, h: float, size: int) -> None:
+    """A lamp post."""
+    draw.line([(x, y), (x, y - h)], fill=(50, 50, 55), width=max(1, round(0.008 * size)))
+    r = 0.015 * size
+    draw.ellipse([x - r, y - h - r / 2, x + r, y - h + r / 2], fill=(230, 220, 160))
+
+
 def _person(draw: ImageDraw.ImageDraw, x: float, y: float, h: float, colour: RGB) -> None:
+    """A person-blob of height ``h`` standing at (x, y)."""
     draw.ellipse([x - h * 0.17, y - h * 0.8, x + h * 0.17, y], fill=colour)
     draw.ellipse([x - h * 0.1, y - h, x + h * 0.1, y - h * 0.78], fill=(200, 160, 130))
 
 
-def _occluder(draw: ImageDraw.ImageDraw, kind: str, rng: np.random.Generator, size: int):
-    """A large foreground object that hides part of the monument."""
-    side = float(rng.choice([0.0, 1.0])) * size
-    if kind == "tree":
-        r = rng.uniform(0.2, 0.35) * size
-        cy = rng.uniform(0.2, 0.6) * size
-        draw.rectangle([side - r * 0.15, cy, side + r * 0.15, size], fill=(60, 45, 30))
-        draw.ellipse([side - r, cy - r, side + r, cy + r], fill=_pick(rng, _FOLIAGE))
-    elif kind == "wall":
-        top = rng.uniform(0.75, 0.9) * size
-        colour = _pick(rng, tuple(_MATERIALS.values()))
-        draw.rectangle([0, top, size, size], fill=colour)
-        for x in np.arange(rng.uniform(0, 0.1), 1, 0.12) * size:
-            draw.rectangle([x, top - 0.04 * size, x + 0.03 * size, size], fill=colour)
-    elif kind == "car":
-        x, w = rng.uniform(0, 0.7) * size, rng.uniform(0.25, 0.4) * size
-        y = rng.uniform(0.85, 0.98) * size
-        draw.rounded_rectangle(
-            [x, y - 0.3 * w, x + w, y], 0.08 * w, fill=_pick(rng, tuple(_MATERIALS.values()))
-        )
-        for wx in (x + 0.2 * w, x + 0.8 * w):
-            draw.ellipse([wx - 0.1 * w, y - 0.1 * w, wx + 0.1 * w, y + 0.1 * w], fill=(20,) * 3)
-    else:  # a branch reaching in from a top corner
-        end = (abs(side - rng.uniform(0.3, 0.6) * size), rng.uniform(0.1, 0.35) * size)
-        draw.line([(side, 0), end], fill=(60, 45, 30), width=max(1, round(0.02 * size)))
-        for _ in range(8):
-            t = rng.uniform(0.2, 1.0)
-            lx, ly = side + (end[0] - side) * t, end[1] * t
-            r = rng.uniform(0.02, 0.05) * size
-            draw.ellipse([lx - r, ly - r, lx + r, ly + r], fill=_pick(rng, _FOLIAGE))
+def _ground_y(scene: Scene, rng: np.random.Generator, size: int) -> float:
+    """A random foot position on the ground in front of the monument, in pixels."""
+    return rng.uniform(max(scene.horizon, scene.base_y - 0.05), 1.02) * size
+
+
+def _big_tree(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A large tree at the left or right edge."""
+    x, r = float(rng.choice([0.0, 1.0])) * size, rng.uniform(0.2, 0.35) * size
+    y = rng.uniform(0.2, 0.6) * size
+    draw.rectangle([x - r * 0.15, y, x + r * 0.15, size], fill=(60, 45, 30))
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=_pick(rng, _FOLIAGE))
+
+
+def _wall(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A crenellated wall across the bottom of the frame."""
+    top, colour = rng.uniform(0.75, 0.9) * size, _pick(rng, _MATERIAL_COLOURS)
+    draw.rectangle([0, top, size, size], fill=colour)
+    for x in np.arange(rng.uniform(0, 0.1), 1, 0.12) * size:
+        draw.rectangle([x, top - 0.04 * size, x + 0.03 * size, size], fill=colour)
+
+
+def _car(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A car in the foreground."""
+    x, w = rng.uniform(0, 0.7) * size, rng.uniform(0.25, 0.4) * size
+    y, colour = rng.uniform(0.85, 0.98) * size, _pick(rng, _MATERIAL_COLOURS)
+    draw.rounded_rectangle([x, y - 0.3 * w, x + w, y], 0.08 * w, fill=colour)
+    for wx in (x + 0.2 * w, x + 0.8 * w):
+        draw.ellipse([wx - 0.1 * w, y - 0.1 * w, wx + 0.1 * w, y + 0.1 * w], fill=(20, 20, 20))
+
+
+def _branch(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A leafy branch reaching in from a top corner."""
+    x0 = float(rng.choice([0.0, 1.0])) * size
+    x1, y1 = abs(x0 - rng.uniform(0.3, 0.6) * size), rng.uniform(0.1, 0.35) * size
+    draw.line([(x0, 0), (x1, y1)], fill=(60, 45, 30), width=max(1, round(0.02 * size)))
+    for t in rng.uniform(0.2, 1.0, 8):
+        x, y, r = x0 + (x1 - x0) * t, y1 * t, rng.uniform(0.02, 0.05) * size
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=_pick(rng, _FOLIAGE))
+
+
+_OCCLUDERS: dict[str, Callable[[ImageDraw.ImageDraw, np.random.Generator, int], None]] = {
+    "tree": _big_tree,
+    "wall": _wall,
+    "car": _car,
+    "branch": _branch,
+}
 
 
 def _clutter(image: Image.Image, scene: Scene, rng: np.random.Generator) -> None:
     """Trees, people, poles, birds and an optional occluder in front of the monument."""
     size = image.width
     draw = ImageDraw.Draw(image, "RGBA")
-    ground = lambda: rng.uniform(max(scene.horizon, scene.base_y - 0.05), 1.02) * size  # noqa: E731
     for _ in range(scene.trees):
-        _tree(
-            draw,
-            rng.uniform(0, 1) * size,
-            ground(),
-            rng.uniform(0.1, 0.3) * size,
-            _pick(rng, _FOLIAGE),
-        )
+        h = rng.uniform(0.1, 0.3) * size
+        _tree(draw, rng.uniform(0, 1) * size, _ground_y(scene, rng, size), h, _pick(rng, _FOLIAGE))
     for _ in range(scene.people):
-        colour = tuple(int(c) for c in rng.integers(20, 240, 3))
-        _person(draw, rng.uniform(0, 1) * size, ground(), rng.uniform(0.04, 0.1) * size, colour)
+        r, g, b = (int(c) for c in rng.integers(20, 240, 3))
+        h = rng.uniform(0.04, 0.1) * size
+        _person(draw, rng.uniform(0, 1) * size, _ground_y(scene, rng, size), h, (r, g, b))
     for _ in range(scene.poles):
-        x, y, h = rng.uniform(0, 1) * size, ground(), rng.uniform(0.2, 0.5) * size
-        draw.line([(x, y), (x, y - h)], fill=(50, 50, 55), width=max(1, round(0.008 * size)))
-        draw.ellipse(
-            [x - 0.015 * size, y - h - 0.01 * size, x + 0.015 * size, y - h + 0.01 * size],
-            fill=(230, 220, 160),
-        )
+        x, y = rng.uniform(0, 1) * size, _ground_y(scene, rng, size)
+        _pole(draw, x, y, rng.uniform(0.2, 0.5) * size, size)
     for _ in range(scene.birds):
         x, y, w = rng.uniform(0, 1) * size, rng.uniform(0.05, 0.4) * size, 0.02 * size
-        draw.line(
-            [(x - w, y - w / 2), (x, y), (x + w, y - w / 2)],
-            fill=(30, 30, 30),
-            width=max(1, round(0.004 * size)),
-        )
+        width = max(1, round(0.004 * size))
+        draw.line([(x - w, y - w / 2), (x, y), (x + w, y - w / 2)], fill=(30, 30, 30), width=width)
     if scene.occluder:
-        _occluder(draw, scene.occluder, rng, size)
+        _OCCLUDERS[scene.occluder](draw, rng, size)
 
 
 def _light_and_noise(image: Image.Image, scene: Scene, rng: np.random.Generator) -> Image.Image:
@@ -799,30 +849,40 @@ def _normalise(categories: Mapping[str, Sequence[str]] | None) -> dict[str, tupl
     return out
 
 
+def _canonical(categories: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The category -> landmarks map in sorted, JSON-ready form (order does not matter)."""
+    return {category: sorted(landmarks) for category, landmarks in sorted(categories.items())}
+
+
 def _parameters(
     images_per_landmark: int, image_size: int, seed: int, categories: dict[str, tuple[str, ...]]
 ) -> dict:
+    """Everything that determines the tree's bytes; written into its completion marker."""
     return {
         "generator_version": GENERATOR_VERSION,
         "images_per_landmark": images_per_landmark,
         "image_size": image_size,
         "seed": seed,
-        "categories": {c: sorted(lms) for c, lms in sorted(categories.items())},
+        "categories": _canonical(categories),
     }
 
 
 def _folder_name(params: dict) -> str:
+    """The cache folder of a tree; a subset of the study's table adds a digest of it."""
     name = (
         f"synthetic-monuments-v{GENERATOR_VERSION}-n{params['images_per_landmark']}"
         f"-s{params['image_size']}-seed{params['seed']}"
     )
-    if params["categories"] == _parameters(0, 0, 0, dict(STUDY_LANDMARKS))["categories"]:
+    if params["categories"] == _canonical(STUDY_LANDMARKS):
         return name
     digest = hashlib.sha256(json.dumps(params["categories"]).encode("utf-8")).hexdigest()
     return f"{name}-subset{digest[:10]}"
 
 
-def _write_image(root: Path, category: str, landmark: str, index: int, size: int, seed: int):
+def _write_image(
+    root: Path, category: str, landmark: str, index: int, size: int, seed: int
+) -> None:
+    """Render and save image ``index`` of a landmark; its randomness depends on nothing else."""
     rng = _rng("image", seed, category, landmark, index)
     image = render_monument(landmark_blueprint(category, landmark), rng, size)
     image.save(root / category / landmark / f"{index}.png", format="PNG", optimize=False)
@@ -853,6 +913,7 @@ def generate_synthetic_monuments(
 
 
 def _is_complete(root: Path, params: dict) -> bool:
+    """Whether ``root`` holds a finished tree generated with ``params``."""
     try:
         return json.loads((root / MARKER).read_text(encoding="utf-8")) == params
     except (OSError, ValueError):
