@@ -106,7 +106,7 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     hierarchy = datamodule.hierarchy
     names = {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
     writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
     for i, record in enumerate(records):

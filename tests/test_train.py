@@ -122,3 +122,28 @@ def test_command_line_entry_point_prints_scores_and_run_dir(tiny_tree, tmp_path)
     run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run dir: "))
     assert run_dir.parent == tmp_path / "out" / "runs"
     assert (run_dir / "metrics.json").is_file() and (run_dir / ".hydra/config.yaml").is_file()
+
+
+def test_odd_and_undecodable_folder_names_train_end_to_end(tiny_tree, tmp_path):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(tiny_tree, tree)
+    os.rename(tree / "Gothic", tree / "Panth‚on")  # the study's mojibake, valid UTF-8
+    raw = os.fsencode(tree / "Pyramids") + b"/Hallgr\xa1mskirkja"  # not valid UTF-8
+    os.rename(tree / "Pyramids" / "Louvre Pyramid", raw)
+    config = compose_config(
+        *TINY_OVERRIDES, f"data.root={tree}", f"paths.cache_dir={tmp_path / 'cache'}"
+    )
+    metrics = train(config, tmp_path / "run")
+    _assert_scores(metrics)
+    hierarchy = json.loads(
+        (tmp_path / "run" / "hierarchy.json").read_bytes().decode("utf-8", "surrogateescape")
+    )
+    assert ["Pyramids", "Hallgr\udca1mskirkja"] in hierarchy["landmarks"]
+    with open(
+        tmp_path / "run" / "predictions.csv", encoding="utf-8", errors="surrogateescape"
+    ) as f:
+        true_landmarks = {row["true_landmark"] for row in csv.DictReader(f)}
+    assert "Pyramids/Hallgr\ufffdmskirkja" in true_landmarks
+    assert "Panth‚on/Milan Cathedral" in true_landmarks
