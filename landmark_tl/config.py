@@ -135,10 +135,11 @@ class StrategyConfig:
 
 @dataclass
 class FeaturesConfig:
-    """Frozen-backbone features computed once per image and view."""
+    """Frozen-backbone features computed once per image and view, cached on disk."""
 
     cache: str = "auto"  # auto: on when the backbone is frozen; true; false
-    batch_size: int = 64
+    batch_size: int = 64  # of the feature pass
+    random_views: int = 4  # data.augment=random with cached features: views per image
 
     def enabled(self, backbone_frozen: bool) -> bool:
         value = str(self.cache).lower()

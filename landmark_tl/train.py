@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.config import DataSource, TrainConfig, register_configs
 from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.splits import write_split_csv
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.fit import FitResult, fit_stages
@@ -73,6 +74,7 @@ def feature_device(config: TrainConfig) -> torch.device:
 def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
     data = config.data
     use_features = config.features.enabled(backbone.frozen)
+    cache_root = Path(config.paths.cache_dir).expanduser() / "features"
     return LandmarkDataModule(
         resolve_data_root(config),
         backbone.preprocessing,
@@ -80,11 +82,14 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         split_file=data.split_file,
         augment=data.augment,
         noise_variance=data.noise_variance,
+        random_views=config.features.random_views,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         feature_encoder=backbone if use_features else None,
+        feature_cache=FeatureCache(cache_root, encoder_key(backbone)) if use_features else None,
         feature_device=feature_device(config),
         feature_batch_size=config.features.batch_size,
+        seed=config.seed,
     )
 
 
@@ -134,6 +139,8 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
     atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
     setup_seconds = time.perf_counter() - start
 
+    # Seed again: whether features came from the cache must not change the head's init.
+    L.seed_everything(config.seed, workers=True, verbose=False)
     module = build_strategy(config, backbone, catalog.hierarchy)
     fit = fit_stages(
         module,

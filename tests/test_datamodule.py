@@ -61,9 +61,13 @@ def test_frozen_features_replace_images(tiny_tree, backbone):
     assert torch.allclose(dm.datasets["val"][0][0], expected, atol=1e-5)
 
 
-def test_random_augmentation_with_frozen_features_is_refused(tiny_tree, backbone):
-    with pytest.raises(ValueError, match="data.augment=random"):
+def test_random_augmentation_with_frozen_features_needs_cached_views(tiny_tree, backbone):
+    with pytest.raises(ValueError, match="features.random_views"):
         _module(tiny_tree, backbone, augment="random", feature_encoder=backbone)
+    dm = _module(tiny_tree, backbone, augment="random", feature_encoder=backbone, random_views=3)
+    assert len(dm.datasets["train"]) == 3 * 12
+    first_views = torch.stack([dm.datasets["train"][i][0] for i in range(3)])
+    assert torch.pdist(first_views).min() > 0  # three distinct views
 
 
 def test_random_augmentation_draws_new_views(tiny_tree, backbone):

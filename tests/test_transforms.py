@@ -40,7 +40,7 @@ def test_geometry_center_crop_keeps_the_centre_of_a_wide_image():
 
 def test_study_views_are_the_five_of_the_study():
     views = study_views()
-    assert list(views) == ["original", "rotate30", "flip_lr", "flip_ud", "noise"]
+    assert list(views) == ["original", "rotate30", "flip_lr", "flip_ud", "noise0.2"]
     x = torch.arange(3 * 4 * 5, dtype=torch.uint8).reshape(3, 4, 5)
     assert torch.equal(views["original"](x), x)
     assert torch.equal(views["flip_lr"](x)[:, :, 0], x[:, :, -1])

@@ -13,12 +13,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landmark_tl.data.catalog import Catalog, ImageRecord, load_rgb, scan_image_folder
-from landmark_tl.data.features import extract_features
-from landmark_tl.data.splits import SplitSpec, read_split_csv, stratified_split
+from landmark_tl.data.features import FeatureCache, file_digests, view_features
+from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
 from landmark_tl.data.transforms import (
     Augment,
     View,
     geometry_transform,
+    original,
     random_augmentation,
     to_uint8_tensor,
     training_views,
@@ -86,9 +87,10 @@ class RandomViewDataset(Dataset):
 class LandmarkDataModule(L.LightningDataModule):
     """Batches of (image or frozen feature, category index, landmark index).
 
-    With ``feature_encoder`` set (a frozen backbone), images and their training views pass
-    through it once in :meth:`setup`, and batches carry (N, D) features instead of
-    (N, 3, H, W) uint8 images.
+    With ``feature_encoder`` set (a frozen backbone), every image and training view goes
+    through it once in :meth:`setup` (or comes from ``feature_cache``), and batches carry
+    (N, D) features instead of (N, 3, H, W) uint8 images. Images are decoded and resized
+    once per run either way.
     """
 
     def __init__(
@@ -100,11 +102,14 @@ class LandmarkDataModule(L.LightningDataModule):
         split_file: str | Path | None = None,
         augment: Augment | str = Augment.none,
         noise_variance: float = 0.2,
+        random_views: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         feature_encoder: Backbone | None = None,
+        feature_cache: FeatureCache | None = None,
         feature_device: torch.device | str = "cpu",
         feature_batch_size: int = 64,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -113,14 +118,23 @@ class LandmarkDataModule(L.LightningDataModule):
         self.split_file = Path(split_file) if split_file else None
         self.augment = Augment(augment)
         self.noise_variance = noise_variance
+        self.random_views = random_views
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.feature_encoder = feature_encoder
+        self.feature_cache = feature_cache
         self.feature_device = feature_device
         self.feature_batch_size = feature_batch_size
+        self.seed = seed
         self.catalog: Catalog | None = None
         self.assignment: list[str] = []
         self.datasets: dict[str, Dataset] = {}
+        if feature_encoder is not None and self.augment is Augment.random and random_views < 1:
+            raise ValueError(
+                "data.augment=random with a frozen backbone caches a fixed number of random "
+                "views per image: set features.random_views to 1 or more (or "
+                "features.cache=false to draw new views every epoch, recomputing features)"
+            )
 
     @property
     def hierarchy(self) -> LabelHierarchy:
@@ -134,8 +148,21 @@ class LandmarkDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for records")
         return [r for r, a in zip(self.catalog.records, self.assignment, strict=True) if a == split]
 
+    def views(self, split: str) -> dict[str, View]:
+        """Fixed views of ``split``'s images: training views for train, the original else."""
+        if split != "train":
+            return {"original": original}
+        random_views = self.random_views if self.feature_encoder is not None else 0
+        return training_views(
+            self.augment,
+            self.noise_variance,
+            random_views,
+            self.preprocessing.input_size[1:],
+            self.seed,
+        )
+
     def setup(self, stage: str | None = None) -> None:
-        """Scan, split, decode and (optionally) extract features; runs once."""
+        """Scan, split, then decode images or fetch/compute their features; runs once."""
         if self.datasets:
             return
         self.catalog = scan_image_folder(self.root)
@@ -143,40 +170,53 @@ class LandmarkDataModule(L.LightningDataModule):
             self.assignment = read_split_csv(self.split_file, self.catalog)
         else:
             self.assignment = stratified_split(self.catalog, self.split_spec)
-        images = decode_images([r.path for r in self.catalog.records], self.preprocessing)
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
-        for split in ("train", "val", "test"):
-            keep = torch.tensor([a == split for a in self.assignment])
-            self.datasets[split] = self._dataset(
-                split, images[keep], categories[keep], landmarks[keep]
-            )
+        indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
+        if self.feature_encoder is None:
+            images = decode_images([r.path for r in self.catalog.records], self.preprocessing)
+            for split, idx in indices.items():
+                self.datasets[split] = self._image_dataset(
+                    split, images[idx], categories[idx], landmarks[idx]
+                )
+        else:
+            digests = file_digests([r.path for r in self.catalog.records])
+            for split, idx in indices.items():
+                self.datasets[split] = self._feature_dataset(
+                    split, idx, digests, categories[idx], landmarks[idx]
+                )
         log.info("split sizes: %s", {k: len(v) for k, v in self.datasets.items()})
 
-    def _dataset(
+    def _image_dataset(
         self, split: str, images: torch.Tensor, categories: torch.Tensor, landmarks: torch.Tensor
     ) -> Dataset:
         if split == "train" and self.augment is Augment.random:
-            if self.feature_encoder is not None:
-                raise ValueError(
-                    "data.augment=random draws new views every epoch, so it cannot use "
-                    "precomputed frozen features; use data.augment=study or none, or "
-                    "features.precompute=false"
-                )
             size = self.preprocessing.input_size[1:]
             return RandomViewDataset(images, categories, landmarks, random_augmentation(size))
-        views = training_views(
-            self.augment if split == "train" else Augment.none, self.noise_variance
+        views = list(self.views(split).values())
+        return ViewDataset(images, categories, landmarks, views)
+
+    def _feature_dataset(
+        self,
+        split: str,
+        indices: list[int],
+        digests: list[str],
+        categories: torch.Tensor,
+        landmarks: torch.Tensor,
+    ) -> TensorDataset:
+        paths = [self.catalog.records[i].path for i in indices]
+        views = self.views(split)
+        features = view_features(
+            self.feature_encoder,
+            [digests[i] for i in indices],
+            views,
+            lambda subset: decode_images([paths[j] for j in subset], self.preprocessing),
+            cache=self.feature_cache,
+            batch_size=self.feature_batch_size,
+            device=self.feature_device,
         )
-        dataset = ViewDataset(images, categories, landmarks, list(views.values()))
-        if self.feature_encoder is None:
-            return dataset
+        repeat = len(views)
         return TensorDataset(
-            *extract_features(
-                self.feature_encoder,
-                dataset,
-                batch_size=self.feature_batch_size,
-                device=self.feature_device,
-            )
+            features, categories.repeat_interleave(repeat), landmarks.repeat_interleave(repeat)
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

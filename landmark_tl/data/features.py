@@ -1,16 +1,121 @@
-"""Features of a frozen backbone, computed once per image and view."""
+"""Features of a frozen backbone, computed once per image and view and kept on disk.
+
+An entry is keyed by everything that changes it: the encoder (backbone name, weights
+digest, preprocessing), the view (name and parameters) and the image content digest. It
+lives outside any run dir (``paths.cache_dir``), is written atomically, and carries a
+checksum: a damaged entry is recomputed, never used.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import struct
 import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from landmark_tl.io import atomic_write_bytes
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
+
+View = Callable[[torch.Tensor], torch.Tensor]
+_MAGIC = b"LTLF1"
+_HEADER = struct.Struct("<5sI")  # magic, feature width
+_CHECKSUM = struct.Struct("<I")
+
+
+def file_digest(path: str | Path) -> str:
+    """Content digest of a file (BLAKE2b, 128 bit, hex)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(paths: Sequence[Path], workers: int | None = None) -> list[str]:
+    """Content digests of many files, read in parallel."""
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+def encoder_key(backbone: Backbone) -> str:
+    """Digest of what makes a backbone's features: name, weights and preprocessing."""
+    parts = (backbone.name, backbone.weights_digest, repr(backbone.preprocessing))
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
+
+
+def encode_entry(feature: torch.Tensor) -> bytes:
+    """Header, float32 payload and its CRC32."""
+    payload = feature.detach().to(torch.float32).contiguous().numpy().tobytes()
+    header = _HEADER.pack(_MAGIC, feature.numel())
+    return header + payload + _CHECKSUM.pack(zlib.crc32(payload))
+
+
+def decode_entry(data: bytes) -> torch.Tensor | None:
+    """The feature in ``data``, or None when the entry is damaged in any way."""
+    if len(data) < _HEADER.size + _CHECKSUM.size:
+        return None
+    magic, width = _HEADER.unpack_from(data)
+    payload = data[_HEADER.size : -_CHECKSUM.size]
+    if magic != _MAGIC or len(payload) != 4 * width:
+        return None
+    if _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)[0] != zlib.crc32(payload):
+        return None
+    return torch.frombuffer(bytearray(payload), dtype=torch.float32)
+
+
+class FeatureCache:
+    """Entries of one encoder under ``root/<encoder key>/<digest[:2]>/<digest>.<view>.f32``."""
+
+    def __init__(self, root: str | Path, encoder: str) -> None:
+        self.dir = Path(root) / encoder
+
+    def path(self, image_digest: str, view: str) -> Path:
+        return self.dir / image_digest[:2] / f"{image_digest}.{view}.f32"
+
+    def load(self, image_digest: str, view: str) -> torch.Tensor | None:
+        """The cached feature, or None if absent; a damaged entry is deleted."""
+        path = self.path(image_digest, view)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        feature = decode_entry(data)
+        if feature is None:
+            log.warning("damaged feature cache entry %s: recomputing it", path)
+            path.unlink(missing_ok=True)
+        return feature
+
+    def save(self, image_digest: str, view: str, feature: torch.Tensor) -> None:
+        atomic_write_bytes(self.path(image_digest, view), encode_entry(feature))
+
+
+class _Items(Dataset):
+    """(view of image, index) for a list of (image index, view name) pairs."""
+
+    def __init__(
+        self,
+        images: Mapping[int, torch.Tensor],
+        items: Sequence[tuple[int, str]],
+        views: Mapping[str, View],
+    ) -> None:
+        self.images, self.items, self.views = images, items, views
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image, view = self.items[i]
+        return self.views[view](self.images[image])
 
 
 @torch.inference_mode()
@@ -21,21 +126,56 @@ def extract_features(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``backbone`` over a dataset of (image, category, landmark); return the three tensors.
-
-    The backbone runs in eval mode on ``device``; features come back as float32 on the CPU.
-    """
+) -> torch.Tensor:
+    """Run ``backbone`` (in eval mode, on ``device``) over a dataset of image tensors."""
     was_training = backbone.training
     backbone.eval().to(device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
-    feats, cats, lms = [], [], []
-    start = time.perf_counter()
-    for x, c, lm in loader:
-        feats.append(backbone(x.to(device, non_blocking=True)).float().cpu())
-        cats.append(c)
-        lms.append(lm)
+    feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in loader]
     backbone.train(was_training)
-    n = sum(len(f) for f in feats)
-    log.info("extracted features of %d images in %.1f s", n, time.perf_counter() - start)
-    return torch.cat(feats), torch.cat(cats), torch.cat(lms)
+    return torch.cat(feats) if feats else torch.empty(0, backbone.num_features)
+
+
+def view_features(
+    backbone: Backbone,
+    digests: Sequence[str],
+    views: Mapping[str, View],
+    decode: Callable[[Sequence[int]], torch.Tensor],
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Features of every view of every image, (N · V, D) with row ``i · V + v``.
+
+    Entries found in ``cache`` are loaded; only images with a missing view are decoded
+    (``decode(indices)`` → uint8 (len, 3, H, W)) and passed through the backbone, and the
+    new entries are written back.
+    """
+    names = list(views)
+    wanted = [(i, view) for i in range(len(digests)) for view in names]
+    found = {}
+    if cache is not None:
+        found = {(i, v): f for i, v in wanted if (f := cache.load(digests[i], v)) is not None}
+    missing = [item for item in wanted if item not in found]
+    if missing:
+        start = time.perf_counter()
+        needed = sorted({i for i, _ in missing})
+        images = dict(zip(needed, decode(needed), strict=True))
+        computed = extract_features(
+            backbone, _Items(images, missing, views), batch_size=batch_size, device=device
+        )
+        for (i, view), feature in zip(missing, computed, strict=True):
+            found[(i, view)] = feature
+            if cache is not None:
+                cache.save(digests[i], view, feature)
+        log.info(
+            "computed %d features (%d images) in %.1f s; %d from the cache",
+            len(missing),
+            len(needed),
+            time.perf_counter() - start,
+            len(wanted) - len(missing),
+        )
+    if not wanted:
+        return torch.empty(0, backbone.num_features)
+    return torch.stack([found[item] for item in wanted])

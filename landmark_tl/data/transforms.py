@@ -75,21 +75,57 @@ def gaussian_noise(image: torch.Tensor, variance: float = 0.2) -> torch.Tensor:
     return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def original(image: torch.Tensor) -> torch.Tensor:
+    """The image as it is."""
+    return image
+
+
 def study_views(noise_variance: float = 0.2) -> dict[str, View]:
-    """The study's five fixed views: original, 30° rotation, LR flip, UD flip, noise."""
+    """The study's five fixed views: original, 30° rotation, LR flip, UD flip, noise.
+
+    Names carry the parameters, so they can key cached features.
+    """
     return {
-        "original": lambda x: x,
+        "original": original,
         "rotate30": rotate_edge_fill,
         "flip_lr": lambda x: x.flip(-1),
         "flip_ud": lambda x: x.flip(-2),
-        "noise": lambda x: gaussian_noise(x, noise_variance),
+        f"noise{noise_variance:g}": lambda x: gaussian_noise(x, noise_variance),
     }
 
 
-def training_views(augment: Augment | str, noise_variance: float = 0.2) -> dict[str, View]:
-    """Fixed views of each training image: all five for ``study``, the original otherwise."""
-    views = study_views(noise_variance)
-    return views if Augment(augment) is Augment.study else {"original": views["original"]}
+def seeded_random_views(count: int, size: tuple[int, int], seed: int = 0) -> dict[str, View]:
+    """``count`` random-augmentation views, each repeatable: view k of an image is drawn
+    with a generator seeded by (seed, k, image content)."""
+    augment = random_augmentation(size)
+
+    def view(k: int) -> View:
+        def draw(image: torch.Tensor) -> torch.Tensor:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(zlib.crc32(image.numpy().tobytes(), seed * 1000 + k))
+                return augment(image)
+
+        return draw
+
+    return {f"random{k}-seed{seed}": view(k) for k in range(count)}
+
+
+def training_views(
+    augment: Augment | str,
+    noise_variance: float = 0.2,
+    random_views: int = 0,
+    size: tuple[int, int] = (224, 224),
+    seed: int = 0,
+) -> dict[str, View]:
+    """Fixed views of each training image: the study's five for ``study``; for ``random``,
+    ``random_views`` seeded random views (0: none fixed, draw anew every epoch); else the
+    original."""
+    augment = Augment(augment)
+    if augment is Augment.study:
+        return study_views(noise_variance)
+    if augment is Augment.random and random_views > 0:
+        return seeded_random_views(random_views, size, seed)
+    return {"original": original}
 
 
 def random_augmentation(size: tuple[int, int]) -> v2.Compose:

@@ -6,6 +6,7 @@ geometry, normalises them with the model's own mean/std and returns pooled featu
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from collections.abc import Mapping
@@ -73,14 +74,24 @@ class Preprocessing:
 class Backbone(nn.Module):
     """A timm model without classifier, with its normalisation built in."""
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, name: str = "") -> None:
         super().__init__()
+        self.name = name or type(model).__name__
         self.model = model
         self.preprocessing = preprocessing
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1), False)
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1), False)
         self.num_features = feature_width(model)
         self.frozen = False
+
+    @property
+    def weights_digest(self) -> str:
+        """Digest of the model's current weights and buffers (names, shapes, values)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for key, tensor in self.model.state_dict().items():
+            digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) uint8 or float in [0, 1] → (N, num_features)."""
@@ -216,4 +227,4 @@ def create_backbone(
         WeightsSource(weights).value,
         feature_width(model),
     )
-    return Backbone(model, preprocessing).freeze(freeze)
+    return Backbone(model, preprocessing, name).freeze(freeze)
