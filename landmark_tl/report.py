@@ -112,6 +112,7 @@ def _samples(
     labels: dict[Path, tuple[np.ndarray, ...]],
     draws: dict[tuple[str, ...], np.ndarray],
     num_classes: int,
+    rng: np.random.Generator,
 ) -> _Samples:
     """Per-seed and per-resample F1 of one approach's runs on one task."""
     pairs = [labels[r.directory] for r in group]
@@ -120,7 +121,7 @@ def _samples(
     shared = {r.predictions.paths for r in group}
     return _Samples(
         per_seed,
-        seed_averaged_f1(pairs, indices, num_classes),
+        seed_averaged_f1(pairs, indices, num_classes, rng),
         shared.pop() if len(shared) == 1 else None,
     )
 
@@ -160,7 +161,7 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
     for task in TASKS:
         labels, num_classes = _encode(runs, task)
         samples = {
-            name: _samples(group, labels, draws, num_classes) for name, group in groups.items()
+            name: _samples(group, labels, draws, num_classes, rng) for name, group in groups.items()
         }
         best = max(samples, key=lambda name: samples[name].per_seed.mean())
         for name, s in samples.items():
@@ -235,8 +236,9 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         *("| " + " | ".join(_markdown_cells(row)) + " |" for row in table.rows),
         "",
         "F1: macro F1 on the test images, mean ± std over seeds (— with one seed). "
-        "95% CI: percentile bootstrap over test images, resampled within each landmark, "
-        "seeds averaged in each resample. "
+        "95% CI: two-level percentile bootstrap: test images (resampled within each "
+        "landmark, the same draws for every approach) and seeds (with replacement); "
+        "the drawn seeds averaged. "
         f"vs best: **{BEST}** = highest mean F1 of the task; **{SAME}** = not distinguishable "
         "from the best (paired bootstrap 95% CI of the difference contains 0); "
         f"**{WORSE}** = that interval excludes 0. In parentheses: share of resamples in which "

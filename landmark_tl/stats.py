@@ -58,17 +58,24 @@ def seed_averaged_f1(
     labels: Sequence[tuple[np.ndarray, np.ndarray]],
     indices: Sequence[np.ndarray],
     num_classes: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Per resample, the macro F1 averaged over seeds.
+    """Per resample, the macro F1 averaged over a resample of the seeds.
 
-    ``labels[i]`` is seed i's (preds, targets); ``indices[i]`` its (B, n) resample indices.
-    Seeds that share test images share indices, so resample b is the same image draw for all.
+    A two-level bootstrap: ``labels[i]`` is seed i's (preds, targets) and ``indices[i]``
+    its (B, n) image resamples (shared between approaches on the same test images, which
+    pairs them); each resample also draws the seeds with replacement, so the spread covers
+    training randomness as well as the choice of test images.
     """
-    scores = [
-        batched_macro_f1(p[idx], t[idx], num_classes)
-        for (p, t), idx in zip(labels, indices, strict=True)
-    ]
-    return np.mean(scores, axis=0)
+    per_seed = np.stack(
+        [
+            batched_macro_f1(p[idx], t[idx], num_classes)
+            for (p, t), idx in zip(labels, indices, strict=True)
+        ]
+    )
+    seeds, resamples = per_seed.shape
+    drawn = rng.integers(0, seeds, size=(resamples, seeds))
+    return per_seed[drawn, np.arange(resamples)[:, None]].mean(axis=1)
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:

@@ -224,3 +224,17 @@ def test_resampling_stays_within_each_landmark():
     assert draws.shape == (200, 6)
     assert (strata[draws] == strata).all()  # every slot keeps its landmark
     assert len(np.unique(draws[:, 2:5])) == 3  # and draws vary within a landmark
+
+
+def test_bootstrap_also_resamples_seeds():
+    import numpy as np
+
+    from landmark_tl.stats import resample_indices, seed_averaged_f1
+
+    targets = np.array([0, 0, 1, 1])
+    perfect, wrong = (targets.copy(), targets), (1 - targets, targets)
+    draws = resample_indices(targets, 400, np.random.default_rng(0))
+    samples = seed_averaged_f1([perfect, wrong], [draws, draws], 2, np.random.default_rng(1))
+    # both seeds drawn: 0.5; only the perfect one: 1; only the wrong one: 0
+    assert set(np.round(samples, 6)) == {0.0, 0.5, 1.0}
+    assert abs(samples.mean() - 0.5) < 0.05
