@@ -194,7 +194,7 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     """The lines printed at the end of a run."""
     lines = [
-        f"{metrics['strategy']} on {metrics['backbone']} "
+        f"{metrics['approach']} on {metrics['backbone']} "
         f"({metrics['timings']['total_s']:.0f} s, {metrics['data']['images']} images, "
         f"{len(metrics['data']['skipped'])} skipped)"
     ]

@@ -173,3 +173,20 @@ def test_stage_config_errors_name_the_stages(backbone, datamodule):
         MultiOutput(
             backbone, datamodule.hierarchy, {"joint": StageConfig(), "landmrk": StageConfig()}
         )
+
+
+def test_checkpoints_leave_out_a_frozen_backbone_and_load_back(backbone, datamodule, tmp_path):
+    module = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
+    result, _ = _fit(module, datamodule, tmp_path)
+    checkpoint = torch.load(result.stages[0].best_checkpoint, weights_only=False)
+    assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
+    assert checkpoint["frozen_backbone"]["weights_digest"] == backbone.weights_digest
+    fresh = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(fresh.net.heads["landmark"].weight, module.net.heads["landmark"].weight)
+    other = create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="same backbone"):
+        MultiOutput(other, datamodule.hierarchy, STAGES, hidden=[16]).on_load_checkpoint(
+            torch.load(result.stages[0].best_checkpoint, weights_only=False)
+        )

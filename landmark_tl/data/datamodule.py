@@ -43,6 +43,18 @@ def decode_images(
         return torch.stack(list(pool.map(decode, paths)))
 
 
+class FeatureDataset(TensorDataset):
+    """Precomputed features and labels; a batch is fetched with one slice per tensor."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index] for t in self.tensors)
+
+
+def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
 class ViewDataset(Dataset):
     """Every fixed view of every image: item ``i`` is view ``i % V`` of image ``i // V``."""
 
@@ -202,7 +214,7 @@ class LandmarkDataModule(L.LightningDataModule):
         digests: list[str],
         categories: torch.Tensor,
         landmarks: torch.Tensor,
-    ) -> TensorDataset:
+    ) -> FeatureDataset:
         paths = [self.catalog.records[i].path for i in indices]
         views = self.views(split)
         features = view_features(
@@ -215,13 +227,18 @@ class LandmarkDataModule(L.LightningDataModule):
             device=self.feature_device,
         )
         repeat = len(views)
-        return TensorDataset(
+        return FeatureDataset(
             features, categories.repeat_interleave(repeat), landmarks.repeat_interleave(repeat)
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if isinstance(dataset, FeatureDataset):  # tensors in memory: no workers, no collation
+            return DataLoader(
+                dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_already_batched
+            )
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,

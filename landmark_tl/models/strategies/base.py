@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.metrics import task_metrics
@@ -99,6 +100,9 @@ class TwoLevelStrategy(L.LightningModule):
                 for task in TASKS
             }
         )
+        self.losses = nn.ModuleDict(
+            {f"{split}_{name}": MeanMetric() for split in SPLITS for name in ("loss", *TASKS)}
+        )
         self.stage = self.stage_names[0]
         self.test_outputs = TestOutputs()
         self._test_batches: list[dict[str, tuple[torch.Tensor, ...]]] = []
@@ -170,6 +174,7 @@ class TwoLevelStrategy(L.LightningModule):
         return self.task_logits(self.encode(x))
 
     def _step(self, batch: tuple[torch.Tensor, ...], split: str) -> torch.Tensor:
+        """Loss of the stage's tasks; metrics accumulate here and are logged per epoch."""
         x, category, landmark = batch
         targets = {"category": category, "landmark": landmark}
         logits = self(x)
@@ -178,20 +183,26 @@ class TwoLevelStrategy(L.LightningModule):
         for task in self.tasks:
             task_loss = F.cross_entropy(logits[task], targets[task])
             loss = loss + self.loss_weight(task) * task_loss
-            metrics = self.metrics[f"{split}_{task}"]
-            metrics.update(preds[task], targets[task])
-            self.log(f"{split}/{task}_loss", task_loss, on_step=False, on_epoch=True)
-            self.log_dict(
-                {f"{split}/{task}_{k}": m for k, m in metrics.items()},
-                on_step=False,
-                on_epoch=True,
-            )
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=split == "val")
+            self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
+            self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
+        self.losses[f"{split}_loss"].update(loss.detach(), len(x))
         if split == "test":
             self._test_batches.append(
                 {t: (logits[t].detach(), preds[t], targets[t]) for t in self.tasks}
             )
         return loss
+
+    def _log_epoch(self, split: str) -> None:
+        """Log ``split``'s epoch values once (``<split>/loss``, ``<split>/<task>_f1`` ...)."""
+        values = {f"{split}/loss": self.losses[f"{split}_loss"].compute()}
+        for task in self.tasks:
+            values[f"{split}/{task}_loss"] = self.losses[f"{split}_{task}"].compute()
+            for name, value in self.metrics[f"{split}_{task}"].compute().items():
+                values[f"{split}/{task}_{name}"] = value
+        self.log_dict(values, prog_bar=split == "val", sync_dist=True)
+        for key, metric in (*self.metrics.items(), *self.losses.items()):
+            if key.startswith(f"{split}_"):
+                metric.reset()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -202,11 +213,18 @@ class TwoLevelStrategy(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
     def on_test_epoch_start(self) -> None:
         self._test_batches = []
 
     def on_test_epoch_end(self) -> None:
-        """Collect the test predictions of the current stage's tasks."""
+        """Log the test scores; collect the test predictions of the stage's tasks."""
+        self._log_epoch("test")
         for task in self.tasks:
             logits, preds, targets = (
                 torch.cat([b[task][i] for b in self._test_batches]).cpu() for i in range(3)
@@ -215,6 +233,40 @@ class TwoLevelStrategy(L.LightningModule):
             self.test_outputs.preds[task] = preds
             self.test_outputs.targets[task] = targets
         self._test_batches = []
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Leave a frozen backbone's weights out (they are the pretrained ones); record
+        which backbone it was, so a load can check it is given the same one."""
+        if not self.backbone.frozen:
+            return
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("backbone.")]:
+            del state[key]
+        checkpoint["frozen_backbone"] = {
+            "name": self.backbone.name,
+            "weights_digest": self._frozen_backbone_digest(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put this module's frozen backbone back into a checkpoint saved without it."""
+        saved = checkpoint.get("frozen_backbone")
+        if saved is None:
+            return
+        if saved["weights_digest"] != self.backbone.weights_digest:
+            raise ValueError(
+                f"checkpoint was trained on frozen backbone {saved['name']} with weights "
+                f"{saved['weights_digest']}; this module's backbone {self.backbone.name} has "
+                f"weights {self.backbone.weights_digest}: build it with the same backbone.*"
+            )
+        prefix = "backbone."
+        checkpoint["state_dict"].update(
+            {prefix + k: v for k, v in self.backbone.state_dict().items()}
+        )
+
+    def _frozen_backbone_digest(self) -> str:
+        if getattr(self, "_backbone_digest", None) is None:
+            self._backbone_digest = self.backbone.weights_digest
+        return self._backbone_digest
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
