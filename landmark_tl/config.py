@@ -7,7 +7,7 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -112,6 +112,13 @@ class StrategyConfig:
     train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
     loss_weights: LossWeights | None = None  # multi_output, hierarchical
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
+    lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
+
+    def stage_configs(self) -> dict[str, StageConfig]:
+        """The stages, with ``lr`` applied to each when it is set."""
+        if self.lr is None:
+            return dict(self.stages)
+        return {name: replace(stage, lr=self.lr) for name, stage in self.stages.items()}
 
     def options(self, accepted: tuple[str, ...]) -> dict[str, Any]:
         """Keyword arguments for the strategy; refuses options it does not take."""

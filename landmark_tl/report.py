@@ -3,7 +3,8 @@
     python -m landmark_tl.report DIR [DIR ...] [--out OUT] [--bootstrap 2000] [--seed 0]
 
 Finds every metrics.json below the DIRs (runs, Hydra multiruns, parents of either), groups
-the runs by approach and writes table1.md, table1.csv and table1.png.
+the runs by approach and sweep point (the overrides that differ between runs, seeds
+excepted) and writes table1.md, table1.csv and table1.png, best first.
 """
 
 from __future__ import annotations
@@ -85,10 +86,21 @@ class _Samples:
     paths: tuple[str, ...] | None
 
 
+_NOT_A_POINT = ("seed=", "experiment=", "sweep=", "approach=", "+approach=", "hydra")
+
+
+def point_label(run: Run, shared: set[str]) -> str:
+    """The approach, plus the overrides that set this run apart (seeds excepted)."""
+    own = [o for o in run.overrides if o not in shared and not o.startswith(_NOT_A_POINT)]
+    return " ".join([run.approach, *own])
+
+
 def _group(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by approach and sweep point; seeds of one point form one group."""
+    shared = set.intersection(*(set(r.overrides) for r in runs)) if runs else set()
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.approach, []).append(run)
+        groups.setdefault(point_label(run, shared), []).append(run)
     return groups
 
 

@@ -133,6 +133,11 @@ class Run:
         return str(name or self.directory.name)
 
     @property
+    def overrides(self) -> tuple[str, ...]:
+        """The run's command-line overrides, as recorded in metrics.json."""
+        return tuple(str(o) for o in self.metrics.get("overrides", []))
+
+    @property
     def train_seconds(self) -> float | None:
         """``timings.train_s``, else the sum of the stages' seconds."""
         train_s = self.metrics.get("timings", {}).get("train_s")

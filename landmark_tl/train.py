@@ -10,6 +10,7 @@ import io
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
     return cls(
         backbone,
         hierarchy,
-        config.strategy.stages,
+        config.strategy.stage_configs(),
         hidden=config.head.hidden,
         dropout=config.head.dropout,
         **config.strategy.options(cls.config_keys),
@@ -125,8 +126,14 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     return out.getvalue()
 
 
-def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train ``config``'s strategy; write split, problems, checkpoints, logs, metrics to run_dir."""
+def train(
+    config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Train ``config``'s strategy; write split, problems, checkpoints, logs, metrics to run_dir.
+
+    ``overrides`` (the command line's, recorded in metrics.json) let reports tell the
+    points of a sweep apart.
+    """
     run_dir = Path(run_dir)
     start = time.perf_counter()
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -160,6 +167,7 @@ def train(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
         "strategy": config.strategy.name.value,
         "backbone": config.backbone.name,
         "seed": config.seed,
+        "overrides": list(overrides),
         "test": fit.task_scores(),
         "hierarchy": hierarchy_scores(
             fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
@@ -212,7 +220,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test landmark macro F1 for sweepers."""
     config: TrainConfig = OmegaConf.to_object(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(config, run_dir)
+    metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     print(summary(metrics, run_dir), flush=True)
     return metrics["test"]["landmark"]["macro_f1"]
 

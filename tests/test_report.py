@@ -238,3 +238,17 @@ def test_bootstrap_also_resamples_seeds():
     # both seeds drawn: 0.5; only the perfect one: 1; only the wrong one: 0
     assert set(np.round(samples, 6)) == {0.0, 0.5, 1.0}
     assert abs(samples.mean() - 0.5) < 0.05
+
+
+def test_sweep_points_are_grouped_by_their_overrides_and_ranked(tmp_path):
+    root = tmp_path / "sweep"
+    points = {"strategy.lr=0.001": TRUTH, "strategy.lr=0.01": wrong_first(3)}
+    for n, (lr, pred) in enumerate((lr, pred) for lr, pred in points.items() for _ in range(2)):
+        run_dir = make_run(root, str(n), "A", n % 2, pred)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics["overrides"] = [lr, f"seed={n % 2}", "sweep=study_grid", "data=folder"]
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    runs, _ = collect_runs([root])
+    table = summarise(runs, bootstrap=200)
+    assert [row.approach for row in table.rows] == ["A strategy.lr=0.001", "A strategy.lr=0.01"]
+    assert [len(row.seeds) for row in table.rows] == [2, 2]  # seeds pooled per point
