@@ -42,6 +42,7 @@ class StageResult:
     name: str
     tasks: tuple[str, ...]
     scores: dict[str, dict[str, float]]
+    val_scores: dict[str, dict[str, float]]
     best_checkpoint: str
     best_val_loss: float
     epochs_run: int
@@ -56,6 +57,10 @@ class FitResult:
     def task_scores(self) -> dict[str, dict[str, Any]]:
         """Per task, the test scores from the stage that trained it (the last such stage)."""
         return {t: {**s.scores[t], "stage": s.name} for s in self.stages for t in s.tasks}
+
+    def task_val_scores(self) -> dict[str, dict[str, float]]:
+        """Per task, the validation scores of the checkpoint that was tested."""
+        return {t: s.val_scores[t] for s in self.stages for t in s.tasks}
 
 
 def build_trainer(
@@ -81,6 +86,7 @@ def build_trainer(
         logger=CSVLogger(run_dir, name="logs", version=stage),
         default_root_dir=run_dir,
         enable_model_summary=False,
+        inference_mode=False,  # no_grad instead: metric states must stay usable next stage
         **trainer_kwargs,
     )
 
@@ -104,6 +110,11 @@ def fit_stages(
         checkpoint = trainer.checkpoint_callback
         trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
         outputs = module.test_outputs
+        val = trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+        val_scores = {
+            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
+            for t in module.tasks
+        }
         scores = {
             t: score_predictions(outputs.preds[t], outputs.targets[t], module.num_classes[t])
             for t in module.tasks
@@ -117,6 +128,7 @@ def fit_stages(
                 name=stage,
                 tasks=module.tasks,
                 scores=scores,
+                val_scores=val_scores,
                 best_checkpoint=str(checkpoint.best_model_path),
                 best_val_loss=float(checkpoint.best_model_score),
                 epochs_run=trainer.current_epoch,

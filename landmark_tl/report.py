@@ -61,6 +61,7 @@ class ApproachRow:
     approach: str
     seeds: tuple[Any, ...]
     scores: dict[str, TaskScore]
+    val_landmark_f1: float | None
     full_path_accuracy: float | None
     consistency: float | None
     train_seconds: float | None
@@ -161,7 +162,9 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Table:
-    """One row per approach, sorted by landmark macro F1 (best first)."""
+    """One row per approach (or sweep point), best first: ranked by validation landmark
+    macro F1 when every run recorded it (choosing on test scores would flatter the
+    winner), else by test landmark macro F1."""
     if not runs:
         raise ValueError("no runs to summarise")
     groups = _group(runs)
@@ -183,13 +186,15 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
             approach=name,
             seeds=tuple(r.metrics.get("seed") for r in group),
             scores=scores[name],
+            val_landmark_f1=_mean(r.val_f1("landmark") for r in group),
             full_path_accuracy=_mean(r.hierarchy_metric("full_path_accuracy") for r in group),
             consistency=_mean(r.hierarchy_metric("consistency") for r in group),
             train_seconds=_mean(r.train_seconds for r in group),
         )
         for name, group in groups.items()
     ]
-    rows.sort(key=lambda row: -row.scores["landmark"].mean)
+    by_val = all(row.val_landmark_f1 is not None for row in rows)
+    rows.sort(key=lambda row: -(row.val_landmark_f1 if by_val else row.scores["landmark"].mean))
     return Table(
         rows,
         roots=tuple(sorted({str(r.metrics.get("data", {}).get("root", "?")) for r in runs})),
@@ -221,6 +226,7 @@ def _markdown_cells(row: ApproachRow) -> list[str]:
         std = "—" if s.std is None else f"{s.std:.3f}"
         cells += [f"{s.mean:.3f} ± {std}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]", _versus_best(s)]
     return cells + [
+        _number(row.val_landmark_f1),
         _number(row.full_path_accuracy),
         _number(row.consistency),
         _number(row.train_seconds, 1),
@@ -236,7 +242,7 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
     header = ["Approach", "Seeds"]
     for task in TASKS:
         header += [f"{task.capitalize()} F1", "95% CI", "vs best"]
-    header += ["Full-path acc.", "Consistency", "Train s"]
+    header += ["Val landmark F1", "Full-path acc.", "Consistency", "Train s"]
     lines = [
         "# Table 1: approaches compared",
         "",
@@ -244,9 +250,10 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         f"bootstrap B = {table.bootstrap} (seed {table.seed}).",
         "",
         "| " + " | ".join(header) + " |",
-        "|---|--:|" + "--:|--:|---|" * len(TASKS) + "--:|--:|--:|",
+        "|---|--:|" + "--:|--:|---|" * len(TASKS) + "--:|--:|--:|--:|",
         *("| " + " | ".join(_markdown_cells(row)) + " |" for row in table.rows),
         "",
+        "Rows are ranked by validation landmark macro F1 where recorded (else by test). "
         "F1: macro F1 on the test images, mean ± std over seeds (— with one seed). "
         "95% CI: two-level percentile bootstrap: test images (resampled within each "
         "landmark, the same draws for every approach) and seeds (with replacement); "
@@ -271,7 +278,8 @@ def _csv_header() -> list[str]:
     fields = ["mean", "std", "ci_low", "ci_high", "mark", "fallback"]
     fields += ["diff_ci_low", "diff_ci_high", "share_at_least_best"]
     per_task = [f"{task}_f1_{field}" for task in TASKS for field in fields]
-    return ["approach", "runs", "seeds", *per_task, "full_path_accuracy", "consistency", "train_s"]
+    rest = ["val_landmark_f1", "full_path_accuracy", "consistency", "train_s"]
+    return ["approach", "runs", "seeds", *per_task, *rest]
 
 
 def _csv_cells(row: ApproachRow) -> list[Any]:
@@ -282,7 +290,7 @@ def _csv_cells(row: ApproachRow) -> list[Any]:
         cells += (
             [None, None, None] if c is None else [c.diff_low, c.diff_high, c.share_at_least_best]
         )
-    cells += [row.full_path_accuracy, row.consistency, row.train_seconds]
+    cells += [row.val_landmark_f1, row.full_path_accuracy, row.consistency, row.train_seconds]
     return ["" if cell is None else cell for cell in cells]
 
 

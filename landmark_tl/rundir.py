@@ -146,6 +146,11 @@ class Run:
         seconds = [s["seconds"] for s in self.metrics.get("stages", []) if "seconds" in s]
         return float(sum(seconds)) if seconds else None
 
+    def val_f1(self, task: str) -> float | None:
+        """Validation macro F1 of ``task`` (of the checkpoint that was tested), if recorded."""
+        value = self.metrics.get("val", {}).get(task, {}).get("macro_f1")
+        return None if value is None else float(value)
+
     def hierarchy_metric(self, key: str) -> float | None:
         value = self.metrics.get("hierarchy", {}).get(key)
         return None if value is None else float(value)

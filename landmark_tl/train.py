@@ -169,6 +169,7 @@ def train(
         "seed": config.seed,
         "overrides": list(overrides),
         "test": fit.task_scores(),
+        "val": fit.task_val_scores(),
         "hierarchy": hierarchy_scores(
             fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
         ),

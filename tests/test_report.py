@@ -252,3 +252,11 @@ def test_sweep_points_are_grouped_by_their_overrides_and_ranked(tmp_path):
     table = summarise(runs, bootstrap=200)
     assert [row.approach for row in table.rows] == ["A strategy.lr=0.001", "A strategy.lr=0.01"]
     assert [len(row.seeds) for row in table.rows] == [2, 2]  # seeds pooled per point
+    for run_dir in root.iterdir():  # validation says the worse-on-test point is better
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        val = 0.9 if "strategy.lr=0.01" in metrics["overrides"] else 0.5
+        metrics["val"] = {"landmark": {"macro_f1": val}}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    ranked = summarise(collect_runs([root])[0], bootstrap=200)
+    assert [row.approach for row in ranked.rows] == ["A strategy.lr=0.01", "A strategy.lr=0.001"]
+    assert ranked.rows[0].val_landmark_f1 == pytest.approx(0.9)

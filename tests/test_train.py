@@ -44,6 +44,8 @@ def test_train_writes_the_run_dir(tiny_config, tmp_path):
     _assert_scores(metrics)
     assert metrics == json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["split"] == {"train": 12, "val": 4, "test": 8}
+    assert set(metrics["val"]) == {"category", "landmark"}
+    assert all(0.0 <= v["macro_f1"] <= 1.0 for v in metrics["val"].values())
     with open(run_dir / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {"true_landmark", "pred_landmark", "prob_category"} <= set(rows[0])
