@@ -10,16 +10,21 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then rename it into place."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = True) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place.
+
+    ``durable`` also flushes the data to disk before the rename (slow on many small
+    files; a cache whose entries carry a checksum can skip it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -27,9 +32,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data), durable)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -16,94 +16,22 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_tl.config import DataSource, TrainConfig, register_configs
+from landmark_tl.build import build_strategy, prepare_data
+from landmark_tl.config import TrainConfig, register_configs
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.splits import write_split_csv
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.metrics import hierarchy_scores
-from landmark_tl.models.backbone import Backbone, create_backbone
-from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 from landmark_tl.plots import write_run_plots
 
 log = logging.getLogger(__name__)
 
 OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 register_configs()
-
-
-def resolve_data_root(config: TrainConfig) -> Path:
-    """The image tree to train on: the user's folder, or the generated synthetic set."""
-    data = config.data
-    if data.source is DataSource.folder:
-        if not data.root:
-            raise ValueError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
-        return Path(data.root).expanduser()
-    return ensure_synthetic_dataset(
-        Path(config.paths.cache_dir).expanduser() / "datasets",
-        images_per_landmark=data.images_per_landmark,
-        image_size=data.image_size,
-        seed=data.synthetic_seed,
-    )
-
-
-def build_backbone(config: TrainConfig) -> Backbone:
-    b = config.backbone
-    return create_backbone(
-        b.name,
-        weights=b.weights,
-        weights_file=b.weights_file,
-        freeze=b.freeze,
-        input_size=tuple(b.input_size) if b.input_size else None,
-        mean=tuple(b.mean) if b.mean else None,
-        std=tuple(b.std) if b.std else None,
-    )
-
-
-def feature_device(config: TrainConfig) -> torch.device:
-    """Where frozen features are extracted: the GPU when the trainer may use one."""
-    use_gpu = config.trainer.accelerator in {"auto", "gpu", "cuda"} and torch.cuda.is_available()
-    return torch.device("cuda" if use_gpu else "cpu")
-
-
-def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
-    data = config.data
-    use_features = config.features.enabled(backbone.frozen)
-    cache_root = Path(config.paths.cache_dir).expanduser() / "features"
-    return LandmarkDataModule(
-        resolve_data_root(config),
-        backbone.preprocessing,
-        split=data.split.to_spec(),
-        split_file=data.split_file,
-        augment=data.augment,
-        noise_variance=data.noise_variance,
-        random_views=config.features.random_views,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        feature_encoder=backbone if use_features else None,
-        feature_cache=FeatureCache(cache_root, encoder_key(backbone)) if use_features else None,
-        feature_device=feature_device(config),
-        feature_batch_size=config.features.batch_size,
-        seed=config.seed,
-    )
-
-
-def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
-    cls = STRATEGIES[config.strategy.name.value]
-    return cls(
-        backbone,
-        hierarchy,
-        config.strategy.stage_configs(),
-        hidden=config.head.hidden,
-        dropout=config.head.dropout,
-        **config.strategy.options(cls.config_keys),
-    )
 
 
 def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
@@ -136,10 +64,7 @@ def train(
     """
     run_dir = Path(run_dir)
     start = time.perf_counter()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    backbone = build_backbone(config)
-    datamodule = build_datamodule(config, backbone)
-    datamodule.setup("fit")
+    backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
     write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
     catalog.write_problem_report(run_dir / "problems.csv")

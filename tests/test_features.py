@@ -138,3 +138,21 @@ def test_cached_and_uncached_training_give_the_same_metrics(tiny_config, tmp_pat
             assert on_the_fly["test"][task][key] == pytest.approx(
                 first["test"][task][key], abs=1e-6
             )
+
+
+def test_multirun_callback_fills_the_cache_once_before_jobs(tiny_tree, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from landmark_tl.callbacks import WarmFeatureCache
+    from landmark_tl.config import register_configs
+    from tests.conftest import CONF_DIR, TINY_OVERRIDES
+
+    register_configs()
+    overrides = [*TINY_OVERRIDES, f"data.root={tiny_tree}", f"paths.cache_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    WarmFeatureCache().on_multirun_start(cfg)
+    entries = list((tmp_path / "features").rglob("*.f32"))
+    assert len(entries) == 24  # every image of the tiny tree, original view
+    WarmFeatureCache().on_multirun_start(cfg)  # a second multirun only reads
+    assert sorted((tmp_path / "features").rglob("*.f32")) == sorted(entries)

@@ -96,7 +96,8 @@ class FeatureCache:
         return feature
 
     def save(self, image_digest: str, view: str, feature: torch.Tensor) -> None:
-        atomic_write_bytes(self.path(image_digest, view), encode_entry(feature))
+        # no fsync: a torn entry fails its checksum and is recomputed
+        atomic_write_bytes(self.path(image_digest, view), encode_entry(feature), durable=False)
 
 
 class _Items(Dataset):

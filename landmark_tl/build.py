@@ -1,0 +1,96 @@
+"""Build the pieces of a run from a :class:`TrainConfig`: backbone, data, strategy.
+
+Hydra-free: a notebook can call these with ``TrainConfig(...)`` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from landmark_tl.config import DataSource, TrainConfig
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.models.backbone import Backbone, create_backbone
+from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+
+
+def resolve_data_root(config: TrainConfig) -> Path:
+    """The image tree to train on: the user's folder, or the generated synthetic set."""
+    data = config.data
+    if data.source is DataSource.folder:
+        if not data.root:
+            raise ValueError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
+        return Path(data.root).expanduser()
+    return ensure_synthetic_dataset(
+        Path(config.paths.cache_dir).expanduser() / "datasets",
+        images_per_landmark=data.images_per_landmark,
+        image_size=data.image_size,
+        seed=data.synthetic_seed,
+    )
+
+
+def build_backbone(config: TrainConfig) -> Backbone:
+    b = config.backbone
+    return create_backbone(
+        b.name,
+        weights=b.weights,
+        weights_file=b.weights_file,
+        freeze=b.freeze,
+        input_size=tuple(b.input_size) if b.input_size else None,
+        mean=tuple(b.mean) if b.mean else None,
+        std=tuple(b.std) if b.std else None,
+    )
+
+
+def feature_device(config: TrainConfig) -> torch.device:
+    """Where frozen features are extracted: the GPU when the trainer may use one."""
+    use_gpu = config.trainer.accelerator in {"auto", "gpu", "cuda"} and torch.cuda.is_available()
+    return torch.device("cuda" if use_gpu else "cpu")
+
+
+def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
+    data = config.data
+    use_features = config.features.enabled(backbone.frozen)
+    cache_root = Path(config.paths.cache_dir).expanduser() / "features"
+    return LandmarkDataModule(
+        resolve_data_root(config),
+        backbone.preprocessing,
+        split=data.split.to_spec(),
+        split_file=data.split_file,
+        augment=data.augment,
+        noise_variance=data.noise_variance,
+        random_views=config.features.random_views,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        feature_encoder=backbone if use_features else None,
+        feature_cache=FeatureCache(cache_root, encoder_key(backbone)) if use_features else None,
+        feature_device=feature_device(config),
+        feature_batch_size=config.features.batch_size,
+        seed=config.seed,
+    )
+
+
+def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
+    cls = STRATEGIES[config.strategy.name.value]
+    return cls(
+        backbone,
+        hierarchy,
+        config.strategy.stage_configs(),
+        hidden=config.head.hidden,
+        dropout=config.head.dropout,
+        **config.strategy.options(cls.config_keys),
+    )
+
+
+def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:
+    """Seeded backbone and a set-up data module (features computed or read from the cache)."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    backbone = build_backbone(config)
+    datamodule = build_datamodule(config, backbone)
+    datamodule.setup("fit")
+    return backbone, datamodule
