@@ -33,5 +33,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
+bench: $(VENV)/.installed
+	$(PY) benchmarks/speed.py
+
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
