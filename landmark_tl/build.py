@@ -16,6 +16,7 @@ from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
+from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
@@ -36,15 +37,30 @@ def resolve_data_root(config: TrainConfig) -> Path:
 
 def build_backbone(config: TrainConfig) -> Backbone:
     b = config.backbone
-    return create_backbone(
+    backbone = create_backbone(
         b.name,
         weights=b.weights,
         weights_file=b.weights_file,
         freeze=b.freeze,
+        schedule=UnfreezeSchedule(b.unfreeze_at_epoch, b.unfreeze_last_blocks, b.lr_ratio),
+        freeze_bn=b.freeze_bn,
         input_size=tuple(b.input_size) if b.input_size else None,
         mean=tuple(b.mean) if b.mean else None,
         std=tuple(b.std) if b.std else None,
     )
+    if config.trainer.channels_last:
+        backbone.use_channels_last()
+    if config.trainer.compile:
+        backbone.model.compile()
+    return backbone
+
+
+def feature_autocast(config: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of the feature pass: bfloat16/float16 under mixed precision."""
+    precision = str(config.trainer.precision)
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    return torch.float16 if precision.startswith("16") else None
 
 
 def feature_device(config: TrainConfig) -> torch.device:
@@ -56,6 +72,7 @@ def feature_device(config: TrainConfig) -> torch.device:
 def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
     data = config.data
     use_features = config.features.enabled(backbone.frozen)
+    autocast = feature_autocast(config)
     cache_root = Path(config.paths.cache_dir).expanduser() / "features"
     return LandmarkDataModule(
         resolve_data_root(config),
@@ -68,7 +85,10 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         feature_encoder=backbone if use_features else None,
-        feature_cache=FeatureCache(cache_root, encoder_key(backbone)) if use_features else None,
+        feature_cache=FeatureCache(cache_root, encoder_key(backbone, autocast))
+        if use_features
+        else None,
+        feature_autocast=autocast,
         feature_device=feature_device(config),
         feature_batch_size=config.features.batch_size,
         seed=config.seed,

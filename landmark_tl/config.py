@@ -66,7 +66,11 @@ class BackboneConfig:
     name: str = "tf_efficientnet_lite0"
     weights: WeightsSource = WeightsSource.package
     weights_file: str | None = None
-    freeze: FreezePolicy = FreezePolicy.all
+    freeze: FreezePolicy = FreezePolicy.all  # all | none | schedule
+    unfreeze_at_epoch: int = 5  # schedule: epochs with the backbone frozen
+    unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
+    lr_ratio: float = 0.1  # schedule: backbone learning rate / heads' learning rate
+    freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
     input_size: list[int] | None = None  # override timm's (C, H, W)
     mean: list[float] | None = None  # override timm's normalisation
     std: list[float] | None = None
@@ -161,7 +165,9 @@ class FeaturesConfig:
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = "auto"
-    precision: str = "32-true"
+    precision: str = "32-true"  # e.g. bf16-mixed on a GPU
+    channels_last: bool = False  # NHWC memory format for the backbone (faster on GPUs)
+    compile: bool = False  # torch.compile the backbone
     deterministic: bool = True
     log_every_n_steps: int = 1
     enable_progress_bar: bool = False

@@ -133,3 +133,27 @@ def test_bad_weight_requests_name_the_fix(tmp_path):
         create_backbone("resnet18", weights="file", weights_file=tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="not a timm model"):
         create_backbone("no_such_net", weights="none")
+
+
+def test_weights_file_of_another_architecture_is_refused_listing_keys(tmp_path):
+    import timm
+
+    path = tmp_path / "resnet34.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnet34", pretrained=False).state_dict(), str(path))
+    with pytest.raises(ValueError) as info:
+        create_backbone("resnet18", weights="file", weights_file=path)
+    message = str(info.value)
+    assert "is not a 'resnet18' state dict" in message
+    assert "source has" in message and "first that differ" in message
+
+
+def test_weights_file_with_another_classifier_size_loads(tmp_path):
+    import timm
+
+    finetuned = timm.create_model("resnet18", pretrained=False, num_classes=30)
+    path = tmp_path / "finetuned.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in finetuned.state_dict().items()}}, path)
+    backbone = create_backbone("resnet18", weights="file", weights_file=path)
+    assert torch.equal(backbone.model.conv1.weight, finetuned.conv1.weight)

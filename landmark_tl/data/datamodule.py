@@ -121,6 +121,7 @@ class LandmarkDataModule(L.LightningDataModule):
         feature_cache: FeatureCache | None = None,
         feature_device: torch.device | str = "cpu",
         feature_batch_size: int = 64,
+        feature_autocast: torch.dtype | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -137,6 +138,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.feature_cache = feature_cache
         self.feature_device = feature_device
         self.feature_batch_size = feature_batch_size
+        self.feature_autocast = feature_autocast
         self.seed = seed
         self.catalog: Catalog | None = None
         self.assignment: list[str] = []
@@ -225,6 +227,7 @@ class LandmarkDataModule(L.LightningDataModule):
             cache=self.feature_cache,
             batch_size=self.feature_batch_size,
             device=self.feature_device,
+            autocast=self.feature_autocast,
         )
         repeat = len(views)
         return FeatureDataset(

@@ -47,9 +47,10 @@ def file_digests(paths: Sequence[Path], workers: int | None = None) -> list[str]
         return list(pool.map(file_digest, paths))
 
 
-def encoder_key(backbone: Backbone) -> str:
-    """Digest of what makes a backbone's features: name, weights and preprocessing."""
-    parts = (backbone.name, backbone.weights_digest, repr(backbone.preprocessing))
+def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
+    """Digest of what makes a backbone's features: name, weights, preprocessing and the
+    precision of the pass."""
+    parts = (backbone.name, backbone.weights_digest, repr(backbone.preprocessing), str(autocast))
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
@@ -127,12 +128,16 @@ def extract_features(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     num_workers: int = 0,
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Run ``backbone`` (in eval mode, on ``device``) over a dataset of image tensors."""
+    """Run ``backbone`` (in eval mode, on ``device``, under ``autocast`` if given) over a
+    dataset of image tensors."""
     was_training = backbone.training
     backbone.eval().to(device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
-    feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in loader]
+    device_type = torch.device(device).type
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)):
+        feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in loader]
     backbone.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0, backbone.num_features)
 
@@ -146,6 +151,7 @@ def view_features(
     cache: FeatureCache | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Features of every view of every image, (N · V, D) with row ``i · V + v``.
 
@@ -164,7 +170,11 @@ def view_features(
         needed = sorted({i for i, _ in missing})
         images = dict(zip(needed, decode(needed), strict=True))
         computed = extract_features(
-            backbone, _Items(images, missing, views), batch_size=batch_size, device=device
+            backbone,
+            _Items(images, missing, views),
+            batch_size=batch_size,
+            device=device,
+            autocast=autocast,
         )
         for (i, view), feature in zip(missing, computed, strict=True):
             found[(i, view)] = feature

@@ -18,6 +18,8 @@ import timm
 import torch
 from torch import nn
 
+from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
+
 log = logging.getLogger(__name__)
 
 
@@ -35,6 +37,7 @@ class FreezePolicy(str, Enum):
 
     all = "all"  # frozen, batch-norm statistics too (the study)
     none = "none"  # fine-tune everything
+    schedule = "schedule"  # frozen first, then unfrozen on schedule (models/finetuning.py)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,20 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, -1, 1, 1), False)
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, -1, 1, 1), False)
         self.num_features = feature_width(model)
-        self.frozen = False
+        self.policy = FreezePolicy.none
+        self.schedule: UnfreezeSchedule | None = None
+        self.freeze_bn = False
+        self.channels_last = False
+
+    def use_channels_last(self) -> Backbone:
+        """Keep weights and inputs in NHWC memory format (faster convolutions on GPUs)."""
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
+
+    @property
+    def frozen(self) -> bool:
+        """Frozen for good (``freeze=all``): its features can be computed once and cached."""
+        return self.policy is FreezePolicy.all
 
     @property
     def weights_digest(self) -> str:
@@ -96,19 +112,41 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) uint8 or float in [0, 1] → (N, num_features)."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        return self.model((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
-    def freeze(self, policy: FreezePolicy | str) -> Backbone:
-        """Apply a freeze policy; a frozen backbone stays in eval mode (see :meth:`train`)."""
-        self.frozen = FreezePolicy(policy) is FreezePolicy.all
-        self.model.requires_grad_(not self.frozen)
+    def freeze(
+        self,
+        policy: FreezePolicy | str,
+        schedule: UnfreezeSchedule | None = None,
+        freeze_bn: bool = False,
+    ) -> Backbone:
+        """Apply a freeze policy (``schedule`` for ``schedule``; ``freeze_bn`` keeps the
+        batch-norm statistics of a training backbone fixed). Frozen: eval mode for good."""
+        self.policy = FreezePolicy(policy)
+        if self.policy is FreezePolicy.schedule:
+            self.schedule = schedule or UnfreezeSchedule()
+        self.freeze_bn = freeze_bn
+        self.model.requires_grad_(self.policy is FreezePolicy.none)
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> Backbone:
-        """Like ``nn.Module.train``, but a frozen backbone keeps its batch-norm statistics."""
+        """Like ``nn.Module.train``, but frozen parts act as fixed functions: a frozen
+        backbone, or frozen units of a partly unfrozen one, stay in eval mode, and with
+        ``freeze_bn`` every batch-norm layer keeps its statistics."""
         super().train(mode)
         if self.frozen:
             self.model.eval()
+            return self
+        for unit in backbone_units(self.model):
+            if not any(p.requires_grad for p in unit.parameters()):
+                unit.eval()
+        if self.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
 
@@ -117,36 +155,74 @@ def feature_width(model: nn.Module) -> int:
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
 
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def _first_differences(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], limit: int = 5
+) -> str:
+    """The first few (file key, model key) pairs, in order, whose shapes differ."""
+    pairs = zip(source.items(), target.items(), strict=False)
+    differ = [
+        f"{sk} {_shape(sv)} vs {tk} {_shape(tv)}"
+        for (sk, sv), (tk, tv) in pairs
+        if _shape(sv) != _shape(tv)
+    ]
+    return "; ".join(differ[:limit]) or "(the extra tensors at the end)"
+
+
 def map_by_position(
     source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors to ``target``'s keys by position, checking every shape."""
     if len(source) != len(target):
         raise ValueError(
-            f"cannot map weights by position: source has {len(source)} tensors, "
-            f"the model has {len(target)}"
+            f"cannot map weights by position: source has {len(source)} tensors, the model "
+            f"has {len(target)}; first that differ: {_first_differences(source, target)}"
         )
-    mapped = {}
     for i, ((src_key, tensor), (dst_key, expected)) in enumerate(
         zip(source.items(), target.items(), strict=True)
     ):
-        if tuple(tensor.shape) != tuple(expected.shape):
+        if _shape(tensor) != _shape(expected):
             raise ValueError(
                 f"weights do not fit the model: tensor #{i} {src_key} has shape "
-                f"{tuple(tensor.shape)}, model's {dst_key} expects {tuple(expected.shape)}"
+                f"{_shape(tensor)}, model's {dst_key} expects {_shape(expected)}; first that "
+                f"differ: {_first_differences(source, target)}"
             )
-        mapped[dst_key] = tensor
-    return mapped
+    return {dst: tensor for dst, tensor in zip(target, source.values(), strict=True)}
 
 
 def match_state_dict(
     source: Mapping[str, torch.Tensor], model: nn.Module
 ) -> dict[str, torch.Tensor]:
-    """Keys matched by name when they all agree, else by position with a shape check."""
+    """Keys matched by name when the names agree (shapes checked), else by position."""
     target = model.state_dict()
-    if set(source) == set(target):
-        return dict(source)
-    return map_by_position(source, target)
+    if set(source) != set(target):
+        return map_by_position(source, target)
+    wrong = [k for k in target if _shape(source[k]) != _shape(target[k])]
+    if wrong:
+        listed = "; ".join(f"{k} {_shape(source[k])} vs {_shape(target[k])}" for k in wrong[:5])
+        raise ValueError(f"weights do not fit the model: {len(wrong)} shapes differ: {listed}")
+    return {k: source[k] for k in target}
+
+
+def _without_classifier(
+    source: Mapping[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """``source`` less a DataParallel ``module.`` prefix and its classifier tensors.
+
+    The classifier is found by the name in the model's timm config (``classifier``,
+    ``head.fc``, ``fc`` ...); a file named otherwise loses its last tensors when it has as
+    many as the model with its classifier (``model`` still has it here).
+    """
+    state = {k.removeprefix("module."): v for k, v in source.items()}
+    prefix = str(model.pretrained_cfg.get("classifier", "")) + "."
+    state = {k: v for k, v in state.items() if prefix == "." or not k.startswith(prefix)}
+    classifier = len(model.get_classifier().state_dict())
+    if classifier and len(state) - len(model.state_dict()) == 0:
+        state = dict(list(state.items())[:-classifier])
+    return state
 
 
 def _packaged_lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -196,7 +272,14 @@ def _create_with_weights(
     elif weights is WeightsSource.file:
         if weights_file is None:
             raise ValueError("backbone.weights=file needs backbone.weights_file=PATH")
-        model.load_state_dict(match_state_dict(load_weights_file(weights_file), model))
+        source = _without_classifier(load_weights_file(weights_file), model)
+        model.reset_classifier(0)
+        try:
+            model.load_state_dict(match_state_dict(source, model))
+        except ValueError as err:
+            raise ValueError(
+                f"backbone.weights_file={weights_file} is not a '{name}' state dict: {err}"
+            ) from err
     return model
 
 
@@ -206,6 +289,8 @@ def create_backbone(
     weights: WeightsSource | str = WeightsSource.package,
     weights_file: str | Path | None = None,
     freeze: FreezePolicy | str = FreezePolicy.all,
+    schedule: UnfreezeSchedule | None = None,
+    freeze_bn: bool = False,
     input_size: tuple[int, int, int] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
@@ -227,4 +312,4 @@ def create_backbone(
         WeightsSource(weights).value,
         feature_width(model),
     )
-    return Backbone(model, preprocessing, name).freeze(freeze)
+    return Backbone(model, preprocessing, name).freeze(freeze, schedule, freeze_bn)

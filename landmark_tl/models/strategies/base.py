@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
+from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP
 
 TASKS = ("category", "landmark")
@@ -145,8 +146,16 @@ class TwoLevelStrategy(L.LightningModule):
         for module in trainable:
             if module is not self.backbone:
                 module.requires_grad_(True)
-        self.backbone.model.requires_grad_(self._backbone_trains(stage))
+        scheduled = self.backbone.schedule is not None  # ScheduledUnfreeze decides
+        self.backbone.model.requires_grad_(self._backbone_trains(stage) and not scheduled)
         self.train(self.training)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The backbone's unfreeze schedule, in the stages where the backbone trains."""
+        schedule = self.backbone.schedule
+        if schedule is None or not self._backbone_trains(self.stage):
+            return []
+        return [ScheduledUnfreeze(schedule, train_bn=not self.backbone.freeze_bn)]
 
     def _backbone_trains(self, stage: str) -> bool:
         trainable = self.trainable_in_stage(stage)

@@ -1,0 +1,125 @@
+"""The unfreeze schedule: which parameters train when, and resuming around the unfreeze."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.splits import SplitSpec
+from landmark_tl.models.backbone import create_backbone
+from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
+from landmark_tl.models.strategies import MultiOutput, StageConfig
+
+SCHEDULE = UnfreezeSchedule(unfreeze_at_epoch=1, last_blocks=2, lr_ratio=0.1)
+
+
+def _module(tiny_tree, schedule=SCHEDULE, freeze_bn=False):
+    torch.manual_seed(0)
+    backbone = create_backbone(
+        "resnet18",
+        weights="none",
+        input_size=(3, 32, 32),
+        freeze="schedule",
+        schedule=schedule,
+        freeze_bn=freeze_bn,
+    )
+    dm = LandmarkDataModule(tiny_tree, backbone.preprocessing, split=SplitSpec(1, 2), batch_size=6)
+    dm.setup("fit")
+    module = MultiOutput(
+        backbone, dm.hierarchy, {"joint": StageConfig(epochs=3, lr=1e-2)}, hidden=[8]
+    )
+    module.begin_stage("joint")
+    return module, dm
+
+
+class _Record(L.Callback):
+    """Per epoch, after the schedule acted: trainable backbone units and optimiser groups."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx:
+            return
+        units = backbone_units(pl_module.backbone.model)
+        trainable = [i for i, u in enumerate(units) if any(p.requires_grad for p in u.parameters())]
+        groups = [g["lr"] for g in trainer.optimizers[0].param_groups]
+        self.seen.append((trainer.current_epoch, trainable, groups))
+
+
+def _trainer(tmp_path, epochs, *callbacks):
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=[*callbacks],
+    )
+
+
+def test_schedule_unfreezes_the_last_blocks_at_the_epoch(tiny_tree, tmp_path):
+    module, dm = _module(tiny_tree)
+    n_units = len(backbone_units(module.backbone.model))
+    record = _Record()
+    _trainer(tmp_path, 3, record).fit(module, datamodule=dm)
+    assert record.seen[0][1:] == ([], [1e-2])  # epoch 0: heads only
+    last_two = [n_units - 2, n_units - 1]
+    assert record.seen[1][1:] == (last_two, [1e-2, pytest.approx(1e-3)])
+    assert record.seen[2][1:] == (last_two, [1e-2, pytest.approx(1e-3)])
+
+
+def test_whole_backbone_unfreezes_without_last_blocks(tiny_tree, tmp_path):
+    module, dm = _module(tiny_tree, UnfreezeSchedule(unfreeze_at_epoch=2, lr_ratio=0.5))
+    record = _Record()
+    _trainer(tmp_path, 3, record).fit(module, datamodule=dm)
+    n_units = len(backbone_units(module.backbone.model))
+    assert [len(s[1]) for s in record.seen] == [0, 0, n_units]
+    assert record.seen[2][2] == [1e-2, pytest.approx(5e-3)]
+
+
+@pytest.mark.parametrize("resume_after_epoch", [0, 1])  # before and after the unfreeze
+def test_resume_continues_the_schedule(tiny_tree, tmp_path, resume_after_epoch):
+    module, dm = _module(tiny_tree)
+    saver = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+    )
+    _trainer(tmp_path, 2, saver).fit(module, datamodule=dm)
+    checkpoint = tmp_path / "ckpt" / f"epoch={resume_after_epoch}.ckpt"
+    resumed, dm2 = _module(tiny_tree)
+    record = _Record()
+    _trainer(tmp_path, 3, record).fit(resumed, datamodule=dm2, ckpt_path=checkpoint)
+    n_units = len(backbone_units(resumed.backbone.model))
+    epochs = {epoch: (units, groups) for epoch, units, groups in record.seen}
+    assert epochs[2] == ([n_units - 2, n_units - 1], [1e-2, pytest.approx(1e-3)])
+    optimizer_state = torch.load(checkpoint, weights_only=False)["optimizer_states"][0]
+    assert len(optimizer_state["param_groups"]) == (2 if resume_after_epoch == 1 else 1)
+
+
+def test_frozen_batch_norm_statistics_stay_fixed(tiny_tree, tmp_path):
+    module, dm = _module(tiny_tree, UnfreezeSchedule(unfreeze_at_epoch=0), freeze_bn=True)
+    before = module.backbone.model.bn1.running_mean.clone()
+    _trainer(tmp_path, 1).fit(module, datamodule=dm)
+    assert torch.equal(module.backbone.model.bn1.running_mean, before)
+    assert module.backbone.model.conv1.weight.requires_grad
+
+
+def test_bad_schedules_name_the_key():
+    with pytest.raises(ValueError, match="backbone.unfreeze_last_blocks"):
+        UnfreezeSchedule(last_blocks=0)
+    with pytest.raises(ValueError, match="backbone.lr_ratio"):
+        UnfreezeSchedule(lr_ratio=0)
+
+
+def test_backbone_acts_frozen_before_the_unfreeze(tiny_tree, tmp_path):
+    module, dm = _module(tiny_tree, UnfreezeSchedule(unfreeze_at_epoch=5))
+    before = {k: v.clone() for k, v in module.backbone.model.state_dict().items()}
+    _trainer(tmp_path, 1).fit(module, datamodule=dm)
+    after = module.backbone.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
