@@ -157,3 +157,19 @@ def test_weights_file_with_another_classifier_size_loads(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in finetuned.state_dict().items()}}, path)
     backbone = create_backbone("resnet18", weights="file", weights_file=path)
     assert torch.equal(backbone.model.conv1.weight, finetuned.conv1.weight)
+
+
+def test_hub_weights_offline_fail_at_once_naming_the_fixes(monkeypatch):
+    import time
+
+    from landmark_tl.models import backbone as backbone_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")  # nothing listens there
+    start = time.perf_counter()
+    assert not backbone_module.hub_reachable(timeout=2)
+    with pytest.raises(RuntimeError) as info:
+        create_backbone("efficientnet_b0", weights="hub")
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert "backbone.weights=file" in message and "backbone=efficientnet_lite0" in message

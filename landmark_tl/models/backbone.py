@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
+import socket
+import threading
+import urllib.parse
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -248,18 +252,54 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+def _hub_address() -> tuple[str, int]:
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or 443
+
+
+def _hub_host() -> str:
+    return "%s:%d" % _hub_address()
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the weights hub answers a TCP connection within ``timeout`` seconds
+    (DNS included), so that an offline machine fails at once instead of retrying."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(_hub_address(), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _create_with_weights(
     name: str, weights: WeightsSource, weights_file: str | Path | None
 ) -> nn.Module:
     """A timm model with its original classifier and the requested weights."""
     if weights is WeightsSource.hub:
+        offline_fix = (
+            "Offline, use backbone.weights=file backbone.weights_file=PATH, or the packaged "
+            "default backbone=efficientnet_lite0 (backbone.weights=package); weights already "
+            "in the Hugging Face cache load with HF_HUB_OFFLINE=1."
+        )
+        if not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
+            raise RuntimeError(
+                f"backbone.weights=hub: cannot reach {_hub_host()} to download '{name}'. "
+                + offline_fix
+            )
         try:
             return timm.create_model(name, pretrained=True)
         except Exception as err:  # network, hub and cache errors all end here
             raise RuntimeError(
                 f"could not download weights for backbone '{name}' ({type(err).__name__}: "
-                f"{err}). Offline, use backbone.weights=file backbone.weights_file=PATH, or "
-                "the packaged default backbone=efficientnet_lite0 (backbone.weights=package)."
+                f"{err}). {offline_fix}"
             ) from err
     model = timm.create_model(name, pretrained=False)
     if weights is WeightsSource.package:
