@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 import socket
 import threading
 import urllib.parse
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -258,7 +258,8 @@ def _hub_address() -> tuple[str, int]:
 
 
 def _hub_host() -> str:
-    return "%s:%d" % _hub_address()
+    host, port = _hub_address()
+    return f"{host}:{port}"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
