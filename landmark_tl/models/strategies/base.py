@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -153,7 +154,8 @@ class TwoLevelStrategy(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         """The backbone's unfreeze schedule, in the stages where the backbone trains."""
         schedule = self.backbone.schedule
-        if schedule is None or not self._backbone_trains(self.stage):
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if schedule is None or not fitting or not self._backbone_trains(self.stage):
             return []
         return [ScheduledUnfreeze(schedule, train_bn=not self.backbone.freeze_bn)]
 
