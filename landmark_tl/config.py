@@ -189,6 +189,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    # metrics.json value a run returns to sweepers (Optuna), as a dotted path
+    optimized_metric: str = "val.landmark.macro_f1"
 
 
 def register_configs() -> None:

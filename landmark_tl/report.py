@@ -233,6 +233,17 @@ def _markdown_cells(row: ApproachRow) -> list[str]:
     ]
 
 
+def _best_line(table: Table) -> list[str]:
+    """Name the best row when the ranking is by validation score (a sweep's choice)."""
+    top = table.rows[0]
+    if top.val_landmark_f1 is None:
+        return []
+    return [
+        "",
+        f"Best by validation landmark macro F1: **{top.approach}** ({top.val_landmark_f1:.3f}).",
+    ]
+
+
 def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
     """Table 1 as Markdown: a header line, the table, a legend and any skipped runs."""
     runs = sum(len(row.seeds) for row in table.rows)
@@ -248,6 +259,7 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         "",
         f"{_count(runs, 'run', 'runs')} of {approaches} on {roots}; {images} test images; "
         f"bootstrap B = {table.bootstrap} (seed {table.seed}).",
+        *_best_line(table),
         "",
         "| " + " | ".join(header) + " |",
         "|---|--:|" + "--:|--:|---|" * len(TASKS) + "--:|--:|--:|--:|",

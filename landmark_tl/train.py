@@ -141,14 +141,27 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def metric_at(metrics: dict[str, Any], dotted: str) -> float:
+    """The value at a dotted path of metrics.json, e.g. ``val.landmark.macro_f1``."""
+    value: Any = metrics
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(
+                f"optimized_metric={dotted}: metrics.json has no '{key}' there; e.g. "
+                "val.landmark.macro_f1, val.category.accuracy, hierarchy.full_path_accuracy"
+            )
+        value = value[key]
+    return float(value)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the test landmark macro F1 for sweepers."""
+    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
     config: TrainConfig = OmegaConf.to_object(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     print(summary(metrics, run_dir), flush=True)
-    return metrics["test"]["landmark"]["macro_f1"]
+    return metric_at(metrics, config.optimized_metric)
 
 
 if __name__ == "__main__":
