@@ -165,6 +165,8 @@ class FeaturesConfig:
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = "auto"
+    strategy: str = "auto"  # e.g. ddp for data-parallel training on several devices
+    num_nodes: int = 1
     precision: str = "32-true"  # e.g. bf16-mixed on a GPU
     channels_last: bool = False  # NHWC memory format for the backbone (faster on GPUs)
     compile: bool = False  # torch.compile the backbone

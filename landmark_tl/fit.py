@@ -31,6 +31,9 @@ class _DropNoise(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Test predictions are gathered from all ranks and de-duplicated (TwoLevelStrategy).
+warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
+warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprec")
 # Every stage writes its own <stage>-best.ckpt into the one checkpoints/ folder.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 

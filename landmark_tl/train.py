@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.build import build_strategy, prepare_data
@@ -66,9 +67,10 @@ def train(
     start = time.perf_counter()
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
-    write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
-    catalog.write_problem_report(run_dir / "problems.csv")
-    atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+    if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
+        write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
+        catalog.write_problem_report(run_dir / "problems.csv")
+        atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.
@@ -80,13 +82,13 @@ def train(
         run_dir,
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
+        strategy=config.trainer.strategy,
+        num_nodes=config.trainer.num_nodes,
         precision=config.trainer.precision,
         deterministic=config.trainer.deterministic,
         log_every_n_steps=config.trainer.log_every_n_steps,
         enable_progress_bar=config.trainer.enable_progress_bar,
     )
-    atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
-    write_run_plots(run_dir)
     metrics = {
         "approach": config.strategy.approach,
         "strategy": config.strategy.name.value,
@@ -121,8 +123,16 @@ def train(
             "total_s": round(time.perf_counter() - start, 2),
         },
     }
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    if is_rank_zero():
+        atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+        write_run_plots(run_dir)
+        atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the first of a data-parallel run (or the only one)."""
+    return rank_zero_only.rank == 0
 
 
 def summary(metrics: dict[str, Any], run_dir: Path) -> str:
@@ -160,7 +170,8 @@ def main(cfg: DictConfig) -> float:
     config: TrainConfig = OmegaConf.to_object(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
-    print(summary(metrics, run_dir), flush=True)
+    if is_rank_zero():
+        print(summary(metrics, run_dir), flush=True)
     return metric_at(metrics, config.optimized_metric)
 
 

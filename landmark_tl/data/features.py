@@ -8,6 +8,7 @@ checksum: a damaged entry is recomputed, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from landmark_tl.io import atomic_write_bytes
@@ -96,6 +98,11 @@ class FeatureCache:
             path.unlink(missing_ok=True)
         return feature
 
+    def lock(self, timeout: float = -1) -> FileLock:
+        """An inter-process lock on this encoder's entries (held while computing)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.dir / ".lock", timeout=timeout)
+
     def save(self, image_digest: str, view: str, feature: torch.Tensor) -> None:
         # no fsync: a torn entry fails its checksum and is recomputed
         atomic_write_bytes(self.path(image_digest, view), encode_entry(feature), durable=False)
@@ -161,9 +168,40 @@ def view_features(
     """
     names = list(views)
     wanted = [(i, view) for i in range(len(digests)) for view in names]
-    found = {}
-    if cache is not None:
-        found = {(i, v): f for i, v in wanted if (f := cache.load(digests[i], v)) is not None}
+    found = _load_found(cache, digests, wanted)
+    if len(found) < len(wanted):
+        # one process computes, others wait and then read (parallel jobs, data-parallel ranks)
+        with cache.lock() if cache is not None else contextlib.nullcontext():
+            found.update(_load_found(cache, digests, wanted))
+            _compute_missing(
+                backbone, digests, views, decode, cache, found, wanted, batch_size, device, autocast
+            )
+    if not wanted:
+        return torch.empty(0, backbone.num_features)
+    return torch.stack([found[item] for item in wanted])
+
+
+def _load_found(
+    cache: FeatureCache | None, digests: Sequence[str], wanted: list[tuple[int, str]]
+) -> dict[tuple[int, str], torch.Tensor]:
+    if cache is None:
+        return {}
+    return {(i, v): f for i, v in wanted if (f := cache.load(digests[i], v)) is not None}
+
+
+def _compute_missing(
+    backbone: Backbone,
+    digests: Sequence[str],
+    views: Mapping[str, View],
+    decode: Callable[[Sequence[int]], torch.Tensor],
+    cache: FeatureCache | None,
+    found: dict[tuple[int, str], torch.Tensor],
+    wanted: list[tuple[int, str]],
+    batch_size: int,
+    device: torch.device | str,
+    autocast: torch.dtype | None,
+) -> None:
+    """Decode the images that miss a view, run the backbone, fill ``found`` and the cache."""
     missing = [item for item in wanted if item not in found]
     if missing:
         start = time.perf_counter()
@@ -187,6 +225,3 @@ def view_features(
             time.perf_counter() - start,
             len(wanted) - len(missing),
         )
-    if not wanted:
-        return torch.empty(0, backbone.num_features)
-    return torch.stack([found[item] for item in wanted])

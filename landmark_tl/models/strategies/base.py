@@ -234,16 +234,29 @@ class TwoLevelStrategy(L.LightningModule):
         self._test_batches = []
 
     def on_test_epoch_end(self) -> None:
-        """Log the test scores; collect the test predictions of the stage's tasks."""
+        """Log the test scores; collect the test predictions of the stage's tasks, from
+        every process under data parallelism, in the test set's order."""
         self._log_epoch("test")
         for task in self.tasks:
             logits, preds, targets = (
-                torch.cat([b[task][i] for b in self._test_batches]).cpu() for i in range(3)
+                self._gather_in_order(torch.cat([b[task][i] for b in self._test_batches]))
+                for i in range(3)
             )
             self.test_outputs.probs[task] = logits.float().softmax(-1)
             self.test_outputs.preds[task] = preds
             self.test_outputs.targets[task] = targets
         self._test_batches = []
+
+    def _gather_in_order(self, local: torch.Tensor) -> torch.Tensor:
+        """Undo a non-shuffling DistributedSampler: rank r held items r, r + W, r + 2W ...
+        of the test set padded to a multiple of W; interleave them back and drop the pad."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return local.cpu()
+        gathered = self.all_gather(local)  # (W, n_local, ...)
+        interleaved = gathered.transpose(0, 1).reshape(-1, *local.shape[1:])
+        total = len(self.trainer.datamodule.datasets["test"])
+        return interleaved[:total].cpu()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Leave a frozen backbone's weights out (they are the pretrained ones); record
