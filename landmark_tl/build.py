@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from landmark_tl.config import DataSource, TrainConfig
+from landmark_tl.config import DataSource, TrainConfig, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
@@ -109,6 +109,7 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
 
 def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:
     """Seeded backbone and a set-up data module (features computed or read from the cache)."""
+    validate_config(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
     backbone = build_backbone(config)
     datamodule = build_datamodule(config, backbone)

@@ -198,3 +198,65 @@ class TrainConfig:
 def register_configs() -> None:
     """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """Config values that cannot work; the message names every offending key."""
+
+
+def _range_problems(config: TrainConfig) -> list[str]:
+    """Values of the right type but outside what can work, as 'key=value: why' lines."""
+    checks: list[tuple[str, Any, bool, str]] = [
+        ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
+        ("data.num_workers", config.data.num_workers, config.data.num_workers >= 0, ">= 0"),
+        (
+            "data.images_per_landmark",
+            config.data.images_per_landmark,
+            config.data.images_per_landmark >= 1,
+            ">= 1",
+        ),
+        ("data.image_size", config.data.image_size, config.data.image_size >= 32, ">= 32"),
+        (
+            "data.noise_variance",
+            config.data.noise_variance,
+            config.data.noise_variance >= 0,
+            ">= 0",
+        ),
+        ("head.dropout", config.head.dropout, 0 <= config.head.dropout < 1, "in [0, 1)"),
+        (
+            "features.batch_size",
+            config.features.batch_size,
+            config.features.batch_size >= 1,
+            ">= 1",
+        ),
+        (
+            "features.random_views",
+            config.features.random_views,
+            config.features.random_views >= 0,
+            ">= 0",
+        ),
+        ("trainer.num_nodes", config.trainer.num_nodes, config.trainer.num_nodes >= 1, ">= 1"),
+        ("backbone.lr_ratio", config.backbone.lr_ratio, config.backbone.lr_ratio > 0, "> 0"),
+    ]
+    checks += [(f"head.hidden[{i}]", h, h >= 1, ">= 1") for i, h in enumerate(config.head.hidden)]
+    if config.strategy.lr is not None:
+        checks.append(("strategy.lr", config.strategy.lr, config.strategy.lr >= 0, ">= 0"))
+    for name, stage in config.strategy.stages.items():
+        key = f"strategy.stages.{name}"
+        checks += [
+            (f"{key}.epochs", stage.epochs, stage.epochs >= 1, ">= 1"),
+            (f"{key}.lr", stage.lr, stage.lr >= 0, ">= 0"),
+            (f"{key}.weight_decay", stage.weight_decay, stage.weight_decay >= 0, ">= 0"),
+        ]
+        if stage.patience is not None:
+            checks.append((f"{key}.patience", stage.patience, stage.patience >= 1, ">= 1"))
+    return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Refuse, at start, values that would fail later or train nonsense."""
+    problems = _range_problems(config)
+    if config.data.source is DataSource.folder and not config.data.root:
+        problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +28,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(
+            err.errno, f"could not write {printable(str(path))}: {err.strerror or err}"
+        ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,3 +57,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def printable(name: str) -> str:
     """A file name safe to print or log: undecodable bytes shown as U+FFFD."""
     return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def file_digest(path: str | Path) -> str:
+    """Content digest of a file (BLAKE2b, 128 bit, hex)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(paths: Sequence[Path], workers: int | None = None) -> list[str]:
+    """Content digests of many files, read in parallel."""
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(file_digest, paths))

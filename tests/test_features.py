@@ -13,9 +13,9 @@ from landmark_tl.data.features import (
     decode_entry,
     encode_entry,
     encoder_key,
-    file_digest,
     view_features,
 )
+from landmark_tl.io import file_digest
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.train import train
 

@@ -165,11 +165,11 @@ def test_manifest_rows_are_sorted_by_category_landmark_and_path(tmp_path):
 
 def test_manifest_of_a_scanned_tree_round_trips(tmp_path):
     root = tmp_path / "data"
-    for landmark in ("Milan", RAW_STR):
+    for j, landmark in enumerate(("Milan", RAW_STR)):
         for i in range(3):
             folder = root / "Gothic" / landmark
             folder.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
+            Image.new("RGB", (8, 8), (i * 50, j * 50, 0)).save(folder / f"{i}.png")
     catalog = scan_image_folder(root)
     assignment = stratified_split(catalog, SplitSpec(val=1, test=1))
     write_split_csv(tmp_path / "split.csv", catalog, assignment)

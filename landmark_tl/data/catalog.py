@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
 from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import atomic_write_text, printable
+from landmark_tl.io import atomic_write_text, file_digests, printable
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def scan_image_folder(
     checked = list(zip(walk.candidates, reasons, strict=True))
     records = [record for record, reason in checked if reason is None]
     failed = [(record, reason) for record, reason in checked if reason is not None]
+    records, duplicates = _without_duplicates(records)
+    failed += duplicates
     _check_readable(root, records, failed)
     records.sort(key=lambda r: (r.category, r.landmark, r.path.name))
     problems = walk.problems + [Problem(record.path, reason) for record, reason in failed]
@@ -220,13 +222,28 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry[str], walk: _Walk) -> bool | None:
+    """Whether ``entry`` is a folder; None (and a problem) when it cannot even be stat-ed,
+    e.g. a symlink loop or a dangling link."""
+    try:
+        is_dir = entry.is_dir()
+        if not is_dir and entry.is_symlink():
+            os.stat(entry.path)  # a dangling link raises here
+        return is_dir
+    except OSError as error:
+        reason = f"unreadable entry ({error.strerror}); fix or remove it"
+        walk.problems.append(Problem(Path(entry.path), reason))
+        return None
+
+
 def _subfolders(folder: Path, walk: _Walk) -> list[str]:
     """Names of the visible subfolders of ``folder``; files there are at the wrong depth."""
     names = []
     for entry in _visible_entries(folder, walk):
-        if entry.is_dir():
+        is_dir = _is_dir(entry, walk)
+        if is_dir:
             names.append(entry.name)
-        else:
+        elif is_dir is not None:
             _misplaced(entry, walk)
     return names
 
@@ -263,7 +280,10 @@ def _walk_landmark(category_folder: Path, landmark: str, walk: _Walk) -> None:
     entries = _visible_entries(folder, walk)
     images = 0
     for entry in entries:
-        if entry.is_dir():
+        is_dir = _is_dir(entry, walk)
+        if is_dir is None:
+            continue
+        if is_dir:
             _misplaced(entry, walk)
         elif _is_image(entry.name):
             walk.candidates.append(ImageRecord(Path(entry.path), category_folder.name, landmark))
@@ -329,6 +349,32 @@ def _strict_decoding() -> Iterator[None]:
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _without_duplicates(
+    records: Sequence[ImageRecord],
+) -> tuple[list[ImageRecord], list[tuple[ImageRecord, str]]]:
+    """Drop byte-identical copies: under two landmarks the label is ambiguous, so every copy
+    goes; within one landmark the first stays, so a copy cannot sit in train and test."""
+    digests = file_digests([r.path for r in records])
+    labels: dict[str, set[tuple[str, str]]] = {}
+    for record, digest in zip(records, digests, strict=True):
+        labels.setdefault(digest, set()).add((record.category, record.landmark))
+    kept: list[ImageRecord] = []
+    dropped: list[tuple[ImageRecord, str]] = []
+    first: dict[str, ImageRecord] = {}
+    for record, digest in zip(records, digests, strict=True):
+        if len(labels[digest]) > 1:
+            others = sorted("/".join(map(printable, p)) for p in labels[digest])
+            reason = f"same bytes under several landmarks ({', '.join(others)}): ambiguous label"
+            dropped.append((record, reason))
+        elif digest in first:
+            reason = f"duplicate of {printable(first[digest].path.name)} in the same landmark"
+            dropped.append((record, reason))
+        else:
+            first[digest] = record
+            kept.append(record)
+    return kept, dropped
 
 
 def _check_readable(

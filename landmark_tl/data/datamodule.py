@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landmark_tl.data.catalog import Catalog, ImageRecord, load_rgb, scan_image_folder
-from landmark_tl.data.features import FeatureCache, file_digests, view_features
+from landmark_tl.data.features import FeatureCache, view_features
 from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
 from landmark_tl.data.transforms import (
     Augment,
@@ -25,6 +25,7 @@ from landmark_tl.data.transforms import (
     training_views,
 )
 from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.io import file_digests
 from landmark_tl.models.backbone import Backbone, Preprocessing
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import struct
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -32,21 +30,6 @@ View = Callable[[torch.Tensor], torch.Tensor]
 _MAGIC = b"LTLF1"
 _HEADER = struct.Struct("<5sI")  # magic, feature width
 _CHECKSUM = struct.Struct("<I")
-
-
-def file_digest(path: str | Path) -> str:
-    """Content digest of a file (BLAKE2b, 128 bit, hex)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_digests(paths: Sequence[Path], workers: int | None = None) -> list[str]:
-    """Content digests of many files, read in parallel."""
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(file_digest, paths))
 
 
 def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
