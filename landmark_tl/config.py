@@ -191,6 +191,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
+    # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
+    # stages are kept, an interrupted stage goes on from its last checkpoint
+    resume: bool = False
     # metrics.json value a run returns to sweepers (Optuna), as a dotted path
     optimized_metric: str = "val.landmark.macro_f1"
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from landmark_tl.io import atomic_write_bytes
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
 
@@ -70,17 +73,18 @@ def build_trainer(
     stage: str, config: StageConfig, run_dir: Path, **trainer_kwargs: Any
 ) -> L.Trainer:
     """A Trainer for one stage: best checkpoint by val/loss, CSV log under logs/<stage>."""
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename=f"{stage}-best",
-            monitor="val/loss",
-            mode="min",
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-    ]
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename=f"{stage}-best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,  # <stage>-last.ckpt, every epoch: what a resume starts from
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    checkpoint.CHECKPOINT_NAME_LAST = f"{stage}-last"
+    callbacks: list[L.Callback] = [checkpoint]
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.patience))
     return L.Trainer(
@@ -89,6 +93,7 @@ def build_trainer(
         logger=CSVLogger(run_dir, name="logs", version=stage),
         default_root_dir=run_dir,
         enable_model_summary=False,
+        num_sanity_val_steps=0,  # keeps the random stream of a resumed fit the same
         inference_mode=False,  # no_grad instead: metric states must stay usable next stage
         **trainer_kwargs,
     )
@@ -98,45 +103,116 @@ def fit_stages(
     module: TwoLevelStrategy,
     datamodule: L.LightningDataModule,
     run_dir: str | Path,
+    *,
+    seed: int | None = None,
+    resume: bool = False,
     **trainer_kwargs: Any,
 ) -> FitResult:
-    """Run every stage of ``module``; test each stage's tasks with its best checkpoint."""
+    """Run every stage of ``module``; test each stage's tasks with its best checkpoint.
+
+    Each stage starts from ``seed + its index`` when a seed is given, so a stage's result
+    does not depend on what ran before it in this process. With ``resume``, stages whose
+    results were saved are taken as they are (their best weights reloaded), and an
+    interrupted stage continues from ``checkpoints/<stage>-last.ckpt``.
+    """
     run_dir = Path(run_dir)
     result = FitResult()
-    for stage in module.stage_names:
+    for index, stage in enumerate(module.stage_names):
         module.begin_stage(stage)
-        config = module.stages[stage]
-        trainer = build_trainer(stage, config, run_dir, **trainer_kwargs)
+        saved = run_dir / "stages" / f"{stage}.pt"
+        if resume and saved.exists():
+            _restore_stage(module, saved, result)
+            continue
+        if seed is not None:
+            L.seed_everything(seed + index, workers=True, verbose=False)
+        last = run_dir / "checkpoints" / f"{stage}-last.ckpt"
+        ckpt_path = last if resume and last.exists() else None
+        if ckpt_path is not None:
+            read_checkpoint(ckpt_path)  # refuse a damaged file with a clear message
+            log.info("stage %s: resuming from %s", stage, ckpt_path)
+        trainer = build_trainer(stage, module.stages[stage], run_dir, **trainer_kwargs)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - start
-        checkpoint = trainer.checkpoint_callback
-        trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
-        outputs = module.test_outputs
-        val = trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
-        val_scores = {
-            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
-            for t in module.tasks
-        }
-        scores = {
-            t: score_predictions(outputs.preds[t], outputs.targets[t], module.num_classes[t])
-            for t in module.tasks
-        }
-        for t in module.tasks:
-            result.test_outputs.preds[t] = outputs.preds[t]
-            result.test_outputs.targets[t] = outputs.targets[t]
-            result.test_outputs.probs[t] = outputs.probs[t]
-        result.stages.append(
-            StageResult(
-                name=stage,
-                tasks=module.tasks,
-                scores=scores,
-                val_scores=val_scores,
-                best_checkpoint=str(checkpoint.best_model_path),
-                best_val_loss=float(checkpoint.best_model_score),
-                epochs_run=trainer.current_epoch,
-                seconds=seconds,
-            )
-        )
-        log.info("stage %s: %s in %.1f s", stage, scores, seconds)
+        stage_result, outputs = _test_stage(trainer, module, datamodule, seconds)
+        _merge(result, stage_result, outputs)
+        if trainer.is_global_zero:
+            _save_stage(saved, stage_result, outputs)
+        log.info("stage %s: %s in %.1f s", stage, stage_result.scores, seconds)
     return result
+
+
+def _test_stage(
+    trainer: L.Trainer,
+    module: TwoLevelStrategy,
+    datamodule: L.LightningDataModule,
+    seconds: float,
+) -> tuple[StageResult, TestOutputs]:
+    """Test and validate the stage's best checkpoint."""
+    checkpoint = trainer.checkpoint_callback
+    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+    outputs = module.test_outputs
+    val = trainer.validate(
+        module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+    )[0]
+    tasks = module.tasks
+    stage_result = StageResult(
+        name=module.stage,
+        tasks=tasks,
+        scores={
+            t: score_predictions(outputs.preds[t], outputs.targets[t], module.num_classes[t])
+            for t in tasks
+        },
+        val_scores={
+            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
+            for t in tasks
+        },
+        best_checkpoint=str(checkpoint.best_model_path),
+        best_val_loss=float(checkpoint.best_model_score),
+        epochs_run=trainer.current_epoch,
+        seconds=seconds,
+    )
+    return stage_result, TestOutputs(
+        {t: outputs.preds[t] for t in tasks},
+        {t: outputs.targets[t] for t in tasks},
+        {t: outputs.probs[t] for t in tasks},
+    )
+
+
+def _merge(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:
+    result.stages.append(stage)
+    for task in stage.tasks:
+        result.test_outputs.preds[task] = outputs.preds[task]
+        result.test_outputs.targets[task] = outputs.targets[task]
+        result.test_outputs.probs[task] = outputs.probs[task]
+
+
+def _save_stage(path: Path, stage: StageResult, outputs: TestOutputs) -> None:
+    """The finished stage's results, so a resumed run need not redo it."""
+    buffer = io.BytesIO()
+    torch.save({"result": asdict(stage), "outputs": asdict(outputs)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _restore_stage(module: TwoLevelStrategy, path: Path, result: FitResult) -> None:
+    """Take a finished stage's saved results and put its best weights back in ``module``."""
+    saved = read_checkpoint(path)
+    stage = StageResult(**{**saved["result"], "tasks": tuple(saved["result"]["tasks"])})
+    best = read_checkpoint(Path(stage.best_checkpoint))
+    module.on_load_checkpoint(best)
+    module.load_state_dict(best["state_dict"])
+    _merge(result, stage, TestOutputs(**saved["outputs"]))
+    log.info("stage %s: finished before, results and best weights restored", stage.name)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint or saved stage safely (tensors and plain data only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated, corrupted, or needs arbitrary code: refuse
+        raise RuntimeError(
+            f"{path} cannot be loaded safely ({type(err).__name__}: {str(err)[:200]}); "
+            "it is damaged or not a landmark_tl file: delete it to redo its stage"
+        ) from err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import secrets
 import time
@@ -64,6 +65,10 @@ def train(
     points of a sweep apart.
     """
     run_dir = Path(run_dir)
+    finished = run_dir / "metrics.json"
+    if config.resume and finished.is_file():
+        log.info("%s finished before (resume=true): keeping its results", run_dir)
+        return json.loads(finished.read_text(encoding="utf-8", errors="surrogateescape"))
     start = time.perf_counter()
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
@@ -80,6 +85,8 @@ def train(
         module,
         datamodule,
         run_dir,
+        seed=config.seed,
+        resume=config.resume,
         accelerator=config.trainer.accelerator,
         devices=config.trainer.devices,
         strategy=config.trainer.strategy,

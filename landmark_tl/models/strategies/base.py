@@ -8,6 +8,7 @@ the stage order, the tasks of each stage (:meth:`stage_tasks`), what trains in a
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -259,8 +260,12 @@ class TwoLevelStrategy(L.LightningModule):
         return interleaved[:total].cpu()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Leave a frozen backbone's weights out (they are the pretrained ones); record
+        """Keep the random streams (so a resumed fit continues as the uninterrupted one);
+        leave a frozen backbone's weights out (they are the pretrained ones) but record
         which backbone it was, so a load can check it is given the same one."""
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
         if not self.backbone.frozen:
             return
         state = checkpoint["state_dict"]
@@ -272,7 +277,15 @@ class TwoLevelStrategy(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Put this module's frozen backbone back into a checkpoint saved without it."""
+        """Restore the random streams; put this module's frozen backbone back into a
+        checkpoint saved without it."""
+        rng = checkpoint.get("rng_states")
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if rng is not None and fitting:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(_as_tuple(rng["python"]))
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         saved = checkpoint.get("frozen_backbone")
         if saved is None:
             return
@@ -298,6 +311,11 @@ class TwoLevelStrategy(L.LightningModule):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
         return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+
+
+def _as_tuple(value: object) -> object:
+    """Lists back to tuples, recursively (a random state saved as plain data)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class TrunkAndHeads(nn.Module):
