@@ -25,6 +25,7 @@ from landmark_tl.build import build_strategy, prepare_data
 from landmark_tl.config import TrainConfig, register_configs
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import write_split_csv
+from landmark_tl.doctor import format_report, inspect_catalog
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.metrics import hierarchy_scores
@@ -76,6 +77,8 @@ def train(
         write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
         catalog.write_problem_report(run_dir / "problems.csv")
         atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+        report = inspect_catalog(catalog, config.data.split.to_spec())
+        atomic_write_text(run_dir / "data_report.md", format_report(report))
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.

@@ -20,6 +20,7 @@ RUN_FILES = {
     "split.csv",
     "problems.csv",
     "hierarchy.json",
+    "data_report.md",
     "predictions.csv",
     "metrics.json",
     "checkpoints/joint-best.ckpt",
