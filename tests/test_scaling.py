@@ -84,3 +84,13 @@ def test_optuna_search_finishes_and_names_its_best_trial(tiny_tree, tmp_path, ca
     assert "Best by validation landmark macro F1: **multi_output strategy.lr=" in (
         capsys.readouterr().out
     )
+
+
+def test_interrupted_multirun_resumes_without_redoing_finished_points(tiny_tree, tmp_path):
+    runs = _multirun(tiny_tree, tmp_path, "head.dropout=0.0,0.3")
+    finished, unfinished = (r / "metrics.json" for r in runs)
+    stamp = finished.stat().st_mtime_ns
+    unfinished.unlink()  # as if the job had been killed before writing its metrics
+    again = _multirun(tiny_tree, tmp_path, "head.dropout=0.0,0.3", "resume=true")
+    assert again == runs and unfinished.is_file()
+    assert finished.stat().st_mtime_ns == stamp  # the finished point was kept, not redone
