@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import time
@@ -15,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from landmark_tl.io import atomic_write_bytes
+from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
 
@@ -37,6 +38,8 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 # Test predictions are gathered from all ranks and de-duplicated (TwoLevelStrategy).
 warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
 warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprec")
+# A resumed stage's earlier log rows are put back afterwards (_prepend_log).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 # Every stage writes its own <stage>-best.ckpt into the one checkpoints/ folder.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
@@ -127,14 +130,18 @@ def fit_stages(
             L.seed_everything(seed + index, workers=True, verbose=False)
         last = run_dir / "checkpoints" / f"{stage}-last.ckpt"
         ckpt_path = last if resume and last.exists() else None
+        earlier_log = None
         if ckpt_path is not None:
             read_checkpoint(ckpt_path)  # refuse a damaged file with a clear message
             log.info("stage %s: resuming from %s", stage, ckpt_path)
+            earlier_log = _read_log(run_dir / "logs" / stage / "metrics.csv")
         trainer = build_trainer(stage, module.stages[stage], run_dir, **trainer_kwargs)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - start
         stage_result, outputs = _test_stage(trainer, module, datamodule, seconds)
+        if earlier_log:
+            _prepend_log(run_dir / "logs" / stage / "metrics.csv", earlier_log)
         _merge(result, stage_result, outputs)
         if trainer.is_global_zero:
             _save_stage(saved, stage_result, outputs)
@@ -185,6 +192,27 @@ def _merge(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:
         result.test_outputs.preds[task] = outputs.preds[task]
         result.test_outputs.targets[task] = outputs.targets[task]
         result.test_outputs.probs[task] = outputs.probs[task]
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    """Rows of a stage's CSV log (Lightning rewrites the file when a fit resumes)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _prepend_log(path: Path, earlier: list[dict[str, str]]) -> None:
+    """Put the epochs logged before an interruption back in front of the resumed ones."""
+    resumed = _read_log(path)
+    first = min((int(r["epoch"]) for r in resumed if r.get("epoch")), default=None)
+    kept = [r for r in earlier if first is None or int(r.get("epoch") or 0) < first]
+    columns = list(dict.fromkeys(k for row in kept + resumed for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept + resumed)
+    atomic_write_text(path, out.getvalue())
 
 
 def _save_stage(path: Path, stage: StageResult, outputs: TestOutputs) -> None:

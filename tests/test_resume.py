@@ -89,6 +89,10 @@ def test_killed_run_resumes_to_the_same_metrics(args, tmp_path, stage, epoch):
     resumed = train(compose_config(*args, "resume=true"), run_dir)
     assert resumed["test"] == reference["test"]
     assert resumed["val"] == reference["val"]
+    for logged in ("landmark", "category"):  # the curves keep the epochs before the kill
+        text = (run_dir / "logs" / logged / "metrics.csv").read_text()
+        epochs = {line.split(",")[0] for line in text.splitlines()[1:]}
+        assert {"0", "1", "2", "3"} <= epochs
 
 
 def test_resume_of_a_finished_run_keeps_it(args, tmp_path):
