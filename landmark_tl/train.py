@@ -77,6 +77,7 @@ def train(
         write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
         catalog.write_problem_report(run_dir / "problems.csv")
         atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
         report = inspect_catalog(catalog, config.data.split.to_spec())
         atomic_write_text(run_dir / "data_report.md", format_report(report))
     setup_seconds = time.perf_counter() - start

@@ -1,0 +1,181 @@
+"""Use a finished run: ``load_run(run_dir).predict(images)``, no Hydra needed.
+
+A :class:`TrainedRun` holds the run's config, label hierarchy, metrics, preprocessing and
+its final model (the best checkpoint of the last stage; under ``head_swap`` with the
+default ``train_in_stage2=[head]`` and under ``feature_chain`` that model still gives the
+first task's predictions of stage 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from landmark_tl.config import TrainConfig
+from landmark_tl.data.catalog import load_rgb
+from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
+from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.models.strategies import TwoLevelStrategy
+
+ImageInput = str | Path | Image.Image | torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """One image's predictions; ``top_*`` list (name, probability), most likely first."""
+
+    source: str
+    category: str
+    category_prob: float
+    landmark: str
+    landmark_prob: float
+    top_categories: list[tuple[str, float]] = field(default_factory=list)
+    top_landmarks: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainedRun:
+    """A finished run, ready to predict."""
+
+    run_dir: Path
+    config: TrainConfig
+    hierarchy: LabelHierarchy
+    metrics: dict[str, Any]
+    model: TwoLevelStrategy
+
+    @property
+    def preprocessing(self):
+        return self.model.backbone.preprocessing
+
+    def to_tensor(self, image: ImageInput) -> torch.Tensor:
+        """An input as a uint8 (3, H, W) tensor at the model's geometry."""
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
+            image = Image.fromarray(_as_uint8(image).permute(1, 2, 0).numpy())
+        elif not isinstance(image, Image.Image):
+            image = load_rgb(image)
+        return to_uint8_tensor(geometry_transform(self.preprocessing)(image.convert("RGB")))
+
+    @torch.no_grad()
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, batch_size: int = 32
+    ) -> list[Prediction]:
+        """Category and landmark of each image, with probabilities and the top ``top_k``."""
+        items = [images] if isinstance(images, str | Path | Image.Image) else list(images)
+        if isinstance(images, torch.Tensor) and images.ndim == 3:
+            items = [images]
+        predictions: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = torch.stack([self.to_tensor(item) for item in chunk])
+            predictions += self._predict_batch(batch, [_describe(i) for i in chunk], top_k)
+        return predictions
+
+    def _predict_batch(
+        self, batch: torch.Tensor, sources: list[str], top_k: int
+    ) -> list[Prediction]:
+        logits = self.model(batch)
+        chosen = self.model.decode(logits)
+        probs = {task: value.float().softmax(-1) for task, value in logits.items()}
+        names = {
+            "category": self.hierarchy.category_names,
+            "landmark": self.hierarchy.landmark_names,
+        }
+        out = []
+        for i, source in enumerate(sources):
+            top = {
+                task: [
+                    (names[task][j], float(p))
+                    for p, j in zip(
+                        *probs[task][i].topk(min(top_k, probs[task].shape[1])), strict=True
+                    )
+                ]
+                for task in ("category", "landmark")
+            }
+            c, lm = int(chosen["category"][i]), int(chosen["landmark"][i])
+            out.append(
+                Prediction(
+                    source,
+                    names["category"][c],
+                    float(probs["category"][i, c]),
+                    names["landmark"][lm],
+                    float(probs["landmark"][i, lm]),
+                    top["category"],
+                    top["landmark"],
+                )
+            )
+        return out
+
+
+def _as_uint8(image: torch.Tensor) -> torch.Tensor:
+    if image.dtype == torch.uint8:
+        return image.cpu()
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _describe(item: ImageInput) -> str:
+    return str(item) if isinstance(item, str | Path) else type(item).__name__
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """The run's resolved config (``config.yaml``, else Hydra's ``.hydra/config.yaml``)."""
+    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
+            return OmegaConf.to_object(merged)
+    raise FileNotFoundError(f"{run_dir}: no config.yaml; is it a landmark_tl run dir?")
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    """Rebuild a finished run's model from its dir (config, hierarchy, last best checkpoint)."""
+    from landmark_tl.build import build_backbone, build_strategy
+    from landmark_tl.fit import read_checkpoint
+
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json; the run did not finish")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8", errors="surrogateescape"))
+    config = read_run_config(run_dir)
+    hierarchy = LabelHierarchy.from_dict(
+        json.loads(
+            (run_dir / "hierarchy.json").read_text(encoding="utf-8", errors="surrogateescape")
+        )
+    )
+    L.seed_everything(config.seed, verbose=False)  # a weights=none backbone is seeded
+    model = build_strategy(config, build_backbone(config), hierarchy)
+    last_stage = metrics["stages"][-1]["name"]
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / f"{last_stage}-best.ckpt")
+    model.begin_stage(last_stage)
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return TrainedRun(run_dir, config, hierarchy, metrics, model.eval())
+
+
+def image_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files named, files inside folders (recursively), and glob matches; sorted, unique."""
+    from glob import glob
+
+    from landmark_tl.data.catalog import IMAGE_EXTENSIONS
+
+    found: set[Path] = set()
+    for item in map(str, inputs):
+        for path in map(Path, glob(item, recursive=True) or [item]):
+            if path.is_dir():
+                found.update(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                )
+            else:
+                found.add(path)
+    return sorted(found)

@@ -1,0 +1,116 @@
+"""``python -m landmark_tl.predict run=DIR inputs=PATH_OR_GLOB [inputs=...] [top_k=3] [out=CSV]``
+
+Predicts category and landmark for image files, folders (searched recursively) or globs
+with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
+unreadable files are listed and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from landmark_tl.inference import Prediction, TrainedRun, image_files, load_run
+from landmark_tl.io import atomic_write_text, printable
+
+USAGE = "usage: python -m landmark_tl.predict run=DIR inputs=PATH_OR_GLOB [top_k=3] [out=CSV]"
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, list[str]]:
+    """``key=value`` arguments; ``inputs`` may repeat."""
+    args: dict[str, list[str]] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in {"run", "inputs", "top_k", "out"}:
+            raise SystemExit(f"unknown argument {arg!r}\n{USAGE}")
+        args.setdefault(key, []).append(value)
+    if "run" not in args or "inputs" not in args:
+        raise SystemExit(f"run= and inputs= are required\n{USAGE}")
+    return args
+
+
+def predict_files(
+    run: TrainedRun, files: Sequence[Path], top_k: int
+) -> tuple[list[Prediction], list[tuple[Path, str]]]:
+    """Predictions of the readable files; the others with the reason they were skipped."""
+    readable, skipped = [], []
+    for path in files:
+        try:
+            readable.append((path, run.to_tensor(path)))
+        except Exception as err:  # unreadable, truncated, not an image: list it, go on
+            skipped.append((path, f"{type(err).__name__}: {str(err)[:120]}"))
+    predictions = []
+    for start in range(0, len(readable), 32):
+        chunk = readable[start : start + 32]
+        tensors = [tensor for _, tensor in chunk]
+        predictions += run.predict(tensors, top_k=top_k)
+        for prediction, (path, _) in zip(predictions[-len(chunk) :], chunk, strict=True):
+            prediction.source = str(path)
+    return predictions, skipped
+
+
+def predictions_csv(predictions: Sequence[Prediction], top_k: int) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["path", "category", "category_prob", "landmark", "landmark_prob"]
+    header += [f"landmark_top{k + 1}" for k in range(top_k)]
+    writer.writerow(header)
+    for p in predictions:
+        tops = [f"{name} ({prob:.3f})" for name, prob in p.top_landmarks]
+        writer.writerow(
+            [
+                p.source,
+                p.category,
+                f"{p.category_prob:.4f}",
+                p.landmark,
+                f"{p.landmark_prob:.4f}",
+                *tops,
+                *[""] * (top_k - len(tops)),
+            ]
+        )
+    return out.getvalue()
+
+
+def table(predictions: Sequence[Prediction]) -> str:
+    rows = [
+        (
+            Path(p.source).name,
+            p.category,
+            f"{p.category_prob:.2f}",
+            p.landmark,
+            f"{p.landmark_prob:.2f}",
+        )
+        for p in predictions
+    ]
+    header = ("image", "category", "p", "landmark", "p")
+    widths = [max(len(printable(r[i])) for r in [header, *rows]) for i in range(5)]
+    lines = [
+        "  ".join(printable(c).ljust(w) for c, w in zip(r, widths, strict=True))
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    top_k = int(args.get("top_k", ["3"])[-1])
+    run = load_run(args["run"][-1])
+    files = image_files(args["inputs"])
+    if not files:
+        print(f"no files match {args['inputs']}", file=sys.stderr)
+        return 2
+    predictions, skipped = predict_files(run, files, top_k)
+    out = Path(args.get("out", [str(run.run_dir / "predict.csv")])[-1])
+    atomic_write_text(out, predictions_csv(predictions, top_k))
+    print(table(predictions))
+    for path, reason in skipped:
+        print(f"skipped {printable(str(path))}: {reason}", file=sys.stderr)
+    print(f"{len(predictions)} predicted, {len(skipped)} skipped; CSV: {printable(str(out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Using a finished run: load_run().predict() and the predict command line."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from landmark_tl import load_run
+from landmark_tl.predict import main as predict_main
+from landmark_tl.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_tree, tmp_path_factory):
+    from tests.conftest import TINY_OVERRIDES, compose_config
+
+    tmp = tmp_path_factory.mktemp("run")
+    config = compose_config(
+        *TINY_OVERRIDES,
+        f"data.root={tiny_tree}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        "strategy=hierarchical",
+        "strategy.stages.landmark.epochs=3",
+    )
+    train(config, tmp / "run")
+    return tmp / "run"
+
+
+def _recorded(run_dir):
+    with open(run_dir / "predictions.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_loaded_run_reproduces_its_test_predictions(trained, tiny_tree):
+    run = load_run(trained)
+    rows = _recorded(trained)
+    predictions = run.predict([tiny_tree / row["path"] for row in rows], top_k=2)
+    assert [p.landmark for p in predictions] == [row["pred_landmark"] for row in rows]
+    assert [p.category for p in predictions] == [row["pred_category"] for row in rows]
+    for p in predictions:  # hierarchical: always consistent; top-k sorted
+        assert p.landmark.startswith(p.category + "/")
+        assert len(p.top_landmarks) == 2 and p.top_landmarks[0][1] >= p.top_landmarks[1][1]
+    assert run.metrics["strategy"] == "hierarchical" and run.hierarchy.num_landmarks == 4
+
+
+def test_paths_pil_images_and_tensors_give_the_same_answer(trained, tiny_tree):
+    run = load_run(trained)
+    path = next(iter(sorted(tiny_tree.rglob("*.png"))))
+    image = Image.open(path).convert("RGB")
+    tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+    answers = [run.predict(x)[0] for x in (path, image, tensor)]
+    assert len({(a.landmark, round(a.landmark_prob, 5)) for a in answers}) == 1
+
+
+def test_predict_command_lists_unreadable_files_and_writes_csv(
+    trained, tiny_tree, tmp_path, capsys
+):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i, path in enumerate(sorted(tiny_tree.rglob("*.png"))[:3]):
+        (folder / f"{i}.png").write_bytes(path.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out.csv"
+    assert predict_main([f"run={trained}", f"inputs={folder}", "top_k=2", f"out={out}"]) == 0
+    captured = capsys.readouterr()
+    assert "3 predicted, 1 skipped" in captured.out and "broken.jpg" in captured.err
+    with open(out, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["0.png", "1.png", "2.png"]
+    assert {"landmark_top1", "landmark_top2"} <= set(rows[0])
+
+
+def test_predict_command_refuses_bad_arguments(trained):
+    with pytest.raises(SystemExit, match="run= and inputs= are required"):
+        predict_main([f"run={trained}"])
+    with pytest.raises(SystemExit, match="unknown argument"):
+        predict_main([f"run={trained}", "inputs=x", "colour=blue"])
