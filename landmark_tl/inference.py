@@ -56,7 +56,8 @@ class TrainedRun:
         return self.model.backbone.preprocessing
 
     def to_tensor(self, image: ImageInput) -> torch.Tensor:
-        """An input as a uint8 (3, H, W) tensor at the model's geometry."""
+        """An input as a uint8 (3, H, W) tensor at the model's geometry. A tensor input is a
+        raw RGB image, (3, H, W) uint8 or float in [0, 1], resized like a file would be."""
         if isinstance(image, torch.Tensor):
             if image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
@@ -70,9 +71,10 @@ class TrainedRun:
         self, images: ImageInput | Sequence[ImageInput], top_k: int = 3, batch_size: int = 32
     ) -> list[Prediction]:
         """Category and landmark of each image, with probabilities and the top ``top_k``."""
-        items = [images] if isinstance(images, str | Path | Image.Image) else list(images)
-        if isinstance(images, torch.Tensor) and images.ndim == 3:
-            items = [images]
+        single = isinstance(images, str | Path | Image.Image) or (
+            isinstance(images, torch.Tensor) and images.ndim == 3
+        )
+        items = [images] if single else list(images)
         predictions: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]

@@ -13,42 +13,48 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from landmark_tl.data.catalog import load_rgb
 from landmark_tl.inference import Prediction, TrainedRun, image_files, load_run
 from landmark_tl.io import atomic_write_text, printable
 
 USAGE = "usage: python -m landmark_tl.predict run=DIR inputs=PATH_OR_GLOB [top_k=3] [out=CSV]"
 
 
-def parse_args(argv: Sequence[str]) -> dict[str, list[str]]:
-    """``key=value`` arguments; ``inputs`` may repeat."""
+def parse_args(
+    argv: Sequence[str],
+    keys: Sequence[str] = ("run", "inputs", "top_k", "out"),
+    required: Sequence[str] = ("run", "inputs"),
+    usage: str = USAGE,
+) -> dict[str, list[str]]:
+    """``key=value`` arguments (a key may repeat); unknown or missing keys exit with usage."""
     args: dict[str, list[str]] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or key not in {"run", "inputs", "top_k", "out"}:
-            raise SystemExit(f"unknown argument {arg!r}\n{USAGE}")
+        if not sep or key not in keys:
+            raise SystemExit(f"unknown argument {arg!r}\n{usage}")
         args.setdefault(key, []).append(value)
-    if "run" not in args or "inputs" not in args:
-        raise SystemExit(f"run= and inputs= are required\n{USAGE}")
+    if any(key not in args for key in required):
+        raise SystemExit(f"{' and '.join(k + '=' for k in required)} are required\n{usage}")
     return args
 
 
 def predict_files(
-    run: TrainedRun, files: Sequence[Path], top_k: int
+    run: TrainedRun, files: Sequence[Path], top_k: int, chunk: int = 32
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predictions of the readable files; the others with the reason they were skipped."""
-    readable, skipped = [], []
-    for path in files:
-        try:
-            readable.append((path, run.to_tensor(path)))
-        except Exception as err:  # unreadable, truncated, not an image: list it, go on
-            skipped.append((path, f"{type(err).__name__}: {str(err)[:120]}"))
-    predictions = []
-    for start in range(0, len(readable), 32):
-        chunk = readable[start : start + 32]
-        tensors = [tensor for _, tensor in chunk]
-        predictions += run.predict(tensors, top_k=top_k)
-        for prediction, (path, _) in zip(predictions[-len(chunk) :], chunk, strict=True):
+    predictions: list[Prediction] = []
+    skipped: list[tuple[Path, str]] = []
+    for start in range(0, len(files), chunk):
+        images, paths = [], []
+        for path in files[start : start + chunk]:
+            try:
+                images.append(load_rgb(path))
+                paths.append(path)
+            except Exception as err:  # unreadable, truncated, not an image: list it, go on
+                skipped.append((path, f"{type(err).__name__}: {str(err)[:120]}"))
+        for prediction, path in zip(run.predict(images, top_k=top_k), paths, strict=True):
             prediction.source = str(path)
+            predictions.append(prediction)
     return predictions, skipped
 
 

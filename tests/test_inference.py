@@ -79,3 +79,34 @@ def test_predict_command_refuses_bad_arguments(trained):
         predict_main([f"run={trained}"])
     with pytest.raises(SystemExit, match="unknown argument"):
         predict_main([f"run={trained}", "inputs=x", "colour=blue"])
+
+
+def test_evaluate_on_its_own_split_reproduces_the_run_metrics(trained):
+    from landmark_tl.evaluate import evaluate
+
+    run = load_run(trained)
+    result = evaluate(run)
+    for task in ("category", "landmark"):
+        for key in ("macro_f1", "accuracy", "n"):
+            assert result["test"][task][key] == pytest.approx(run.metrics["test"][task][key])
+    assert result["hierarchy"]["consistency"] == 1.0
+
+
+def test_evaluate_on_another_tree_reports_unknown_labels(trained, tiny_tree, tmp_path, capsys):
+    import shutil
+
+    from landmark_tl.evaluate import main as evaluate_main
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_tree / "Gothic", other / "Gothic")
+    (other / "Gothic" / "Reims").mkdir()
+    for i in range(3):  # a landmark the run never saw
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(other / "Gothic" / "Reims" / f"{i}.png")
+    out = tmp_path / "evaluation.json"
+    assert evaluate_main([f"run={trained}", f"data.root={other}", f"out={out}"]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["unknown_labels"] == ["Gothic/Reims"]
+    assert result["test"]["landmark"]["n"] == 12  # the two known Gothic landmarks, all images
+    assert "unknown label, not scored: Gothic/Reims" in capsys.readouterr().err
