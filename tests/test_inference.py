@@ -110,3 +110,30 @@ def test_evaluate_on_another_tree_reports_unknown_labels(trained, tiny_tree, tmp
     assert result["unknown_labels"] == ["Gothic/Reims"]
     assert result["test"]["landmark"]["n"] == 12  # the two known Gothic landmarks, all images
     assert "unknown label, not scored: Gothic/Reims" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_predicts_like_pytorch(trained, tiny_tree, tmp_path, fmt):
+    import json
+
+    from landmark_tl.export import Exportable
+    from landmark_tl.export import main as export_main
+
+    assert export_main([f"run={trained}", f"format={fmt}", f"out={tmp_path}"]) == 0
+    meta = json.loads((tmp_path / "labels.json").read_text())
+    run = load_run(trained)
+    images = torch.stack([run.to_tensor(p) for p in sorted(tiny_tree.rglob("*.png"))[:5]])
+    with torch.no_grad():
+        reference = [t.numpy() for t in Exportable(run)(images)]
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(tmp_path / meta["model"]))
+        outputs = session.run(None, {"images": images.numpy()})
+    else:
+        with torch.no_grad():
+            outputs = [t.numpy() for t in torch.jit.load(str(tmp_path / meta["model"]))(images)]
+    assert np.abs(outputs[1] - reference[1]).max() < 1e-4  # landmark probabilities
+    assert (outputs[3] == reference[3]).all() and (outputs[2] == reference[2]).all()
+    assert meta["landmarks"] == run.hierarchy.landmark_names
+    assert meta["input"]["preprocessing"]["input_size"] == [3, 64, 64]
