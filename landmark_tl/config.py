@@ -172,7 +172,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the backbone
     deterministic: bool = True
     log_every_n_steps: int = 1
-    enable_progress_bar: bool = False
+    enable_progress_bar: bool | None = None  # None: when the terminal is interactive
 
 
 @dataclass

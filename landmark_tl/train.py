@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +99,9 @@ def train(
         precision=config.trainer.precision,
         deterministic=config.trainer.deterministic,
         log_every_n_steps=config.trainer.log_every_n_steps,
-        enable_progress_bar=config.trainer.enable_progress_bar,
+        enable_progress_bar=interactive()
+        if config.trainer.enable_progress_bar is None
+        else config.trainer.enable_progress_bar,
     )
     metrics = {
         "approach": config.strategy.approach,
@@ -139,6 +142,11 @@ def train(
         write_run_plots(run_dir)
         atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def interactive() -> bool:
+    """Whether progress bars help: stderr is a terminal."""
+    return sys.stderr.isatty()
 
 
 def is_rank_zero() -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from landmark_tl.io import atomic_write_bytes
 from landmark_tl.models.backbone import Backbone
@@ -126,8 +128,11 @@ def extract_features(
     backbone.eval().to(device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
     device_type = torch.device(device).type
+    batches = tqdm(
+        loader, desc="features", unit="batch", disable=not sys.stderr.isatty(), leave=False
+    )
     with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-        feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in loader]
+        feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in batches]
     backbone.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0, backbone.num_features)
 
