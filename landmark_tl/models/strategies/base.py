@@ -313,6 +313,37 @@ class TwoLevelStrategy(L.LightningModule):
         return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
 
 
+class OneStageBothTasks(TwoLevelStrategy):
+    """A single stage that trains ``self.net`` (and an unfrozen backbone) on a weighted sum
+    of both tasks' cross-entropies; subclasses set the stage name, the default weights and
+    build ``self.net``."""
+
+    config_keys = ("loss_weights",)
+    stage_name = "joint"
+    default_loss_weights: Mapping[str, float] = {"category": 1.0, "landmark": 1.0}
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        hierarchy: LabelHierarchy,
+        stages: Mapping[str, StageConfig],
+        loss_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(backbone, hierarchy, stages, (self.stage_name,))
+        self.loss_weights = check_loss_weights(
+            dict(self.default_loss_weights) | dict(loss_weights or {})
+        )
+
+    def stage_tasks(self, stage: str) -> tuple[str, ...]:
+        return TASKS
+
+    def loss_weight(self, task: str) -> float:
+        return self.loss_weights[task]
+
+    def trainable_in_stage(self, stage: str) -> list[nn.Module]:
+        return [self.net, self.backbone]
+
+
 def _as_tuple(value: object) -> object:
     """Lists back to tuples, recursively (a random state saved as plain data)."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value

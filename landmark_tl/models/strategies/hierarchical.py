@@ -11,23 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import (
-    TASKS,
-    StageConfig,
-    TrunkAndHeads,
-    TwoLevelStrategy,
-    check_loss_weights,
-)
+from landmark_tl.models.strategies.base import OneStageBothTasks, StageConfig, TrunkAndHeads
 
 
-class Hierarchical(TwoLevelStrategy):
+class Hierarchical(OneStageBothTasks):
     """One stage, ``landmark``; both tasks are scored."""
 
-    config_keys = ("loss_weights",)
+    stage_name = "landmark"
+    default_loss_weights = {"category": 0.0, "landmark": 1.0}
 
     def __init__(
         self,
@@ -39,25 +33,13 @@ class Hierarchical(TwoLevelStrategy):
         dropout: float = 0.1,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(backbone, hierarchy, stages, ("landmark",))
-        self.loss_weights = check_loss_weights(
-            {"category": 0.0, "landmark": 1.0} | dict(loss_weights or {})
-        )
+        super().__init__(backbone, hierarchy, stages, loss_weights)
         self.net = TrunkAndHeads(
             backbone.num_features, hidden, dropout, {"landmark": hierarchy.num_landmarks}
         )
         members = torch.zeros(hierarchy.num_landmarks, hierarchy.num_categories)
         members[torch.arange(hierarchy.num_landmarks), hierarchy.parent_tensor()] = 1.0
         self.register_buffer("log_membership", members.log(), persistent=False)
-
-    def stage_tasks(self, stage: str) -> tuple[str, ...]:
-        return TASKS
-
-    def loss_weight(self, task: str) -> float:
-        return self.loss_weights[task]
-
-    def trainable_in_stage(self, stage: str) -> list[nn.Module]:
-        return [self.net, self.backbone]
 
     def decode(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Category by marginal probability, then the best landmark inside that category."""

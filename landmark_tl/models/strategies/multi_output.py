@@ -5,23 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import (
-    TASKS,
-    StageConfig,
-    TrunkAndHeads,
-    TwoLevelStrategy,
-    check_loss_weights,
-)
+from landmark_tl.models.strategies.base import OneStageBothTasks, StageConfig, TrunkAndHeads
 
 
-class MultiOutput(TwoLevelStrategy):
+class MultiOutput(OneStageBothTasks):
     """loss = w_c · CE(category) + w_l · CE(landmark) over a shared trunk, one stage."""
-
-    config_keys = ("loss_weights",)
 
     def __init__(
         self,
@@ -33,18 +24,8 @@ class MultiOutput(TwoLevelStrategy):
         dropout: float = 0.1,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(backbone, hierarchy, stages, ("joint",))
-        self.loss_weights = check_loss_weights(loss_weights)
+        super().__init__(backbone, hierarchy, stages, loss_weights)
         self.net = TrunkAndHeads(backbone.num_features, hidden, dropout, self.num_classes)
-
-    def stage_tasks(self, stage: str) -> tuple[str, ...]:
-        return TASKS
-
-    def loss_weight(self, task: str) -> float:
-        return self.loss_weights[task]
-
-    def trainable_in_stage(self, stage: str) -> list[nn.Module]:
-        return [self.net, self.backbone]
 
     def task_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(features)
