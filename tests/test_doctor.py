@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from PIL import Image
 
 from landmark_tl.doctor import inspect_tree, main
 
+_COLOURS = itertools.count()
+
 
 def _image(path: Path, size=(40, 40), mode="RGB", color=None) -> None:
+    """A new image with its own colour: no two are byte-identical (that would be a duplicate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    seed = sum(path.as_posix().encode()) % 250
-    Image.new(mode, size, color if color is not None else (seed, 40, 90)).save(path)
+    n = next(_COLOURS)
+    Image.new(mode, size, color if color is not None else (n % 256, n // 256, 90)).save(path)
 
 
 def _tree(tmp_path: Path) -> Path:
