@@ -71,6 +71,13 @@ class Catalog:
     records: list[ImageRecord]
     hierarchy: LabelHierarchy
     problems: list[Problem] = field(default_factory=list)
+    digests: dict[Path, str] = field(default_factory=dict)  # content digest by path
+
+    def content_digests(self) -> list[str]:
+        """Content digest of each record (read once by the scan, computed here if not)."""
+        missing = [r.path for r in self.records if r.path not in self.digests]
+        self.digests.update(zip(missing, file_digests(missing), strict=True))
+        return [self.digests[r.path] for r in self.records]
 
     def labels(self) -> tuple[list[int], list[int]]:
         """Category index and landmark index of each record."""
@@ -155,7 +162,10 @@ def scan_image_folder(
     checked = list(zip(walk.candidates, reasons, strict=True))
     records = [record for record, reason in checked if reason is None]
     failed = [(record, reason) for record, reason in checked if reason is not None]
-    records, duplicates = _without_duplicates(records)
+    digests = dict(
+        zip((r.path for r in records), file_digests([r.path for r in records]), strict=True)
+    )
+    records, duplicates = _without_duplicates(records, digests)
     failed += duplicates
     _check_readable(root, records, failed)
     records.sort(key=lambda r: (r.category, r.landmark, r.path.name))
@@ -163,7 +173,7 @@ def scan_image_folder(
     problems.sort(key=lambda p: str(p.path))
     hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
     _log_summary(root, records, hierarchy, problems, walk.ignored)
-    return Catalog(root, records, hierarchy, problems)
+    return Catalog(root, records, hierarchy, problems, {r.path: digests[r.path] for r in records})
 
 
 def _show(path: str | Path) -> str:
@@ -352,18 +362,18 @@ def _strict_decoding() -> Iterator[None]:
 
 
 def _without_duplicates(
-    records: Sequence[ImageRecord],
+    records: Sequence[ImageRecord], digests: dict[Path, str]
 ) -> tuple[list[ImageRecord], list[tuple[ImageRecord, str]]]:
     """Drop byte-identical copies: under two landmarks the label is ambiguous, so every copy
     goes; within one landmark the first stays, so a copy cannot sit in train and test."""
-    digests = file_digests([r.path for r in records])
     labels: dict[str, set[tuple[str, str]]] = {}
-    for record, digest in zip(records, digests, strict=True):
-        labels.setdefault(digest, set()).add((record.category, record.landmark))
+    for record in records:
+        labels.setdefault(digests[record.path], set()).add((record.category, record.landmark))
     kept: list[ImageRecord] = []
     dropped: list[tuple[ImageRecord, str]] = []
     first: dict[str, ImageRecord] = {}
-    for record, digest in zip(records, digests, strict=True):
+    for record in records:
+        digest = digests[record.path]
         if len(labels[digest]) > 1:
             others = sorted("/".join(map(printable, p)) for p in labels[digest])
             reason = f"same bytes under several landmarks ({', '.join(others)}): ambiguous label"

@@ -25,7 +25,6 @@ from landmark_tl.data.transforms import (
     training_views,
 )
 from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import file_digests
 from landmark_tl.models.backbone import Backbone, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -194,7 +193,7 @@ class LandmarkDataModule(L.LightningDataModule):
                     split, images[idx], categories[idx], landmarks[idx]
                 )
         else:
-            digests = file_digests([r.path for r in self.catalog.records])
+            digests = self.catalog.content_digests()
             for split, idx in indices.items():
                 self.datasets[split] = self._feature_dataset(
                     split, idx, digests, categories[idx], landmarks[idx]

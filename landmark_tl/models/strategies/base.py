@@ -289,7 +289,7 @@ class TwoLevelStrategy(L.LightningModule):
         saved = checkpoint.get("frozen_backbone")
         if saved is None:
             return
-        if saved["weights_digest"] != self.backbone.weights_digest:
+        if saved["weights_digest"] != self._frozen_backbone_digest():
             raise ValueError(
                 f"checkpoint was trained on frozen backbone {saved['name']} with weights "
                 f"{saved['weights_digest']}; this module's backbone {self.backbone.name} has "
