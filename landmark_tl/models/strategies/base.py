@@ -344,6 +344,25 @@ class OneStageBothTasks(TwoLevelStrategy):
         return [self.net, self.backbone]
 
 
+class TaskPerStage(TwoLevelStrategy):
+    """Two stages named after their tasks, ``first`` then the other, each training and
+    testing its own task (shared by head_swap and feature_chain)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        hierarchy: LabelHierarchy,
+        stages: Mapping[str, StageConfig],
+        first: str,
+    ) -> None:
+        second = other_task(first)
+        super().__init__(backbone, hierarchy, stages, (first, second))
+        self.first, self.second = first, second
+
+    def stage_tasks(self, stage: str) -> tuple[str, ...]:
+        return (stage,)
+
+
 def _as_tuple(value: object) -> object:
     """Lists back to tuples, recursively (a random state saved as plain data)."""
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value

@@ -16,13 +16,12 @@ from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import (
     StageConfig,
+    TaskPerStage,
     TrunkAndHeads,
-    TwoLevelStrategy,
-    other_task,
 )
 
 
-class FeatureChain(TwoLevelStrategy):
+class FeatureChain(TaskPerStage):
     """Two stages named after their tasks: model A on ``first``, then model B."""
 
     config_keys = ("first",)
@@ -37,17 +36,13 @@ class FeatureChain(TwoLevelStrategy):
         hidden: Sequence[int] = (512,),
         dropout: float = 0.1,
     ) -> None:
-        second = other_task(first)
-        super().__init__(backbone, hierarchy, stages, (first, second))
-        self.first, self.second = first, second
+        super().__init__(backbone, hierarchy, stages, first)
         width = backbone.num_features
         self.model_a = TrunkAndHeads(width, hidden, dropout, {first: self.num_classes[first]})
+        second = self.second
         self.model_b = TrunkAndHeads(
             width + self.num_classes[first], hidden, dropout, {second: self.num_classes[second]}
         )
-
-    def stage_tasks(self, stage: str) -> tuple[str, ...]:
-        return (stage,)
 
     def trainable_in_stage(self, stage: str) -> list[nn.Module]:
         return [self.model_a, self.backbone] if stage == self.first else [self.model_b]

@@ -18,15 +18,14 @@ from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import (
     StageConfig,
+    TaskPerStage,
     TrunkAndHeads,
-    TwoLevelStrategy,
-    other_task,
 )
 
 STAGE2_PARTS = ("head", "trunk", "backbone")
 
 
-class HeadSwap(TwoLevelStrategy):
+class HeadSwap(TaskPerStage):
     """Two stages named after their tasks, ``first`` then the other."""
 
     config_keys = ("first", "train_in_stage2")
@@ -42,20 +41,15 @@ class HeadSwap(TwoLevelStrategy):
         hidden: Sequence[int] = (512,),
         dropout: float = 0.1,
     ) -> None:
-        second = other_task(first)
-        super().__init__(backbone, hierarchy, stages, (first, second))
+        super().__init__(backbone, hierarchy, stages, first)
         parts = set(train_in_stage2)
         if "head" not in parts or not parts <= set(STAGE2_PARTS):
             raise ValueError(
                 f"strategy.train_in_stage2={list(train_in_stage2)}: list parts of "
                 f"{list(STAGE2_PARTS)}, always including 'head' (the new output layer)"
             )
-        self.first, self.second = first, second
         self.train_in_stage2 = tuple(p for p in STAGE2_PARTS if p in parts)
         self.net = TrunkAndHeads(backbone.num_features, hidden, dropout, self.num_classes)
-
-    def stage_tasks(self, stage: str) -> tuple[str, ...]:
-        return (stage,)
 
     def trainable_in_stage(self, stage: str) -> list[nn.Module]:
         if stage == self.first:
