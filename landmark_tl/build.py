@@ -14,6 +14,10 @@ import torch
 from landmark_tl.config import DataSource, TrainConfig, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.sources import Columns, ImageSource
+from landmark_tl.data.sources.folder import FolderSource
+from landmark_tl.data.sources.gldv2 import GLDv2Source
+from landmark_tl.data.sources.manifest import ManifestSource
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
@@ -21,11 +25,14 @@ from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
 def resolve_data_root(config: TrainConfig) -> Path:
-    """The image tree to train on: the user's folder, or the generated synthetic set."""
+    """The data set's root: the user's ``data.root``, or the generated synthetic tree."""
     data = config.data
-    if data.source is DataSource.folder:
+    if data.source is not DataSource.synthetic:
         if not data.root:
-            raise ValueError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
+            raise ValueError(
+                f"data={data.source.value} needs data.root=/path/to/data (see conf/data/"
+                f"{data.source.value}.yaml)"
+            )
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(
         Path(config.paths.cache_dir).expanduser() / "datasets",
@@ -33,6 +40,18 @@ def resolve_data_root(config: TrainConfig) -> Path:
         image_size=data.image_size,
         seed=data.synthetic_seed,
     )
+
+
+def build_source(config: TrainConfig) -> ImageSource:
+    """The data source ``data.source`` names, with its options from ``data``."""
+    data = config.data
+    root = resolve_data_root(config)
+    columns = Columns(data.columns.path, data.columns.landmark, data.columns.category)
+    if data.source is DataSource.manifest:
+        return ManifestSource(root, data.manifest, data.hierarchy, columns)
+    if data.source is DataSource.gldv2:
+        return GLDv2Source(root, clean=data.clean, columns=columns)
+    return FolderSource(root)
 
 
 def build_backbone(config: TrainConfig) -> Backbone:
@@ -75,7 +94,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
     autocast = feature_autocast(config)
     cache_root = Path(config.paths.cache_dir).expanduser() / "features"
     return LandmarkDataModule(
-        resolve_data_root(config),
+        build_source(config),
         backbone.preprocessing,
         split=data.split.to_spec(),
         split_file=data.split_file,

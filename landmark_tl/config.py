@@ -22,6 +22,8 @@ from landmark_tl.models.strategies.base import StageConfig
 class DataSource(str, Enum):
     synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
     folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
+    manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
+    gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
 
 
 @dataclass
@@ -47,9 +49,22 @@ class SplitConfig:
 
 
 @dataclass
+class ColumnsConfig:
+    """CSV column names (manifest: image path, landmark, category; gldv2: see conf/data)."""
+
+    path: str = "path"
+    landmark: str = "landmark"
+    category: str = "category"
+
+
+@dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
-    root: str | None = None  # required for source=folder
+    root: str | None = None  # required for folder, manifest, gldv2
+    manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
+    hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
     images_per_landmark: int = 14  # synthetic only
     image_size: int = 224  # synthetic only
     synthetic_seed: int = 0  # synthetic only
@@ -259,7 +274,9 @@ def _range_problems(config: TrainConfig) -> list[str]:
 def validate_config(config: TrainConfig) -> None:
     """Refuse, at start, values that would fail later or train nonsense."""
     problems = _range_problems(config)
-    if config.data.source is DataSource.folder and not config.data.root:
-        problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    if config.data.source is not DataSource.synthetic and not config.data.root:
+        problems.append(
+            f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.doctor [data=folder] data.root=PATH``: check a data tree first.
+"""``python -m landmark_tl.doctor [data=folder|manifest|gldv2] data.root=PATH``: check data first.
 
 Prints images per landmark and everything that training would skip or refuse: unreadable,
 truncated or duplicate files (catalog problems), tiny images, unusual image modes, names
@@ -17,7 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from landmark_tl.data.catalog import Catalog, CatalogError, scan_image_folder
+from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
+from landmark_tl.data.sources import ImageSource
+from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
 from landmark_tl.io import printable
 
@@ -32,6 +34,8 @@ class DataReport:
     root: Path
     per_landmark: list[tuple[str, str, int]] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     tiny: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
     odd_modes: list[tuple[Path, str]] = field(default_factory=list)
     collisions: list[str] = field(default_factory=list)
@@ -70,10 +74,12 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
         catalog.root,
         per_landmark=[(c, lm, counts[(c, lm)]) for c, lm in catalog.hierarchy.landmarks],
         problems=[(p.path, p.reason) for p in catalog.problems],
+        dropped=list(catalog.dropped),
+        notes=list(catalog.notes),
         collisions=name_collisions(catalog),
     )
     for record in catalog.records:
-        with Image.open(record.path) as image:
+        with catalog.open(record.path) as f, Image.open(f) as image:
             if min(image.size) < TINY_PIXELS:
                 report.tiny.append((record.path, image.size))
             if image.mode not in USUAL_MODES:
@@ -85,13 +91,18 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
     return report
 
 
-def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
-    """Scan ``root`` and report on it; a tree that cannot be used gives ``fatal``."""
+def inspect_source(source: ImageSource, split: SplitSpec | None = None) -> DataReport:
+    """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
     try:
-        catalog = scan_image_folder(root)
+        catalog = build_catalog(source)
     except CatalogError as err:
-        return DataReport(Path(root), fatal=str(err))
+        return DataReport(source.root, fatal=str(err))
     return inspect_catalog(catalog, split or SplitSpec())
+
+
+def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
+    """Scan the folder tree ``root`` and report on it."""
+    return inspect_source(FolderSource(root), split)
 
 
 def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
@@ -119,8 +130,17 @@ def format_report(report: DataReport) -> str:
     ]
     lines += _listing("Split", [report.split_error] if report.split_error else [])
     lines += _listing(
+        "Dropped landmarks",
+        [
+            f"{printable(d.category + '/' if d.category else '')}{printable(d.landmark)} "
+            f"({d.images} images): {d.reason}"
+            for d in report.dropped
+        ],
+    )
+    lines += _listing(
         "Skipped files", [f"{printable(str(p))}: {why}" for p, why in report.problems]
     )
+    lines += _listing("Notes", report.notes)
     lines += _listing("Name collisions", report.collisions)
     lines += _listing(
         f"Tiny images (shorter side < {TINY_PIXELS} px)",
@@ -138,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from landmark_tl.build import resolve_data_root
+    from landmark_tl.build import build_source
     from landmark_tl.config import register_configs
 
     overrides = list(sys.argv[1:] if argv is None else argv)
@@ -150,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         config = OmegaConf.to_object(compose(config_name="train", overrides=overrides))
-    report = inspect_tree(resolve_data_root(config), config.data.split.to_spec())
+    report = inspect_source(build_source(config), config.data.split.to_spec())
     print(format_report(report), end="")
     return 0 if report.ok else 1
 

@@ -59,6 +59,11 @@ def printable(name: str) -> str:
     return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
+def bytes_digest(data: bytes) -> str:
+    """Content digest of bytes, the same as :func:`file_digest` of a file holding them."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     """Content digest of a file (BLAKE2b, 128 bit, hex)."""
     digest = hashlib.blake2b(digest_size=16)

@@ -115,8 +115,18 @@ def train(
             fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
         ),
         "data": {
+            "source": config.data.source.value,
             "root": str(catalog.root),
             "images": len(catalog.records),
+            "dropped_landmarks": [
+                {
+                    "category": d.category,
+                    "landmark": d.landmark,
+                    "images": d.images,
+                    "reason": d.reason,
+                }
+                for d in catalog.dropped
+            ],
             "skipped": [{"path": str(p.path), "reason": p.reason} for p in catalog.problems],
             "split": {s: datamodule.assignment.count(s) for s in ("train", "val", "test")},
         },

@@ -202,6 +202,15 @@ def test_catalog_images_missing_from_the_manifest_are_refused(tmp_path):
     assert "regenerate the split or remove those files" in message
 
 
+def test_manifest_with_other_labels_than_the_data_is_refused(tmp_path):
+    catalog = make_catalog({("Gothic", "Milan"): 6})
+    write_split_csv(tmp_path / "split.csv", catalog, stratified_split(catalog, SplitSpec(1, 1)))
+    relabelled = make_catalog({("Gothic", "Milan"): 6})
+    relabelled.records[0] = ImageRecord(relabelled.records[0].path, "Gothic", "Dom")
+    with pytest.raises(SplitError, match="lists 1 images .* under other labels"):
+        read_split_csv(tmp_path / "split.csv", relabelled)
+
+
 HEADER = "split,category,landmark,path\n"
 
 
@@ -212,8 +221,8 @@ HEADER = "split,category,landmark,path\n"
         ("split,path\ntrain,Gothic/Milan/a.jpg\n", "lacks columns ['category', 'landmark']"),
         (HEADER + "holdout,Gothic,Milan,Gothic/Milan/a.jpg\n", "line 2: unknown split 'holdout'"),
         (HEADER + "train,Gothic,Milan\n", "line 2: too few fields"),
-        (HEADER + "train,Gothic,Dom,Gothic/Milan/a.jpg\n", "line 2: path 'Gothic/Milan/a.jpg' is"),
-        (HEADER + "train,Gothic,Milan,a.jpg\n", "line 2: path 'a.jpg' is not <category>"),
+        (HEADER + "train,Gothic,Milan,/a.jpg\n", "line 2: path '/a.jpg' must be relative"),
+        (HEADER + "train,Gothic,Milan,../a.jpg\n", "line 2: path '../a.jpg' must be relative"),
         (
             HEADER + "train,Gothic,Milan,Gothic/Milan/a.jpg\nval,Gothic,Milan,Gothic/Milan/a.jpg\n",
             "line 3: 'Gothic/Milan/a.jpg' is listed twice",

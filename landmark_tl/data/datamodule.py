@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from landmark_tl.data.catalog import Catalog, ImageRecord, load_rgb, scan_image_folder
+from landmark_tl.data.catalog import Catalog, ImageRecord, build_catalog, load_rgb
 from landmark_tl.data.features import FeatureCache, view_features
+from landmark_tl.data.sources import ImageSource
+from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
 from landmark_tl.data.transforms import (
     Augment,
@@ -31,13 +34,21 @@ log = logging.getLogger(__name__)
 
 
 def decode_images(
-    paths: Sequence[Path], preprocessing: Preprocessing, workers: int | None = None
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    workers: int | None = None,
+    open_image: Callable[[Path], BinaryIO] | None = None,
 ) -> torch.Tensor:
-    """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry."""
+    """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
+
+    ``open_image`` opens an image's bytes (e.g. :meth:`Catalog.open`); default: the file.
+    """
     geometry = geometry_transform(preprocessing)
+    opener = open_image or (lambda path: open(path, "rb"))  # noqa: SIM115 (closed below)
 
     def decode(path: Path) -> torch.Tensor:
-        return to_uint8_tensor(geometry(load_rgb(path)))
+        with opener(path) as f:
+            return to_uint8_tensor(geometry(load_rgb(f)))
 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         return torch.stack(list(pool.map(decode, paths)))
@@ -107,7 +118,7 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | Path,
+        source: ImageSource | str | Path,
         preprocessing: Preprocessing,
         *,
         split: SplitSpec | None = None,
@@ -125,7 +136,7 @@ class LandmarkDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.source = source if isinstance(source, ImageSource) else FolderSource(source)
         self.preprocessing = preprocessing
         self.split_spec = split or SplitSpec()
         self.split_file = Path(split_file) if split_file else None
@@ -179,7 +190,7 @@ class LandmarkDataModule(L.LightningDataModule):
         """Scan, split, then decode images or fetch/compute their features; runs once."""
         if self.datasets:
             return
-        self.catalog = scan_image_folder(self.root)
+        self.catalog = build_catalog(self.source)
         if self.split_file:
             self.assignment = read_split_csv(self.split_file, self.catalog)
         else:
@@ -187,7 +198,11 @@ class LandmarkDataModule(L.LightningDataModule):
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         if self.feature_encoder is None:
-            images = decode_images([r.path for r in self.catalog.records], self.preprocessing)
+            images = decode_images(
+                [r.path for r in self.catalog.records],
+                self.preprocessing,
+                open_image=self.catalog.open,
+            )
             for split, idx in indices.items():
                 self.datasets[split] = self._image_dataset(
                     split, images[idx], categories[idx], landmarks[idx]
@@ -223,7 +238,9 @@ class LandmarkDataModule(L.LightningDataModule):
             self.feature_encoder,
             [digests[i] for i in indices],
             views,
-            lambda subset: decode_images([paths[j] for j in subset], self.preprocessing),
+            lambda subset: decode_images(
+                [paths[j] for j in subset], self.preprocessing, open_image=self.catalog.open
+            ),
             cache=self.feature_cache,
             batch_size=self.feature_batch_size,
             device=self.feature_device,

@@ -3,7 +3,7 @@
 Each landmark's images are shuffled with an RNG seeded by ``(seed, category, landmark)``, so
 a split is the same in every process and adding images to one landmark leaves the others'
 splits unchanged. The manifest (``split,category,landmark,path``, paths relative to the
-catalog root) records a split so that it can be reused exactly.
+catalog root, whatever the data source) records a split so that it can be reused exactly.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def stratified_split(catalog: Catalog, spec: SplitSpec) -> list[str]:
     _check_sizes(catalog.root, groups, spec)
     assignment = ["train"] * len(catalog.records)
     for (category, landmark), indices in groups.items():
-        order = sorted(indices, key=lambda i: catalog.records[i].path.name)
+        order = sorted(indices, key=lambda i: catalog.records[i].path)
         _rng(spec.seed, category, landmark).shuffle(order)
         n_val, n_test = spec.counts(len(order))
         for i in order[:n_val]:
@@ -131,15 +131,11 @@ def _more(total: int, shown: int) -> str:
     return f"\n  ... and {total - shown} more" if total > shown else ""
 
 
-def _relative(catalog: Catalog, record: ImageRecord) -> str:
-    return record.path.relative_to(catalog.root).as_posix()
-
-
 def write_split_csv(path: str | Path, catalog: Catalog, assignment: Sequence[str]) -> None:
     """Write the manifest ``split,category,landmark,path`` atomically, sorted by path."""
     _check_assignment(catalog, assignment)
     rows = sorted(
-        (r.category, r.landmark, _relative(catalog, r), split)
+        (r.category, r.landmark, catalog.key(r.path), split)
         for r, split in zip(catalog.records, assignment, strict=True)
     )
     buffer = io.StringIO()
@@ -162,19 +158,20 @@ def _check_assignment(catalog: Catalog, assignment: Sequence[str]) -> None:
 def read_split_csv(path: str | Path, catalog: Catalog) -> list[str]:
     """The split of each catalog record according to the manifest at ``path``.
 
-    The manifest must list exactly the catalog's images: extra or missing files raise.
+    The manifest must list exactly the catalog's images with the catalog's labels: extra or
+    missing files, or other labels, raise.
     """
     path = Path(path)
     rows = _read_manifest(path)
-    expected = [_relative(catalog, record) for record in catalog.records]
-    mismatch = _mismatch_messages(path, catalog.root, rows, expected)
+    labels = {catalog.key(r.path): (r.category, r.landmark) for r in catalog.records}
+    mismatch = _mismatch_messages(path, catalog.root, rows, labels)
     if mismatch:
         raise SplitError("\n".join(mismatch))
-    return [rows[rel] for rel in expected]
+    return [rows[key][0] for key in labels]
 
 
-def _read_manifest(path: Path) -> dict[str, str]:
-    """Relative path → split name, with the manifest's form checked row by row."""
+def _read_manifest(path: Path) -> dict[str, tuple[str, str, str]]:
+    """Relative path → (split, category, landmark), the manifest's form checked by row."""
     try:
         with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
             return _parse_manifest(path, csv.DictReader(f, strict=True))
@@ -184,43 +181,44 @@ def _read_manifest(path: Path) -> dict[str, str]:
         raise SplitError(f"{_show(path)}: not a valid CSV file ({error})") from error
 
 
-def _parse_manifest(path: Path, reader: csv.DictReader[str]) -> dict[str, str]:
+def _parse_manifest(path: Path, reader: csv.DictReader[str]) -> dict[str, tuple[str, str, str]]:
     missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise SplitError(
             f"{_show(path)}: split manifest lacks columns {missing}; "
             f"expected a header {','.join(MANIFEST_COLUMNS)}"
         )
-    rows: dict[str, str] = {}
+    rows: dict[str, tuple[str, str, str]] = {}
     for row in reader:
         problem = _row_problem(row, rows)
         if problem:
             raise SplitError(f"{_show(path)}, line {reader.line_num}: {problem}")
-        rows[row["path"]] = row["split"]
+        rows[row["path"]] = (row["split"], row["category"], row["landmark"])
     return rows
 
 
-def _row_problem(row: dict[str, str], seen: dict[str, str]) -> str | None:
+def _row_problem(row: dict[str, str], seen: dict[str, tuple[str, str, str]]) -> str | None:
     """What is wrong with one manifest row, or None."""
     if any(row.get(column) is None for column in MANIFEST_COLUMNS):
         return f"too few fields; expected {','.join(MANIFEST_COLUMNS)}"
     if row["split"] not in SPLITS:
         return f"unknown split {printable(row['split'])!r}; expected one of {SPLITS}"
-    parts = PurePosixPath(row["path"]).parts
-    if parts[:2] != (row["category"], row["landmark"]) or len(parts) != 3:
-        return (
-            f"path {printable(row['path'])!r} is not <category>/<landmark>/<file> with "
-            f"category {printable(row['category'])!r}, landmark {printable(row['landmark'])!r}"
-        )
+    posix = PurePosixPath(row["path"])
+    if posix.is_absolute() or ".." in posix.parts or not posix.parts:
+        return f"path {printable(row['path'])!r} must be relative to the data root, without '..'"
     if row["path"] in seen:
         return f"{printable(row['path'])!r} is listed twice"
     return None
 
 
 def _mismatch_messages(
-    path: Path, root: Path, rows: dict[str, str], expected: Sequence[str]
+    path: Path,
+    root: Path,
+    rows: dict[str, tuple[str, str, str]],
+    expected: dict[str, tuple[str, str]],
 ) -> list[str]:
-    """Messages for manifest files missing from the catalog and catalog images not listed."""
+    """Messages for manifest files missing from the catalog, catalog images not listed, and
+    images listed with other labels than the catalog's."""
     messages = []
     unknown = sorted(set(rows) - set(expected))
     if unknown:
@@ -235,6 +233,13 @@ def _mismatch_messages(
             f"{_show(path)}: does not list {len(unlisted)} images of {_show(root)} "
             f"({_examples(unlisted)}); they would be left out of every split; regenerate "
             "the split or remove those files"
+        )
+    relabelled = sorted(k for k in set(rows) & set(expected) if rows[k][1:] != expected[k])
+    if relabelled:
+        messages.append(
+            f"{_show(path)}: lists {len(relabelled)} images of {_show(root)} under other "
+            f"labels than the data ({_examples(relabelled)}); the labels changed since the "
+            "split was made: regenerate the split"
         )
     return messages
 
