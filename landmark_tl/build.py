@@ -12,8 +12,10 @@ import lightning as L
 import torch
 
 from landmark_tl.config import DataSource, TrainConfig, validate_config
+from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import Columns, ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.sources.gldv2 import GLDv2Source
@@ -52,6 +54,13 @@ def build_source(config: TrainConfig) -> ImageSource:
     if data.source is DataSource.gldv2:
         return GLDv2Source(root, clean=data.clean, columns=columns)
     return FolderSource(root)
+
+
+def load_catalog(config: TrainConfig) -> Catalog:
+    """The catalog a run of ``config`` trains on (long-tail filters applied)."""
+    catalog = build_catalog(build_source(config))
+    spec = config.data.split.to_spec()
+    return drop_small_landmarks(catalog, config.data.min_images_per_landmark, spec)
 
 
 def build_backbone(config: TrainConfig) -> Backbone:
@@ -98,6 +107,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         backbone.preprocessing,
         split=data.split.to_spec(),
         split_file=data.split_file,
+        min_images_per_landmark=data.min_images_per_landmark,
         augment=data.augment,
         noise_variance=data.noise_variance,
         random_views=config.features.random_views,

@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from landmark_tl.data.splits import SplitSpec
+from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.strategies.base import StageConfig
@@ -33,6 +33,8 @@ class SplitConfig:
     val: float = 2
     test: float = 3
     seed: int = 0
+    # landmarks with fewer than val + test + 1 images: error (refuse), train_only, drop
+    small: SmallLandmarks = SmallLandmarks.error
 
     def to_spec(self) -> SplitSpec:
         def amount(key: str, value: float) -> int | float:
@@ -44,7 +46,10 @@ class SplitConfig:
             return int(value) if value >= 1 or value == 0 else value
 
         return SplitSpec(
-            val=amount("val", self.val), test=amount("test", self.test), seed=self.seed
+            val=amount("val", self.val),
+            test=amount("test", self.test),
+            seed=self.seed,
+            small=self.small,
         )
 
 
@@ -65,6 +70,7 @@ class DataConfig:
     hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
+    min_images_per_landmark: int = 1  # smaller landmarks are dropped (and listed)
     images_per_landmark: int = 14  # synthetic only
     image_size: int = 224  # synthetic only
     synthetic_seed: int = 0  # synthetic only
@@ -227,6 +233,12 @@ def _range_problems(config: TrainConfig) -> list[str]:
     checks: list[tuple[str, Any, bool, str]] = [
         ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
         ("data.num_workers", config.data.num_workers, config.data.num_workers >= 0, ">= 0"),
+        (
+            "data.min_images_per_landmark",
+            config.data.min_images_per_landmark,
+            config.data.min_images_per_landmark >= 1,
+            ">= 1",
+        ),
         (
             "data.images_per_landmark",
             config.data.images_per_landmark,

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
+from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
@@ -91,13 +92,16 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
     return report
 
 
-def inspect_source(source: ImageSource, split: SplitSpec | None = None) -> DataReport:
+def inspect_source(
+    source: ImageSource, split: SplitSpec | None = None, min_images_per_landmark: int = 1
+) -> DataReport:
     """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
+    split = split or SplitSpec()
     try:
-        catalog = build_catalog(source)
+        catalog = drop_small_landmarks(build_catalog(source), min_images_per_landmark, split)
     except CatalogError as err:
         return DataReport(source.root, fatal=str(err))
-    return inspect_catalog(catalog, split or SplitSpec())
+    return inspect_catalog(catalog, split)
 
 
 def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
@@ -170,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         config = OmegaConf.to_object(compose(config_name="train", overrides=overrides))
-    report = inspect_source(build_source(config), config.data.split.to_spec())
+    report = inspect_source(
+        build_source(config), config.data.split.to_spec(), config.data.min_images_per_landmark
+    )
     print(format_report(report), end="")
     return 0 if report.ok else 1
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from landmark_tl.data.catalog import build_catalog, scan_image_folder
+from landmark_tl.data.catalog import scan_image_folder
 from landmark_tl.data.splits import read_split_csv
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json, printable
@@ -27,11 +27,11 @@ USAGE = "usage: python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JS
 
 def evaluation_images(run: TrainedRun, other_root: str | None) -> tuple[list, list[str]]:
     """(path, category index, landmark index) to score, and labels the run does not know."""
-    from landmark_tl.build import build_source
+    from landmark_tl.build import load_catalog
 
     hierarchy = run.hierarchy
     if other_root is None:
-        catalog = build_catalog(build_source(run.config))
+        catalog = load_catalog(run.config)
         assignment = read_split_csv(run.run_dir / "split.csv", catalog)
         records = [r for r, a in zip(catalog.records, assignment, strict=True) if a == "test"]
     else:

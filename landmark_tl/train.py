@@ -18,6 +18,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_tl.build import build_strategy, prepare_data
 from landmark_tl.config import TrainConfig, register_configs
 from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
 from landmark_tl.fit import FitResult, fit_stages
@@ -56,6 +58,15 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
             row += [names[t][target], names[t][pred], f"{prob:.4f}"]
         writer.writerow(row)
     return out.getvalue()
+
+
+def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor:
+    """Number of training images of each landmark index."""
+    _, landmarks = datamodule.catalog.labels()
+    in_train = [lm for lm, s in zip(landmarks, datamodule.assignment, strict=True) if s == "train"]
+    return torch.bincount(
+        torch.tensor(in_train, dtype=torch.long), minlength=datamodule.hierarchy.num_landmarks
+    )
 
 
 def train(
@@ -113,6 +124,11 @@ def train(
         "val": fit.task_val_scores(),
         "hierarchy": hierarchy_scores(
             fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
+        ),
+        "frequency_buckets": frequency_bucket_scores(
+            training_images_per_landmark(datamodule),
+            fit.test_outputs.preds,
+            fit.test_outputs.targets,
         ),
         "data": {
             "source": config.data.source.value,

@@ -106,7 +106,8 @@ def test_too_few_images_lists_every_offending_folder_and_the_fix():
     assert f"{ROOT}/Gothic/Dom: 5 images, needs 6 (2 val + 3 test + 1 train)" in message
     assert f"{ROOT}/Modern/CCTV: 2 images, needs 6" in message
     assert "Milan" not in message
-    assert "lower data.split.val / data.split.test, or use fractions" in message
+    assert "lower data.split.val / data.split.test, use fractions" in message
+    assert "data.split.small=train_only" in message
 
 
 def test_fractions_that_leave_no_train_image_are_refused():

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landmark_tl.data.catalog import Catalog, ImageRecord, build_catalog, load_rgb
 from landmark_tl.data.features import FeatureCache, view_features
+from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
@@ -123,6 +124,7 @@ class LandmarkDataModule(L.LightningDataModule):
         *,
         split: SplitSpec | None = None,
         split_file: str | Path | None = None,
+        min_images_per_landmark: int = 1,
         augment: Augment | str = Augment.none,
         noise_variance: float = 0.2,
         random_views: int = 0,
@@ -140,6 +142,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.preprocessing = preprocessing
         self.split_spec = split or SplitSpec()
         self.split_file = Path(split_file) if split_file else None
+        self.min_images_per_landmark = min_images_per_landmark
         self.augment = Augment(augment)
         self.noise_variance = noise_variance
         self.random_views = random_views
@@ -190,7 +193,9 @@ class LandmarkDataModule(L.LightningDataModule):
         """Scan, split, then decode images or fetch/compute their features; runs once."""
         if self.datasets:
             return
-        self.catalog = build_catalog(self.source)
+        self.catalog = drop_small_landmarks(
+            build_catalog(self.source), self.min_images_per_landmark, self.split_spec
+        )
         if self.split_file:
             self.assignment = read_split_csv(self.split_file, self.catalog)
         else:

@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from landmark_tl.data.catalog import Catalog, ImageRecord
@@ -29,17 +30,26 @@ class SplitError(ValueError):
     """A split cannot be made or read; the message names the folder, key or file and the fix."""
 
 
+class SmallLandmarks(str, Enum):
+    """What happens to a landmark with too few images for its val + test + 1 train image."""
+
+    error = "error"  # refuse the split, listing them
+    train_only = "train_only"  # all its images train; it is not scored
+    drop = "drop"  # left out of the data set (see landmark_tl.data.longtail)
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """How many images of each landmark go to val and test; the rest go to train.
 
     An int is a count per landmark; a float in [0, 1) is a fraction per landmark, rounded half
-    up and at least 1 when above 0.
+    up and at least 1 when above 0. ``small`` says what happens to landmarks too small.
     """
 
     val: int | float = 2
     test: int | float = 3
     seed: int = 0
+    small: SmallLandmarks = SmallLandmarks.error
 
     def __post_init__(self) -> None:
         _check_amount("data.split.val", self.val)
@@ -52,10 +62,20 @@ class SplitSpec:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise SplitError(f"data.split.seed={self.seed!r}: must be an integer")
+        if self.small not in set(SmallLandmarks):
+            raise SplitError(
+                f"data.split.small={self.small!r}: use one of {[p.value for p in SmallLandmarks]}"
+            )
+        object.__setattr__(self, "small", SmallLandmarks(self.small))
 
     def counts(self, n: int) -> tuple[int, int]:
         """Number of val and test images for a landmark with ``n`` images."""
         return _amount(self.val, n), _amount(self.test, n)
+
+    def too_small(self, n: int) -> bool:
+        """Whether a landmark of ``n`` images cannot give its val, test and one train image."""
+        n_val, n_test = self.counts(n)
+        return n < n_val + n_test + 1
 
 
 def _check_amount(key: str, value: object) -> None:
@@ -78,11 +98,17 @@ def _amount(value: int | float, n: int) -> int:
 
 
 def stratified_split(catalog: Catalog, spec: SplitSpec) -> list[str]:
-    """The split name of each catalog record (same order), stratified by landmark."""
+    """The split name of each catalog record (same order), stratified by landmark.
+
+    Landmarks too small for the split are refused (``small=error``) or go to train whole.
+    """
     groups = _group_by_landmark(catalog.records)
-    _check_sizes(catalog.root, groups, spec)
+    if spec.small is SmallLandmarks.error:
+        _check_sizes(catalog.root, groups, spec)
     assignment = ["train"] * len(catalog.records)
     for (category, landmark), indices in groups.items():
+        if spec.too_small(len(indices)):
+            continue
         order = sorted(indices, key=lambda i: catalog.records[i].path)
         _rng(spec.seed, category, landmark).shuffle(order)
         n_val, n_test = spec.counts(len(order))
@@ -123,7 +149,8 @@ def _check_sizes(root: Path, groups: dict[tuple[str, str], list[int]], spec: Spl
             + "\n  ".join(offenders[:_MAX_LISTED])
             + _more(len(offenders), _MAX_LISTED)
             + "\nAdd images to these folders, lower data.split.val / data.split.test, "
-            "or use fractions (e.g. data.split.val=0.1)."
+            "use fractions (e.g. data.split.val=0.1), or set data.split.small=train_only "
+            "(they only train) or data.split.small=drop (they are left out)."
         )
 
 
