@@ -20,6 +20,7 @@ from landmark_tl.data.sources import Columns, ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.sources.gldv2 import GLDv2Source
 from landmark_tl.data.sources.manifest import ManifestSource
+from landmark_tl.data.sources.shards import ShardSource
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
@@ -53,6 +54,8 @@ def build_source(config: TrainConfig) -> ImageSource:
         return ManifestSource(root, data.manifest, data.hierarchy, columns)
     if data.source is DataSource.gldv2:
         return GLDv2Source(root, clean=data.clean, columns=columns)
+    if data.source is DataSource.shards:
+        return ShardSource(root)
     return FolderSource(root)
 
 

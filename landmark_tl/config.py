@@ -24,6 +24,7 @@ class DataSource(str, Enum):
     folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
     manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
     gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
+    shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ColumnsConfig:
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
-    root: str | None = None  # required for folder, manifest, gldv2
+    root: str | None = None  # required for folder, manifest, gldv2, shards
     manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
     hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -23,6 +24,9 @@ from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
 from landmark_tl.io import printable
+
+if TYPE_CHECKING:
+    from landmark_tl.config import TrainConfig
 
 TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
 USUAL_MODES = frozenset({"RGB", "L"})
@@ -157,15 +161,15 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Compose the training config from ``argv`` overrides and report on its data."""
+def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
+    """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
+    composes it; ``data.root=`` without ``data=`` means ``data=folder``."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from landmark_tl.build import build_source
     from landmark_tl.config import register_configs
 
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    overrides = list(overrides)
     if any(o.startswith("data.root=") for o in overrides) and not any(
         o.startswith("data=") for o in overrides
     ):
@@ -173,7 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        config = OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+        return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compose the training config from ``argv`` overrides and report on its data."""
+    from landmark_tl.build import build_source
+
+    config = compose_train_config(sys.argv[1:] if argv is None else argv)
     report = inspect_source(
         build_source(config), config.data.split.to_spec(), config.data.min_images_per_landmark
     )
