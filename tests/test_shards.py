@@ -11,6 +11,7 @@ import pytest
 
 from landmark_tl.data.catalog import CatalogError, build_catalog, scan_image_folder
 from landmark_tl.data.sources.shards import ShardSource
+from landmark_tl.doctor import main as doctor
 from landmark_tl.shards import main as write_main
 from landmark_tl.train import train
 from tests.conftest import TINY_OVERRIDES, compose_config
@@ -117,3 +118,9 @@ def test_training_on_shards_matches_the_folder_with_the_same_split(tiny_tree, sh
     assert shards["data"]["source"] == "shards"
     assert shards["test"] == folder["test"] and shards["hierarchy"] == folder["hierarchy"]
     assert (tmp_path / "a/split.csv").read_text() == (tmp_path / "b/split.csv").read_text()
+
+
+def test_doctor_reads_shards(shard_dir, capsys):
+    assert doctor(["data=shards", f"data.root={shard_dir}", "data.split.val=1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 categories, 4 landmarks, 24 usable images." in out

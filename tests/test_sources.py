@@ -13,6 +13,7 @@ from landmark_tl.data.catalog import CatalogError, build_catalog, scan_image_fol
 from landmark_tl.data.sources import Columns
 from landmark_tl.data.sources.gldv2 import GLDv2Source, image_key
 from landmark_tl.data.sources.manifest import ManifestSource
+from landmark_tl.doctor import main as doctor
 from landmark_tl.train import train
 from tests.conftest import TINY_OVERRIDES, compose_config
 from tests.datasets import folder_manifest, jpeg, make_gldv2, write_csv
@@ -224,3 +225,12 @@ def test_training_on_a_manifest_matches_the_folder_with_the_same_split(tiny_tree
     assert (tmp_path / "a/predictions.csv").read_text() == (
         tmp_path / "b/predictions.csv"
     ).read_text()
+
+
+def test_doctor_reads_a_manifest(tiny_tree, tmp_path, capsys):
+    manifest = folder_manifest(tiny_tree, tmp_path / "m.csv")
+    args = ["data=manifest", f"data.root={tiny_tree}", f"data.manifest={manifest}"]
+    assert doctor([*args, "data.min_images_per_landmark=7"]) == 1
+    assert "no landmark is left: data.min_images_per_landmark=7" in capsys.readouterr().out
+    assert doctor(args) == 0
+    assert "| Gothic | Milan Cathedral | 6 |" in capsys.readouterr().out
