@@ -74,7 +74,3 @@ class ImageSource(ABC):
     def open(self, key: str) -> BinaryIO:
         """The image at ``key`` as a binary file to read (the caller closes it)."""
         return open(self.path(key), "rb")  # noqa: SIM115
-
-    def describe(self) -> str:
-        """What this source reads, for reports: e.g. ``folder /data/images``."""
-        return f"{self.name} {self.root}"

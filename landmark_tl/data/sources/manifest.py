@@ -41,9 +41,6 @@ class ManifestSource(ImageSource):
         self.hierarchy = self.root / Path(hierarchy).expanduser() if hierarchy else None
         self.columns = columns or Columns()
 
-    def describe(self) -> str:
-        return f"manifest {self.manifest} (images under {self.root})"
-
     def listing(self) -> Listing:
         if not self.root.is_dir():
             raise CatalogError(f"{show(self.root)}: data.root is not a folder; check the path")
