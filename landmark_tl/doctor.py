@@ -22,7 +22,7 @@ from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, bui
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
-from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
+from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
 from landmark_tl.io import printable
 
 if TYPE_CHECKING:
@@ -72,8 +72,11 @@ def name_collisions(catalog: Catalog) -> list[str]:
     ]
 
 
-def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
-    """A report on an already-scanned catalog (image headers are read, not decoded)."""
+def inspect_catalog(
+    catalog: Catalog, split: SplitSpec, split_file: str | Path | None = None
+) -> DataReport:
+    """A report on an already-scanned catalog (image headers are read, not decoded); the
+    split is checked as training would make it: from ``split_file`` when given."""
     counts = Counter((r.category, r.landmark) for r in catalog.records)
     report = DataReport(
         catalog.root,
@@ -90,14 +93,17 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
             if image.mode not in USUAL_MODES:
                 report.odd_modes.append((record.path, image.mode))
     try:
-        stratified_split(catalog, split)
+        assign_splits(catalog, split, split_file)
     except SplitError as err:
         report.split_error = str(err)
     return report
 
 
 def inspect_source(
-    source: ImageSource, split: SplitSpec | None = None, min_images_per_landmark: int = 1
+    source: ImageSource,
+    split: SplitSpec | None = None,
+    split_file: str | Path | None = None,
+    min_images_per_landmark: int = 1,
 ) -> DataReport:
     """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
     split = split or SplitSpec()
@@ -105,12 +111,14 @@ def inspect_source(
         catalog = drop_small_landmarks(build_catalog(source), min_images_per_landmark, split)
     except CatalogError as err:
         return DataReport(source.root, fatal=str(err))
-    return inspect_catalog(catalog, split)
+    return inspect_catalog(catalog, split, split_file)
 
 
-def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
+def inspect_tree(
+    root: str | Path, split: SplitSpec | None = None, split_file: str | Path | None = None
+) -> DataReport:
     """Scan the folder tree ``root`` and report on it."""
-    return inspect_source(FolderSource(root), split)
+    return inspect_source(FolderSource(root), split, split_file)
 
 
 def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
@@ -186,7 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = compose_train_config(sys.argv[1:] if argv is None else argv)
     report = inspect_source(
-        build_source(config), config.data.split.to_spec(), config.data.min_images_per_landmark
+        build_source(config),
+        config.data.split.to_spec(),
+        config.data.split_file,
+        config.data.min_images_per_landmark,
     )
     print(format_report(report), end="")
     return 0 if report.ok else 1

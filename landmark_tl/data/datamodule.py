@@ -18,7 +18,7 @@ from landmark_tl.data.features import FeatureCache, view_features
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
-from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
+from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
     Augment,
     View,
@@ -196,10 +196,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.catalog = drop_small_landmarks(
             build_catalog(self.source), self.min_images_per_landmark, self.split_spec
         )
-        if self.split_file:
-            self.assignment = read_split_csv(self.split_file, self.catalog)
-        else:
-            self.assignment = stratified_split(self.catalog, self.split_spec)
+        self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         if self.feature_encoder is None:
