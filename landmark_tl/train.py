@@ -27,6 +27,7 @@ from landmark_tl.config import TrainConfig, register_configs
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.errors import hydra_command, take_debug_flag
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.metrics import hierarchy_scores
@@ -184,8 +185,11 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra_command
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
+    """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
+    errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
+    with the traceback)."""
     config: TrainConfig = OmegaConf.to_object(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
@@ -195,4 +199,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *take_debug_flag(sys.argv[1:])]
     main()
