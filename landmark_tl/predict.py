@@ -2,7 +2,9 @@
 
 Predicts category and landmark for image files, folders (searched recursively) or globs
 with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
-unreadable files are listed and skipped, never fatal.
+unreadable and special files (FIFOs, devices) are listed and skipped. An input that matches
+nothing, a bad ``top_k`` or an ``out`` folder exits 2 before the model is loaded; nothing is
+written unless an image was predicted.
 """
 
 from __future__ import annotations
