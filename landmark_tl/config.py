@@ -265,9 +265,22 @@ def _range_problems(config: TrainConfig) -> list[str]:
     return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
 
 
+def _conflicts(config: TrainConfig) -> list[str]:
+    """Options that cannot take effect together with the rest of the config."""
+    problems = []
+    stage2 = config.strategy.train_in_stage2 or []
+    if "backbone" in stage2 and config.backbone.freeze is FreezePolicy.all:
+        problems.append(
+            f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
+            "backbone.freeze=all keeps it frozen: set backbone.freeze=none (or schedule), "
+            "or remove 'backbone'"
+        )
+    return problems
+
+
 def validate_config(config: TrainConfig) -> None:
     """Refuse, at start, values that would fail later or train nonsense."""
-    problems = _range_problems(config)
+    problems = _range_problems(config) + _conflicts(config)
     if config.data.source is DataSource.folder and not config.data.root:
         problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
     if problems:

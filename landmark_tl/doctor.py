@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from landmark_tl.data.catalog import Catalog, CatalogError, scan_image_folder
-from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
+from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
 from landmark_tl.errors import UsageError, command
 from landmark_tl.io import printable
 
@@ -64,8 +64,11 @@ def name_collisions(catalog: Catalog) -> list[str]:
     ]
 
 
-def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
-    """A report on an already-scanned catalog (image headers are read, not decoded)."""
+def inspect_catalog(
+    catalog: Catalog, split: SplitSpec, split_file: str | Path | None = None
+) -> DataReport:
+    """A report on an already-scanned catalog (image headers are read, not decoded); the
+    split is checked as training would make it: from ``split_file`` when given."""
     counts = Counter((r.category, r.landmark) for r in catalog.records)
     report = DataReport(
         catalog.root,
@@ -80,19 +83,21 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
             if image.mode not in USUAL_MODES:
                 report.odd_modes.append((record.path, image.mode))
     try:
-        stratified_split(catalog, split)
+        assign_splits(catalog, split, split_file)
     except SplitError as err:
         report.split_error = str(err)
     return report
 
 
-def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
+def inspect_tree(
+    root: str | Path, split: SplitSpec | None = None, split_file: str | Path | None = None
+) -> DataReport:
     """Scan ``root`` and report on it; a tree that cannot be used gives ``fatal``."""
     try:
         catalog = scan_image_folder(root)
     except CatalogError as err:
         return DataReport(Path(root), fatal=str(err))
-    return inspect_catalog(catalog, split or SplitSpec())
+    return inspect_catalog(catalog, split or SplitSpec(), split_file)
 
 
 def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
@@ -158,7 +163,9 @@ def main(argv: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""
         raise UsageError(f"{error}{cause}") from error
-    report = inspect_tree(resolve_data_root(config), config.data.split.to_spec())
+    report = inspect_tree(
+        resolve_data_root(config), config.data.split.to_spec(), config.data.split_file
+    )
     print(format_report(report), end="")
     return 0 if report.ok else 1
 

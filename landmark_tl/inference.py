@@ -180,10 +180,12 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     """Rebuild a finished run's model from its dir (config, hierarchy, last best checkpoint);
     a dir that is not a complete finished run raises MalformedRunError naming the file."""
     from landmark_tl.build import build_backbone, build_strategy
+    from landmark_tl.fingerprint import check_run_marker
     from landmark_tl.fit import read_checkpoint
 
     run_dir = finished_run_dir(Path(run_dir))
     metrics = read_metrics(run_dir / "metrics.json")
+    check_run_marker(run_dir, metrics)
     config = read_run_config(run_dir)
     hierarchy_path = _run_file(run_dir, "hierarchy.json")
     try:
