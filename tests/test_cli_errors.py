@@ -24,7 +24,7 @@ from landmark_tl.data.features import CachePermissionError, FeatureCache
 from landmark_tl.data.splits import SplitError, read_split_csv, write_split_csv
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.doctor import main as doctor_main
-from landmark_tl.errors import UsageError, hydra_command
+from landmark_tl.errors import UsageError, hydra_command, take_debug_flag
 from landmark_tl.export import main as export_main
 from landmark_tl.inference import image_files
 from landmark_tl.io import atomic_write_text
@@ -237,6 +237,9 @@ def test_debug_flag_shows_the_error_with_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # --debug sets it; restored after the test
     with pytest.raises(UsageError, match="top_k=abc"):
         predict_main(["--debug", f"run={tmp_path}", f"inputs={tmp_path}", "top_k=abc"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    assert take_debug_flag(["seed=1", "--debug"]) == ["seed=1"]  # train's, before Hydra
+    assert os.environ["HYDRA_FULL_ERROR"] == "1"
 
 
 def test_predict_on_a_random_dir_says_the_run_did_not_finish(tmp_path, capsys):
