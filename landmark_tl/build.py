@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from landmark_tl.config import DataSource, TrainConfig, validate_config
+from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
 from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
@@ -27,18 +27,32 @@ from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
+def cache_dir(config: TrainConfig) -> Path:
+    """``paths.cache_dir``, expanded; refused when it, or the nearest existing folder above
+    it, is a file (it is created when missing)."""
+    path = Path(config.paths.cache_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(
+            f"paths.cache_dir={path} cannot be a folder{where}: give a folder path (created "
+            "if missing), or set the environment variable LANDMARK_TL_CACHE to one"
+        )
+    return path
+
+
 def resolve_data_root(config: TrainConfig) -> Path:
     """The data set's root: the user's ``data.root``, or the generated synthetic tree."""
     data = config.data
     if data.source is not DataSource.synthetic:
         if not data.root:
-            raise ValueError(
+            raise ConfigError(
                 f"data={data.source.value} needs data.root=/path/to/data (see conf/data/"
                 f"{data.source.value}.yaml)"
             )
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(
-        Path(config.paths.cache_dir).expanduser() / "datasets",
+        cache_dir(config) / "datasets",
         images_per_landmark=data.images_per_landmark,
         image_size=data.image_size,
         seed=data.synthetic_seed,
@@ -104,7 +118,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
     data = config.data
     use_features = config.features.enabled(backbone.frozen)
     autocast = feature_autocast(config)
-    cache_root = Path(config.paths.cache_dir).expanduser() / "features"
+    cache_root = cache_dir(config) / "features"
     return LandmarkDataModule(
         build_source(config),
         backbone.preprocessing,

@@ -23,6 +23,7 @@ from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
+from landmark_tl.errors import UsageError, command
 from landmark_tl.io import printable
 
 if TYPE_CHECKING:
@@ -173,7 +174,9 @@ def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
     """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
     composes it; ``data.root=`` without ``data=`` means ``data=folder``."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from landmark_tl.config import register_configs
 
@@ -184,15 +187,20 @@ def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
         overrides.insert(0, "data=folder")
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     """Compose the training config from ``argv`` overrides and report on its data."""
     from landmark_tl.build import build_source
 
-    config = compose_train_config(sys.argv[1:] if argv is None else argv)
+    config = compose_train_config(argv)
     report = inspect_source(
         build_source(config),
         config.data.split.to_spec(),

@@ -24,8 +24,15 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
+from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import atomic_write_text, bytes_digest, file_digests, printable
+from landmark_tl.io import (
+    atomic_write_text,
+    bytes_digest,
+    file_digests,
+    printable,
+    require_regular_file,
+)
 
 if TYPE_CHECKING:
     from landmark_tl.data.sources import Candidate, ImageSource
@@ -45,7 +52,7 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _MAX_LISTED = 10
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """The image tree cannot be used; the message names the folder or file and the fix."""
 
 
@@ -140,8 +147,11 @@ def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
     """Decode an image fully and upright (EXIF orientation applied) as 8-bit RGB.
 
     Transparent pixels are composited on white; 16-bit, 32-bit and float images are scaled
-    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files.
+    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files, and OSError
+    for a path that is not a regular file (never opened).
     """
+    if isinstance(path, str | Path):
+        require_regular_file(path)  # a FIFO would block the open forever
     with Image.open(path) as image:
         upright = ImageOps.exif_transpose(image)  # a fully decoded copy
     return _to_rgb(upright)

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from landmark_tl.data.catalog import Catalog, ImageRecord, build_catalog, load_rgb
+from landmark_tl.data.catalog import Catalog, CatalogError, ImageRecord, build_catalog, load_rgb
 from landmark_tl.data.features import FeatureCache, view_features
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
@@ -28,7 +28,9 @@ from landmark_tl.data.transforms import (
     to_uint8_tensor,
     training_views,
 )
+from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.io import printable
 from landmark_tl.models.backbone import Backbone, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,23 @@ def decode_images(
     """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
 
     ``open_image`` opens an image's bytes (e.g. :meth:`Catalog.open`); default: the file.
+
+    The images were read by the catalog's scan; one that fails now was deleted or changed
+    since, and raises CatalogError naming it.
     """
     geometry = geometry_transform(preprocessing)
     opener = open_image or (lambda path: open(path, "rb"))  # noqa: SIM115 (closed below)
 
     def decode(path: Path) -> torch.Tensor:
-        with opener(path) as f:
-            return to_uint8_tensor(geometry(load_rgb(f)))
+        try:
+            with opener(path) as f:
+                return to_uint8_tensor(geometry(load_rgb(f)))
+        except Exception as error:  # the scan decoded it: any failure is a change since
+            raise CatalogError(
+                f"{printable(str(path))}: deleted or changed after the scan "
+                f"({type(error).__name__}: {str(error)[:200]}); restore it and run again "
+                "(a new scan skips and reports unreadable files)"
+            ) from error
 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         return torch.stack(list(pool.map(decode, paths)))
@@ -158,7 +170,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.assignment: list[str] = []
         self.datasets: dict[str, Dataset] = {}
         if feature_encoder is not None and self.augment is Augment.random and random_views < 1:
-            raise ValueError(
+            raise ConfigError(
                 "data.augment=random with a frozen backbone caches a fixed number of random "
                 "views per image: set features.random_views to 1 or more (or "
                 "features.cache=false to draw new views every epoch, recomputing features)"

@@ -22,6 +22,7 @@ from landmark_tl.data.catalog import (
     show,
 )
 from landmark_tl.data.sources import Candidate, ImageSource, Listing
+from landmark_tl.io import not_regular_reason, special_file_kind
 
 
 class FolderSource(ImageSource):
@@ -74,17 +75,20 @@ def _is_image(name: str) -> bool:
 
 
 def _is_dir(entry: os.DirEntry[str], walk: Listing) -> bool | None:
-    """Whether ``entry`` is a folder; None (and a problem) when it cannot even be stat-ed,
-    e.g. a symlink loop or a dangling link."""
+    """Whether ``entry`` is a folder (else a regular file); None (and a problem) when it
+    cannot even be stat-ed (a symlink loop, a dangling link) or is a special file (FIFO,
+    socket, device), which is never opened: reading a FIFO would block forever."""
     try:
         is_dir = entry.is_dir()
-        if not is_dir and entry.is_symlink():
-            os.stat(entry.path)  # a dangling link raises here
-        return is_dir
+        if is_dir or entry.is_file():
+            return is_dir
+        kind = special_file_kind(entry.stat().st_mode)  # a dangling link raises here
     except OSError as error:
         reason = f"unreadable entry ({error.strerror}); fix or remove it"
         walk.problems.append(Problem(Path(entry.path), reason))
         return None
+    walk.problems.append(Problem(Path(entry.path), not_regular_reason(kind or "unknown kind")))
+    return None
 
 
 def _subfolders(folder: Path, walk: Listing) -> list[str]:
