@@ -12,8 +12,15 @@ import lightning as L
 import torch
 
 from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
+from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sources import Columns, ImageSource
+from landmark_tl.data.sources.folder import FolderSource
+from landmark_tl.data.sources.gldv2 import GLDv2Source
+from landmark_tl.data.sources.manifest import ManifestSource
+from landmark_tl.data.sources.shards import ShardSource
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
@@ -35,11 +42,14 @@ def cache_dir(config: TrainConfig) -> Path:
 
 
 def resolve_data_root(config: TrainConfig) -> Path:
-    """The image tree to train on: the user's folder, or the generated synthetic set."""
+    """The data set's root: the user's ``data.root``, or the generated synthetic tree."""
     data = config.data
-    if data.source is DataSource.folder:
+    if data.source is not DataSource.synthetic:
         if not data.root:
-            raise ConfigError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
+            raise ConfigError(
+                f"data={data.source.value} needs data.root=/path/to/data (see conf/data/"
+                f"{data.source.value}.yaml)"
+            )
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(
         cache_dir(config) / "datasets",
@@ -47,6 +57,27 @@ def resolve_data_root(config: TrainConfig) -> Path:
         image_size=data.image_size,
         seed=data.synthetic_seed,
     )
+
+
+def build_source(config: TrainConfig) -> ImageSource:
+    """The data source ``data.source`` names, with its options from ``data``."""
+    data = config.data
+    root = resolve_data_root(config)
+    columns = Columns(data.columns.path, data.columns.landmark, data.columns.category)
+    if data.source is DataSource.manifest:
+        return ManifestSource(root, data.manifest, data.hierarchy, columns)
+    if data.source is DataSource.gldv2:
+        return GLDv2Source(root, clean=data.clean, columns=columns)
+    if data.source is DataSource.shards:
+        return ShardSource(root)
+    return FolderSource(root)
+
+
+def load_catalog(config: TrainConfig) -> Catalog:
+    """The catalog a run of ``config`` trains on (long-tail filters applied)."""
+    catalog = build_catalog(build_source(config))
+    spec = config.data.split.to_spec()
+    return drop_small_landmarks(catalog, config.data.min_images_per_landmark, spec)
 
 
 def build_backbone(config: TrainConfig) -> Backbone:
@@ -89,10 +120,11 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
     autocast = feature_autocast(config)
     cache_root = cache_dir(config) / "features"
     return LandmarkDataModule(
-        resolve_data_root(config),
+        build_source(config),
         backbone.preprocessing,
         split=data.split.to_spec(),
         split_file=data.split_file,
+        min_images_per_landmark=data.min_images_per_landmark,
         augment=data.augment,
         noise_variance=data.noise_variance,
         random_views=config.features.random_views,

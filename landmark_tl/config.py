@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from landmark_tl.data.splits import SplitSpec
+from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.errors import ConfigError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
@@ -23,6 +23,9 @@ from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
 class DataSource(str, Enum):
     synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
     folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
+    manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
+    gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
+    shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
 
 
 @dataclass
@@ -32,6 +35,8 @@ class SplitConfig:
     val: float = 2
     test: float = 3
     seed: int = 0
+    # landmarks with fewer than val + test + 1 images: error (refuse), train_only, drop
+    small: SmallLandmarks = SmallLandmarks.error
 
     def to_spec(self) -> SplitSpec:
         def amount(key: str, value: float) -> int | float:
@@ -43,14 +48,31 @@ class SplitConfig:
             return int(value) if value >= 1 or value == 0 else value
 
         return SplitSpec(
-            val=amount("val", self.val), test=amount("test", self.test), seed=self.seed
+            val=amount("val", self.val),
+            test=amount("test", self.test),
+            seed=self.seed,
+            small=self.small,
         )
+
+
+@dataclass
+class ColumnsConfig:
+    """CSV column names (manifest: image path, landmark, category; gldv2: see conf/data)."""
+
+    path: str = "path"
+    landmark: str = "landmark"
+    category: str = "category"
 
 
 @dataclass
 class DataConfig:
     source: DataSource = DataSource.synthetic
-    root: str | None = None  # required for source=folder
+    root: str | None = None  # required for folder, manifest, gldv2, shards
+    manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
+    hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
+    min_images_per_landmark: int = 1  # smaller landmarks are dropped (and listed)
     images_per_landmark: int = 14  # synthetic only
     image_size: int = 224  # synthetic only
     synthetic_seed: int = 0  # synthetic only
@@ -214,6 +236,12 @@ def _range_problems(config: TrainConfig) -> list[str]:
         ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
         ("data.num_workers", config.data.num_workers, config.data.num_workers >= 0, ">= 0"),
         (
+            "data.min_images_per_landmark",
+            config.data.min_images_per_landmark,
+            config.data.min_images_per_landmark >= 1,
+            ">= 1",
+        ),
+        (
             "data.images_per_landmark",
             config.data.images_per_landmark,
             config.data.images_per_landmark >= 1,
@@ -281,7 +309,9 @@ def _conflicts(config: TrainConfig) -> list[str]:
 def validate_config(config: TrainConfig) -> None:
     """Refuse, at start, values that would fail later or train nonsense."""
     problems = _range_problems(config) + _conflicts(config)
-    if config.data.source is DataSource.folder and not config.data.root:
-        problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    if config.data.source is not DataSource.synthetic and not config.data.root:
+        problems.append(
+            f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.doctor [data=folder] data.root=PATH``: check a data tree first.
+"""``python -m landmark_tl.doctor [data=folder|manifest|gldv2] data.root=PATH``: check data first.
 
 Prints images per landmark and everything that training would skip or refuse: unreadable,
 truncated or duplicate files (catalog problems), tiny images, unusual image modes, names
@@ -14,13 +14,20 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from landmark_tl.data.catalog import Catalog, CatalogError, scan_image_folder
+from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
+from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sources import ImageSource
+from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
 from landmark_tl.errors import UsageError, command
 from landmark_tl.io import printable
+
+if TYPE_CHECKING:
+    from landmark_tl.config import TrainConfig
 
 TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
 USUAL_MODES = frozenset({"RGB", "L"})
@@ -33,6 +40,8 @@ class DataReport:
     root: Path
     per_landmark: list[tuple[str, str, int]] = field(default_factory=list)
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     tiny: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
     odd_modes: list[tuple[Path, str]] = field(default_factory=list)
     collisions: list[str] = field(default_factory=list)
@@ -74,10 +83,12 @@ def inspect_catalog(
         catalog.root,
         per_landmark=[(c, lm, counts[(c, lm)]) for c, lm in catalog.hierarchy.landmarks],
         problems=[(p.path, p.reason) for p in catalog.problems],
+        dropped=list(catalog.dropped),
+        notes=list(catalog.notes),
         collisions=name_collisions(catalog),
     )
     for record in catalog.records:
-        with Image.open(record.path) as image:
+        with catalog.open(record.path) as f, Image.open(f) as image:
             if min(image.size) < TINY_PIXELS:
                 report.tiny.append((record.path, image.size))
             if image.mode not in USUAL_MODES:
@@ -89,15 +100,26 @@ def inspect_catalog(
     return report
 
 
+def inspect_source(
+    source: ImageSource,
+    split: SplitSpec | None = None,
+    split_file: str | Path | None = None,
+    min_images_per_landmark: int = 1,
+) -> DataReport:
+    """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
+    split = split or SplitSpec()
+    try:
+        catalog = drop_small_landmarks(build_catalog(source), min_images_per_landmark, split)
+    except CatalogError as err:
+        return DataReport(source.root, fatal=str(err))
+    return inspect_catalog(catalog, split, split_file)
+
+
 def inspect_tree(
     root: str | Path, split: SplitSpec | None = None, split_file: str | Path | None = None
 ) -> DataReport:
-    """Scan ``root`` and report on it; a tree that cannot be used gives ``fatal``."""
-    try:
-        catalog = scan_image_folder(root)
-    except CatalogError as err:
-        return DataReport(Path(root), fatal=str(err))
-    return inspect_catalog(catalog, split or SplitSpec(), split_file)
+    """Scan the folder tree ``root`` and report on it."""
+    return inspect_source(FolderSource(root), split, split_file)
 
 
 def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
@@ -125,8 +147,17 @@ def format_report(report: DataReport) -> str:
     ]
     lines += _listing("Split", [report.split_error] if report.split_error else [])
     lines += _listing(
+        "Dropped landmarks",
+        [
+            f"{printable(d.category + '/' if d.category else '')}{printable(d.landmark)} "
+            f"({d.images} images): {d.reason}"
+            for d in report.dropped
+        ],
+    )
+    lines += _listing(
         "Skipped files", [f"{printable(str(p))}: {why}" for p, why in report.problems]
     )
+    lines += _listing("Notes", report.notes)
     lines += _listing("Name collisions", report.collisions)
     lines += _listing(
         f"Tiny images (shorter side < {TINY_PIXELS} px)",
@@ -139,18 +170,18 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-@command
-def main(argv: list[str]) -> int:
-    """Compose the training config from ``argv`` overrides and report on its data."""
+def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
+    """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
+    composes it; ``data.root=`` without ``data=`` means ``data=folder``. A bad override is
+    a UsageError."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from landmark_tl.build import resolve_data_root
     from landmark_tl.config import register_configs
 
-    overrides = list(argv)
+    overrides = list(overrides)
     if any(o.startswith("data.root=") for o in overrides) and not any(
         o.startswith("data=") for o in overrides
     ):
@@ -159,12 +190,23 @@ def main(argv: list[str]) -> int:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            config = OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+            return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""
         raise UsageError(f"{error}{cause}") from error
-    report = inspect_tree(
-        resolve_data_root(config), config.data.split.to_spec(), config.data.split_file
+
+
+@command
+def main(argv: list[str]) -> int:
+    """Compose the training config from ``argv`` overrides and report on its data."""
+    from landmark_tl.build import build_source
+
+    config = compose_train_config(argv)
+    report = inspect_source(
+        build_source(config),
+        config.data.split.to_spec(),
+        config.data.split_file,
+        config.data.min_images_per_landmark,
     )
     print(format_report(report), end="")
     return 0 if report.ok else 1

@@ -33,6 +33,8 @@ COSMETIC_KEYS = frozenset(
     {
         "resume",
         "data.root",
+        "data.manifest",
+        "data.hierarchy",
         "data.split_file",
         "optimized_metric",
         "paths.output_dir",

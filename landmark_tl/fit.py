@@ -246,7 +246,9 @@ def _test_stage(
         name=module.stage,
         tasks=tasks,
         scores={
-            t: score_predictions(outputs.preds[t], outputs.targets[t], module.num_classes[t])
+            t: score_predictions(
+                outputs.preds[t], outputs.targets[t], module.num_classes[t], outputs.probs[t]
+            )
             for t in outputs.preds
         },
         val_scores=val_scores,

@@ -114,6 +114,11 @@ def require_regular_file(path: str | Path) -> None:
         raise OSError(errno.EINVAL, not_regular_reason(kind), str(path))
 
 
+def bytes_digest(data: bytes) -> str:
+    """Content digest of bytes, the same as :func:`file_digest` of a file holding them."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     """Content digest of a file (BLAKE2b, 128 bit, hex)."""
     digest = hashlib.blake2b(digest_size=16)

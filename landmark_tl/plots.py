@@ -1,9 +1,14 @@
-"""Figures of a run (learning curves, confusion matrices) and of a comparison (bar chart)."""
+"""Figures of a run (learning curves, confusion matrices) and of a comparison (bar chart).
+
+Above :data:`MATRIX_MAX_CLASSES` classes a k×k confusion matrix is unreadable (and 10⁸
+cells at 10k landmarks), so the run's plot shows its most-confused pairs instead.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DPI = 120
 ANNOTATE_MAX_CLASSES = 30
+MATRIX_MAX_CLASSES = 50
+CONFUSED_PAIRS = 20
 TASK_COLORS = {"category": "tab:blue", "landmark": "tab:orange"}
 
 
@@ -114,6 +121,40 @@ def confusion_figure(task: str, matrix: np.ndarray, class_names: Sequence[str]) 
     return fig
 
 
+def most_confused_pairs(
+    true_names: Sequence[str], pred_names: Sequence[str], top: int = CONFUSED_PAIRS
+) -> list[tuple[str, str, int]]:
+    """The ``top`` (true, predicted, count) pairs with most errors, most first (ties by name)."""
+    errors = Counter((t, p) for t, p in zip(true_names, pred_names, strict=True) if t != p)
+    ranked = sorted(errors.items(), key=lambda item: (-item[1], item[0]))
+    return [(t, p, n) for (t, p), n in ranked[:top]]
+
+
+def confused_pairs_figure(
+    task: str, true_names: Sequence[str], pred_names: Sequence[str], class_names: Sequence[str]
+) -> Figure:
+    """Horizontal bars of the most-confused (true → predicted) pairs, titled with the
+    task's macro F1 and accuracy over all ``class_names``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    targets = np.array([index[t] for t in true_names], dtype=np.int64)
+    preds = np.array([index[p] for p in pred_names], dtype=np.int64)
+    pairs = most_confused_pairs(true_names, pred_names)
+    fig = Figure(figsize=(10, 1.5 + 0.3 * max(len(pairs), 1)), layout="constrained")
+    ax = fig.subplots()
+    labels = [f"{printable(t)} → {printable(p)}" for t, p, _ in reversed(pairs)]
+    ax.barh(range(len(pairs)), [n for *_, n in reversed(pairs)], color=TASK_COLORS[task])
+    ax.set_yticks(range(len(pairs)), labels, fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("test images (true → predicted)")
+    errors = int((targets != preds).sum())
+    ax.set_title(
+        f"Most confused pairs: {task} ({len(class_names)} classes, {errors} errors) — macro F1 "
+        f"{macro_f1(preds, targets, len(class_names)):.3f}, accuracy "
+        f"{float(np.mean(targets == preds)) if len(targets) else 0.0:.3f} (n={len(targets)})"
+    )
+    return fig
+
+
 def bar_chart_figure(
     labels: Sequence[str],
     series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
@@ -162,7 +203,10 @@ def _write_confusions(run_dir: Path, out_dir: Path) -> list[Path]:
         true, pred = predictions.true[task], predictions.pred[task]
         extra = sorted((set(true) | set(pred)) - set(known[task]))
         names = [*known[task], *extra]
-        figure = confusion_figure(task, confusion_matrix(true, pred, names), names)
+        if len(names) > MATRIX_MAX_CLASSES:
+            figure = confused_pairs_figure(task, true, pred, names)
+        else:
+            figure = confusion_figure(task, confusion_matrix(true, pred, names), names)
         written.append(save_png(figure, out_dir / f"confusion_{task}.png"))
     return written
 

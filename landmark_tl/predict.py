@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from landmark_tl.data.catalog import IMAGE_EXTENSIONS, CatalogError, load_rgb
 from landmark_tl.errors import UsageError, command
@@ -65,16 +66,27 @@ def output_file(args: dict[str, list[str]], default: Path) -> Path:
 
 
 def predict_files(
-    run: TrainedRun, files: Sequence[Path], top_k: int, chunk: int = 32
+    run: TrainedRun,
+    files: Sequence[Path],
+    top_k: int,
+    chunk: int = 32,
+    open_image: Callable[[Path], BinaryIO] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
-    """Predictions of the readable files; the others with the reason they were skipped."""
+    """Predictions of the readable files; the others with the reason they were skipped.
+
+    ``open_image`` reads an image that is not a plain file (e.g. :meth:`Catalog.open`).
+    """
     predictions: list[Prediction] = []
     skipped: list[tuple[Path, str]] = []
     for start in range(0, len(files), chunk):
         images, paths = [], []
         for path in files[start : start + chunk]:
             try:
-                images.append(load_rgb(path))
+                if open_image is None:
+                    images.append(load_rgb(path))
+                else:
+                    with open_image(path) as f:
+                        images.append(load_rgb(f))
                 paths.append(path)
             except Exception as err:  # unreadable, truncated, not an image: list it, go on
                 skipped.append((path, f"{type(err).__name__}: {str(err)[:120]}"))

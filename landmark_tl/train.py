@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_tl.build import build_strategy, prepare_data
 from landmark_tl.config import TrainConfig, register_configs, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
 from landmark_tl.errors import hydra_command, take_debug_flag
@@ -68,6 +70,15 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
             row += [names[t][target], names[t][pred], f"{prob:.4f}"]
         writer.writerow(row)
     return out.getvalue()
+
+
+def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor:
+    """Number of training images of each landmark index."""
+    _, landmarks = datamodule.catalog.labels()
+    in_train = [lm for lm, s in zip(landmarks, datamodule.assignment, strict=True) if s == "train"]
+    return torch.bincount(
+        torch.tensor(in_train, dtype=torch.long), minlength=datamodule.hierarchy.num_landmarks
+    )
 
 
 def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fingerprint:
@@ -154,9 +165,24 @@ def train(
         "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
         if sizes["test"]
         else {},
+        "frequency_buckets": frequency_bucket_scores(
+            training_images_per_landmark(datamodule), test.preds, test.targets
+        )
+        if sizes["test"]
+        else {},
         "data": {
+            "source": config.data.source.value,
             "root": str(catalog.root),
             "images": len(catalog.records),
+            "dropped_landmarks": [
+                {
+                    "category": d.category,
+                    "landmark": d.landmark,
+                    "images": d.images,
+                    "reason": d.reason,
+                }
+                for d in catalog.dropped
+            ],
             "skipped": [{"path": str(p.path), "reason": p.reason} for p in catalog.problems],
             "split": sizes,
         },

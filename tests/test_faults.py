@@ -94,14 +94,14 @@ def test_symlink_loop_is_reported_not_followed(tmp_path):
 def test_unreadable_permission_is_reported(tmp_path, monkeypatch):
     root = _tree(tmp_path)
     locked = root / "Gothic" / "B" / "1.png"
-    real_open = Image.open
+    real_read = Path.read_bytes
 
-    def guarded(fp, *args, **kwargs):  # chmod 000 does not stop root, so deny it here
-        if Path(fp) == locked:
-            raise PermissionError(errno.EACCES, "Permission denied", str(fp))
-        return real_open(fp, *args, **kwargs)
+    def guarded(path):  # chmod 000 does not stop root, so deny it here
+        if path == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_read(path)
 
-    monkeypatch.setattr(Image, "open", guarded)
+    monkeypatch.setattr(Path, "read_bytes", guarded)
     assert "Permission denied" in _problem(scan_image_folder(root), "1.png")
 
 

@@ -70,7 +70,7 @@ def test_evaluate_on_its_own_split_reproduces_the_run_metrics(trained):
     run = load_run(trained)
     result = evaluate(run)
     for task in ("category", "landmark"):
-        for key in ("macro_f1", "accuracy", "n"):
+        for key in ("macro_f1", "accuracy", "top5_accuracy", "gap", "n"):
             assert result["test"][task][key] == pytest.approx(run.metrics["test"][task][key])
     assert result["hierarchy"]["consistency"] == 1.0
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landmark_tl.metrics import hierarchy_scores, score_predictions, task_metrics
+from landmark_tl.metrics import (
+    global_average_precision,
+    hierarchy_scores,
+    score_predictions,
+    task_metrics,
+    top_k_accuracy,
+)
 
 
 def test_macro_f1_and_accuracy_by_hand():
@@ -53,3 +59,30 @@ def test_hierarchy_scores_by_hand():
     assert scores["consistency"] == pytest.approx(2 / 4)
     # implied 0,0,1,0 vs true 0,0,1,1: class 0 tp2 fp1 -> 4/5; class 1 tp1 fn1 -> 2/3
     assert scores["category_f1_from_landmark"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_gap_ranks_predictions_by_confidence():
+    # ranked by confidence: right, wrong, right, right -> (1/1 + 2/3 + 3/4) / 4 images
+    preds = torch.tensor([3, 1, 2, 0])
+    confidence = torch.tensor([0.7, 0.9, 0.6, 0.8])
+    targets = torch.tensor([3, 1, 2, 5])
+    assert global_average_precision(preds, confidence, targets) == pytest.approx(
+        (1 + 2 / 3 + 3 / 4) / 4
+    )
+    # GAP rewards confident right answers: the same hits ranked first score 1 x 3/4
+    right_first = torch.tensor([0.9, 0.8, 0.7, 0.1])
+    assert global_average_precision(
+        torch.tensor([1, 2, 3, 0]), right_first, torch.tensor([1, 2, 3, 9])
+    ) == pytest.approx(3 / 4)
+
+
+def test_top_k_accuracy_and_scores_with_probabilities():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    targets = torch.tensor([1, 2, 2])
+    assert top_k_accuracy(probs, targets, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, targets, 2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(probs, targets, 5) == pytest.approx(1.0)  # k capped at 3 classes
+    scores = score_predictions(probs.argmax(1), targets, 3, probs)
+    assert scores["top5_accuracy"] == pytest.approx(1.0)
+    # ranked: image 1 (0.7, right), image 2 (0.6, wrong), image 0 (0.5, wrong) -> 1/3
+    assert scores["gap"] == pytest.approx(1 / 3)

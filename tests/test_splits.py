@@ -106,7 +106,8 @@ def test_too_few_images_lists_every_offending_folder_and_the_fix():
     assert f"{ROOT}/Gothic/Dom: 5 images, needs 6 (2 val + 3 test + 1 train)" in message
     assert f"{ROOT}/Modern/CCTV: 2 images, needs 6" in message
     assert "Milan" not in message
-    assert "lower data.split.val / data.split.test, or use fractions" in message
+    assert "lower data.split.val / data.split.test, use fractions" in message
+    assert "data.split.small=train_only" in message
 
 
 def test_fractions_that_leave_no_train_image_are_refused():
@@ -202,6 +203,15 @@ def test_catalog_images_missing_from_the_manifest_are_refused(tmp_path):
     assert "regenerate the split or remove those files" in message
 
 
+def test_manifest_with_other_labels_than_the_data_is_refused(tmp_path):
+    catalog = make_catalog({("Gothic", "Milan"): 6})
+    write_split_csv(tmp_path / "split.csv", catalog, stratified_split(catalog, SplitSpec(1, 1)))
+    relabelled = make_catalog({("Gothic", "Milan"): 6})
+    relabelled.records[0] = ImageRecord(relabelled.records[0].path, "Gothic", "Dom")
+    with pytest.raises(SplitError, match="lists 1 images .* under other labels"):
+        read_split_csv(tmp_path / "split.csv", relabelled)
+
+
 HEADER = "split,category,landmark,path\n"
 
 
@@ -212,8 +222,8 @@ HEADER = "split,category,landmark,path\n"
         ("split,path\ntrain,Gothic/Milan/a.jpg\n", "lacks columns ['category', 'landmark']"),
         (HEADER + "holdout,Gothic,Milan,Gothic/Milan/a.jpg\n", "line 2: unknown split 'holdout'"),
         (HEADER + "train,Gothic,Milan\n", "line 2: too few fields"),
-        (HEADER + "train,Gothic,Dom,Gothic/Milan/a.jpg\n", "line 2: path 'Gothic/Milan/a.jpg' is"),
-        (HEADER + "train,Gothic,Milan,a.jpg\n", "line 2: path 'a.jpg' is not <category>"),
+        (HEADER + "train,Gothic,Milan,/a.jpg\n", "line 2: path '/a.jpg' must be relative"),
+        (HEADER + "train,Gothic,Milan,../a.jpg\n", "line 2: path '../a.jpg' must be relative"),
         (
             HEADER + "train,Gothic,Milan,Gothic/Milan/a.jpg\nval,Gothic,Milan,Gothic/Milan/a.jpg\n",
             "line 3: 'Gothic/Milan/a.jpg' is listed twice",

@@ -1,10 +1,9 @@
-"""Scan an image tree ``<root>/<category>/<landmark>/<image>`` into a :class:`Catalog`.
+"""The catalog: readable images, their labels and hierarchy, and every file that was skipped.
 
-Every image file ends up accounted for: it becomes a record, or a :class:`Problem` with a
-one-line reason (unreadable, truncated, at the wrong depth, unsupported format). A tree that
-cannot be used at all (missing root, empty category or landmark folder) raises
-:class:`CatalogError` naming the folder and the fix. Hidden entries and non-image files are
-ignored and counted in the log.
+:func:`build_catalog` reads what a data source (:mod:`landmark_tl.data.sources`) lists:
+every image ends up accounted for, as a record or as a :class:`Problem` with a one-line
+reason (unreadable, truncated, duplicate, unsupported format). A source that cannot be used
+at all raises :class:`CatalogError` naming the file or folder and the fix.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
@@ -28,12 +28,14 @@ from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import (
     atomic_write_text,
+    bytes_digest,
     file_digests,
-    not_regular_reason,
     printable,
     require_regular_file,
-    special_file_kind,
 )
+
+if TYPE_CHECKING:
+    from landmark_tl.data.sources import Candidate, ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class CatalogError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One readable image and its two labels (the names of its parent folders)."""
+    """One readable image (its path, under the catalog's root) and its two labels."""
 
     path: Path
     category: str
@@ -71,21 +73,58 @@ class Problem:
     reason: str
 
 
+@dataclass(frozen=True)
+class DroppedLandmark:
+    """A whole landmark left out, with how many images it had and why."""
+
+    category: str
+    landmark: str
+    images: int
+    reason: str
+
+
 @dataclass
 class Catalog:
-    """The readable images of a tree, their label hierarchy and the files that were skipped."""
+    """The readable images of a data set, their label hierarchy and what was left out.
+
+    ``source`` reads an image's bytes (None: records are plain files); ``dropped`` lists
+    whole landmarks left out, ``notes`` remarks of the source for the data report.
+    """
 
     root: Path
     records: list[ImageRecord]
     hierarchy: LabelHierarchy
     problems: list[Problem] = field(default_factory=list)
     digests: dict[Path, str] = field(default_factory=dict)  # content digest by path
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source: ImageSource | None = None
 
     def content_digests(self) -> list[str]:
         """Content digest of each record (read once by the scan, computed here if not)."""
         missing = [r.path for r in self.records if r.path not in self.digests]
-        self.digests.update(zip(missing, file_digests(missing), strict=True))
+        if self.source is None:
+            found = file_digests(missing)
+        else:
+            found = [bytes_digest(self.read(path)) for path in missing]
+        self.digests.update(zip(missing, found, strict=True))
         return [self.digests[r.path] for r in self.records]
+
+    def key(self, path: Path) -> str:
+        """The stable key of an image: its path relative to the root, POSIX style."""
+        return path.relative_to(self.root).as_posix()
+
+    def read(self, path: Path) -> bytes:
+        """The stored bytes of the image at ``path`` (a record's path)."""
+        with self.open(path) as f:
+            return f.read()
+
+    def open(self, path: Path) -> BinaryIO:
+        """The stored bytes of the image at ``path`` (a record's path), as a file to read."""
+        if self.source is None:
+            require_regular_file(path)  # a FIFO would block the open forever
+            return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+        return self.source.open(self.key(path))
 
     def labels(self) -> tuple[list[int], list[int]]:
         """Category index and landmark index of each record."""
@@ -105,17 +144,29 @@ class Catalog:
         atomic_write_text(path, buffer.getvalue())
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
     """Decode an image fully and upright (EXIF orientation applied) as 8-bit RGB.
 
     Transparent pixels are composited on white; 16-bit, 32-bit and float images are scaled
     to 8 bits. Raises whatever Pillow raises for unreadable or truncated files, and OSError
     for a path that is not a regular file (never opened).
     """
-    require_regular_file(path)  # a FIFO would block the open forever
+    if isinstance(path, str | Path):
+        require_regular_file(path)  # a FIFO would block the open forever
     with Image.open(path) as image:
         upright = ImageOps.exif_transpose(image)  # a fully decoded copy
     return _to_rgb(upright)
+
+
+class NamedBytes(io.BytesIO):
+    """Image bytes in memory that show as their file name in Pillow's error messages."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(printable(os.path.basename(self.name)))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -157,171 +208,62 @@ def avif_supported() -> bool:
     return True
 
 
+def build_catalog(
+    source: ImageSource, *, verify: bool = True, workers: int | None = None
+) -> Catalog:
+    """Read every image ``source`` lists into a :class:`Catalog`.
+
+    Each image's bytes are read once: hashed (for duplicates and the feature cache) and,
+    with ``verify``, decoded (in ``workers`` threads, default one per CPU) so that
+    unreadable ones become problems; without it only the file names are checked.
+    """
+    listing = source.listing()
+    reasons, digests = _inspect_all(source, listing.candidates, verify=verify, workers=workers)
+    records: list[ImageRecord] = []
+    failed: list[tuple[ImageRecord, str]] = []
+    by_path: dict[Path, str] = {}
+    for candidate, reason, digest in zip(listing.candidates, reasons, digests, strict=True):
+        record = ImageRecord(source.path(candidate.key), candidate.category, candidate.landmark)
+        if reason is None:
+            records.append(record)
+            by_path[record.path] = digest
+        else:
+            failed.append((record, reason))
+    records, duplicates = _without_duplicates(records, by_path)
+    failed += duplicates
+    problems = listing.problems + [Problem(record.path, reason) for record, reason in failed]
+    _check_readable(source.root, records, failed, problems)
+    records.sort(key=lambda r: (r.category, r.landmark, r.path))
+    problems.sort(key=lambda p: str(p.path))
+    hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
+    _log_summary(source.root, records, hierarchy, problems, listing.ignored)
+    return Catalog(
+        source.root,
+        records,
+        hierarchy,
+        problems,
+        {r.path: by_path[r.path] for r in records},
+        dropped=listing.dropped,
+        notes=listing.notes,
+        source=source,
+    )
+
+
 def scan_image_folder(
     root: str | Path, *, verify: bool = True, workers: int | None = None
 ) -> Catalog:
-    """Scan ``<root>/<category>/<landmark>/<image>`` into a :class:`Catalog`.
+    """Scan ``<root>/<category>/<landmark>/<image>`` into a :class:`Catalog`."""
+    from landmark_tl.data.sources.folder import FolderSource
 
-    With ``verify`` every image is decoded (in ``workers`` threads, default: one per CPU) and
-    unreadable ones become problems; without it only the file names are checked.
-    """
-    root = Path(root).expanduser().absolute()
-    _check_root(root)
-    walk = _walk_tree(root)
-    reasons = _unusable_reasons(walk.candidates, verify=verify, workers=workers)
-    checked = list(zip(walk.candidates, reasons, strict=True))
-    records = [record for record, reason in checked if reason is None]
-    failed = [(record, reason) for record, reason in checked if reason is not None]
-    digests = dict(
-        zip((r.path for r in records), file_digests([r.path for r in records]), strict=True)
-    )
-    records, duplicates = _without_duplicates(records, digests)
-    failed += duplicates
-    _check_readable(root, records, failed)
-    records.sort(key=lambda r: (r.category, r.landmark, r.path.name))
-    problems = walk.problems + [Problem(record.path, reason) for record, reason in failed]
-    problems.sort(key=lambda p: str(p.path))
-    hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
-    _log_summary(root, records, hierarchy, problems, walk.ignored)
-    return Catalog(root, records, hierarchy, problems, {r.path: digests[r.path] for r in records})
+    return build_catalog(FolderSource(root), verify=verify, workers=workers)
 
 
-def _show(path: str | Path) -> str:
+def show(path: str | Path) -> str:
+    """A path as printed in messages (undecodable bytes made printable)."""
     return printable(str(path))
 
 
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        raise CatalogError(
-            f"{_show(root)}: image folder does not exist; check the path "
-            f"(expected a folder laid out as {LAYOUT})"
-        )
-    if not root.is_dir():
-        raise CatalogError(
-            f"{_show(root)}: is a file, not a folder; give the folder laid out as {LAYOUT}"
-        )
-
-
-@dataclass
-class _Walk:
-    """What a walk over the tree found, before any image is decoded."""
-
-    candidates: list[ImageRecord] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    ignored: Counter[str] = field(default_factory=Counter)
-
-
-def _walk_tree(root: Path) -> _Walk:
-    walk = _Walk()
-    categories = _subfolders(root, walk)
-    if not categories:
-        raise CatalogError(_no_categories_message(root, walk))
-    for category in categories:
-        _walk_category(root / category, walk)
-    _raise_all(root, walk.errors)
-    return walk
-
-
-def _visible_entries(folder: Path, walk: _Walk) -> list[os.DirEntry[str]]:
-    """Entries of ``folder`` sorted by name, hidden ones counted and left out."""
-    try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-    except OSError as error:
-        raise CatalogError(
-            f"{_show(folder)}: cannot list the folder ({error.strerror}); "
-            "fix its permissions or remove it"
-        ) from error
-    visible = [entry for entry in entries if not entry.name.startswith(".")]
-    walk.ignored["hidden"] += len(entries) - len(visible)
-    return visible
-
-
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _is_dir(entry: os.DirEntry[str], walk: _Walk) -> bool | None:
-    """Whether ``entry`` is a folder (else a regular file); None (and a problem) when it
-    cannot even be stat-ed (a symlink loop, a dangling link) or is a special file (FIFO,
-    socket, device), which is never opened: reading a FIFO would block forever."""
-    try:
-        is_dir = entry.is_dir()
-        if is_dir or entry.is_file():
-            return is_dir
-        kind = special_file_kind(entry.stat().st_mode)  # a dangling link raises here
-    except OSError as error:
-        reason = f"unreadable entry ({error.strerror}); fix or remove it"
-        walk.problems.append(Problem(Path(entry.path), reason))
-        return None
-    walk.problems.append(Problem(Path(entry.path), not_regular_reason(kind or "unknown kind")))
-    return None
-
-
-def _subfolders(folder: Path, walk: _Walk) -> list[str]:
-    """Names of the visible subfolders of ``folder``; files there are at the wrong depth."""
-    names = []
-    for entry in _visible_entries(folder, walk):
-        is_dir = _is_dir(entry, walk)
-        if is_dir:
-            names.append(entry.name)
-        elif is_dir is not None:
-            _misplaced(entry, walk)
-    return names
-
-
-def _misplaced(entry: os.DirEntry[str], walk: _Walk) -> None:
-    """An entry outside any landmark folder: a problem if it is an image, else ignored."""
-    if entry.is_dir(follow_symlinks=False):
-        for inner in _visible_entries(Path(entry.path), walk):
-            _misplaced(inner, walk)
-    elif _is_image(entry.name):
-        walk.problems.append(Problem(Path(entry.path), WRONG_DEPTH))
-    else:
-        walk.ignored["non-image"] += 1
-
-
-def _no_categories_message(root: Path, walk: _Walk) -> str:
-    found = f"; found {len(walk.problems)} image files directly in it" if walk.problems else ""
-    return f"{_show(root)}: contains no category folders{found}; arrange the images as {LAYOUT}"
-
-
-def _walk_category(folder: Path, walk: _Walk) -> None:
-    landmarks = _subfolders(folder, walk)
-    if not landmarks:
-        walk.errors.append(
-            f"{_show(folder)}: category folder has no landmark folders; "
-            f"put its images in {LAYOUT} or remove the folder"
-        )
-    for landmark in landmarks:
-        _walk_landmark(folder, landmark, walk)
-
-
-def _walk_landmark(category_folder: Path, landmark: str, walk: _Walk) -> None:
-    folder = category_folder / landmark
-    entries = _visible_entries(folder, walk)
-    images = 0
-    for entry in entries:
-        is_dir = _is_dir(entry, walk)
-        if is_dir is None:
-            continue
-        if is_dir:
-            _misplaced(entry, walk)
-        elif _is_image(entry.name):
-            walk.candidates.append(ImageRecord(Path(entry.path), category_folder.name, landmark))
-            images += 1
-        else:
-            walk.ignored["non-image"] += 1
-    if not images:
-        found = "it is empty" if not entries else f"only {len(entries)} other entries"
-        walk.errors.append(
-            f"{_show(folder)}: landmark folder has no image files ({found}); add images "
-            f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder"
-        )
-
-
-def _raise_all(root: Path, errors: Sequence[str]) -> None:
+def raise_all(root: Path, errors: Sequence[str]) -> None:
     """Raise one CatalogError listing every unusable folder (up to a limit)."""
     if not errors:
         return
@@ -329,34 +271,42 @@ def _raise_all(root: Path, errors: Sequence[str]) -> None:
         raise CatalogError(errors[0])
     listed = "\n  ".join(errors[:_MAX_LISTED])
     more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
-    raise CatalogError(f"{_show(root)}: {len(errors)} folders are unusable:\n  {listed}{more}")
+    raise CatalogError(f"{show(root)}: {len(errors)} folders are unusable:\n  {listed}{more}")
 
 
-def _unusable_reasons(
-    candidates: Sequence[ImageRecord], *, verify: bool, workers: int | None
-) -> list[str | None]:
-    """Why each candidate cannot be used (None when it can), in the candidates' order."""
-    check = partial(_unusable_reason, avif=avif_supported(), verify=verify)
-    paths = [record.path for record in candidates]
-    if not verify:
-        return [check(path) for path in paths]
+def _inspect_all(
+    source: ImageSource, candidates: Sequence[Candidate], *, verify: bool, workers: int | None
+) -> tuple[list[str | None], list[str | None]]:
+    """Why each candidate cannot be used (None when it can) and its content digest."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
     with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(check, paths))
+        results = list(pool.map(inspect, [c.key for c in candidates]))
+    return [reason for reason, _ in results], [digest for _, digest in results]
 
 
-def _unusable_reason(path: Path, *, avif: bool, verify: bool) -> str | None:
-    if not avif and path.suffix.lower() == ".avif":
-        return AVIF_HINT
-    if not verify:
-        return None
+def _inspect(
+    source: ImageSource, key: str, *, avif: bool, verify: bool
+) -> tuple[str | None, str | None]:
+    if not avif and key.lower().endswith(".avif"):
+        return AVIF_HINT, None
     try:
-        load_rgb(path)
-    except Exception as error:  # any decoder failure makes this file unusable, not the scan
-        return f"unreadable: {type(error).__name__}: {_one_line(str(error))}"
-    return None
+        data = source.read(key)
+    except OSError as error:
+        return _unreadable(error), None
+    digest = bytes_digest(data)
+    if verify:
+        try:
+            load_rgb(NamedBytes(data, key))
+        except Exception as error:  # any decoder failure makes this file unusable, not the scan
+            return _unreadable(error), digest
+    return None, digest
+
+
+def _unreadable(error: BaseException) -> str:
+    return f"unreadable: {type(error).__name__}: {_one_line(str(error))}"
 
 
 def _one_line(text: str) -> str:
@@ -401,29 +351,34 @@ def _without_duplicates(
 
 
 def _check_readable(
-    root: Path, records: Sequence[ImageRecord], failed: Sequence[tuple[ImageRecord, str]]
+    root: Path,
+    records: Sequence[ImageRecord],
+    failed: Sequence[tuple[ImageRecord, str]],
+    problems: Sequence[Problem],
 ) -> None:
-    """Refuse a tree with no readable image, or a landmark whose images all failed."""
+    """Refuse a source with no readable image, or a landmark whose images all failed."""
     if not records:
-        record, reason = failed[0]
+        if not problems:
+            raise CatalogError(f"{show(root)}: lists no images; check data.source and data.root")
+        first = failed[0] if failed else (problems[0], problems[0].reason)
         raise CatalogError(
-            f"{_show(root)}: no readable images: all {len(failed)} image files failed "
-            f"(first: {_show(record.path)}: {reason}); replace or remove the broken files"
+            f"{show(root)}: no readable images: all {len(problems)} image files failed "
+            f"(first: {show(first[0].path)}: {first[1]}); replace or remove the broken files"
         )
     readable = {(r.category, r.landmark) for r in records}
     counts: Counter[tuple[str, str]] = Counter()
-    first: dict[tuple[str, str], tuple[ImageRecord, str]] = {}
+    first_failed: dict[tuple[str, str], tuple[ImageRecord, str]] = {}
     for record, reason in failed:
         pair = (record.category, record.landmark)
         counts[pair] += 1
-        first.setdefault(pair, (record, reason))
-    _raise_all(
+        first_failed.setdefault(pair, (record, reason))
+    raise_all(
         root,
         [
-            f"{_show(root.joinpath(*pair))}: landmark folder has no readable images: all "
-            f"{counts[pair]} image files are unreadable (e.g. {_show(record.path.name)}: "
-            f"{reason}); replace them or remove the folder"
-            for pair, (record, reason) in first.items()
+            f"{show(record.path.parent)}: landmark {show('/'.join(pair))} has no readable "
+            f"images: all {counts[pair]} image files are unreadable (e.g. "
+            f"{show(record.path.name)}: {reason}); replace them or remove the landmark"
+            for pair, (record, reason) in first_failed.items()
             if pair not in readable
         ],
     )
@@ -439,7 +394,7 @@ def _log_summary(
     log.info(
         "%s: %d images, %d categories, %d landmarks; ignored %d hidden entries and "
         "%d non-image files",
-        _show(root),
+        show(root),
         len(records),
         hierarchy.num_categories,
         hierarchy.num_landmarks,
@@ -447,10 +402,10 @@ def _log_summary(
         ignored["non-image"],
     )
     if problems:
-        first = ", ".join(_show(p.path) for p in problems[:3])
+        first = ", ".join(show(p.path) for p in problems[:3])
         log.warning(
             "%s: skipped %d image files (first: %s); see Catalog.problems or write_problem_report",
-            _show(root),
+            show(root),
             len(problems),
             first,
         )

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from landmark_tl.data.catalog import (
-    Catalog,
-    CatalogError,
-    ImageRecord,
-    load_rgb,
-    scan_image_folder,
-)
+from landmark_tl.data.catalog import Catalog, CatalogError, ImageRecord, build_catalog, load_rgb
 from landmark_tl.data.features import FeatureCache, view_features
+from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sources import ImageSource
+from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
     Augment,
@@ -39,18 +37,24 @@ log = logging.getLogger(__name__)
 
 
 def decode_images(
-    paths: Sequence[Path], preprocessing: Preprocessing, workers: int | None = None
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    workers: int | None = None,
+    open_image: Callable[[Path], BinaryIO] | None = None,
 ) -> torch.Tensor:
     """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
 
+    ``open_image`` opens an image's bytes (e.g. :meth:`Catalog.open`); default: the file.
     The images were read by the catalog's scan; one that fails now was deleted or changed
     since, and raises CatalogError naming it.
     """
     geometry = geometry_transform(preprocessing)
+    opener = open_image or (lambda path: open(path, "rb"))  # noqa: SIM115 (closed below)
 
     def decode(path: Path) -> torch.Tensor:
         try:
-            return to_uint8_tensor(geometry(load_rgb(path)))
+            with opener(path) as f:
+                return to_uint8_tensor(geometry(load_rgb(f)))
         except Exception as error:  # the scan decoded it: any failure is a change since
             raise CatalogError(
                 f"{printable(str(path))}: deleted or changed after the scan "
@@ -126,11 +130,12 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | Path,
+        source: ImageSource | str | Path,
         preprocessing: Preprocessing,
         *,
         split: SplitSpec | None = None,
         split_file: str | Path | None = None,
+        min_images_per_landmark: int = 1,
         augment: Augment | str = Augment.none,
         noise_variance: float = 0.2,
         random_views: int = 0,
@@ -144,10 +149,11 @@ class LandmarkDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        self.source = source if isinstance(source, ImageSource) else FolderSource(source)
         self.preprocessing = preprocessing
         self.split_spec = split or SplitSpec()
         self.split_file = Path(split_file) if split_file else None
+        self.min_images_per_landmark = min_images_per_landmark
         self.augment = Augment(augment)
         self.noise_variance = noise_variance
         self.random_views = random_views
@@ -198,12 +204,18 @@ class LandmarkDataModule(L.LightningDataModule):
         """Scan, split, then decode images or fetch/compute their features; runs once."""
         if self.datasets:
             return
-        self.catalog = scan_image_folder(self.root)
+        self.catalog = drop_small_landmarks(
+            build_catalog(self.source), self.min_images_per_landmark, self.split_spec
+        )
         self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         if self.feature_encoder is None:
-            images = decode_images([r.path for r in self.catalog.records], self.preprocessing)
+            images = decode_images(
+                [r.path for r in self.catalog.records],
+                self.preprocessing,
+                open_image=self.catalog.open,
+            )
             for split, idx in indices.items():
                 self.datasets[split] = self._image_dataset(
                     split, images[idx], categories[idx], landmarks[idx]
@@ -239,7 +251,9 @@ class LandmarkDataModule(L.LightningDataModule):
             self.feature_encoder,
             [digests[i] for i in indices],
             views,
-            lambda subset: decode_images([paths[j] for j in subset], self.preprocessing),
+            lambda subset: decode_images(
+                [paths[j] for j in subset], self.preprocessing, open_image=self.catalog.open
+            ),
             cache=self.feature_cache,
             batch_size=self.feature_batch_size,
             device=self.feature_device,

@@ -3,7 +3,7 @@
 Each landmark's images are shuffled with an RNG seeded by ``(seed, category, landmark)``, so
 a split is the same in every process and adding images to one landmark leaves the others'
 splits unchanged. The manifest (``split,category,landmark,path``, paths relative to the
-catalog root) records a split so that it can be reused exactly.
+catalog root, whatever the data source) records a split so that it can be reused exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from landmark_tl.data.catalog import Catalog, ImageRecord
@@ -30,17 +31,26 @@ class SplitError(UserError, ValueError):
     """A split cannot be made or read; the message names the folder, key or file and the fix."""
 
 
+class SmallLandmarks(str, Enum):
+    """What happens to a landmark with too few images for its val + test + 1 train image."""
+
+    error = "error"  # refuse the split, listing them
+    train_only = "train_only"  # all its images train; it is not scored
+    drop = "drop"  # left out of the data set (see landmark_tl.data.longtail)
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """How many images of each landmark go to val and test; the rest go to train.
 
     An int is a count per landmark; a float in [0, 1) is a fraction per landmark, rounded half
-    up and at least 1 when above 0.
+    up and at least 1 when above 0. ``small`` says what happens to landmarks too small.
     """
 
     val: int | float = 2
     test: int | float = 3
     seed: int = 0
+    small: SmallLandmarks = SmallLandmarks.error
 
     def __post_init__(self) -> None:
         _check_amount("data.split.val", self.val)
@@ -53,10 +63,20 @@ class SplitSpec:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise SplitError(f"data.split.seed={self.seed!r}: must be an integer")
+        if self.small not in set(SmallLandmarks):
+            raise SplitError(
+                f"data.split.small={self.small!r}: use one of {[p.value for p in SmallLandmarks]}"
+            )
+        object.__setattr__(self, "small", SmallLandmarks(self.small))
 
     def counts(self, n: int) -> tuple[int, int]:
         """Number of val and test images for a landmark with ``n`` images."""
         return _amount(self.val, n), _amount(self.test, n)
+
+    def too_small(self, n: int) -> bool:
+        """Whether a landmark of ``n`` images cannot give its val, test and one train image."""
+        n_val, n_test = self.counts(n)
+        return n < n_val + n_test + 1
 
 
 def _check_amount(key: str, value: object) -> None:
@@ -118,12 +138,18 @@ def split_sizes(assignment: Sequence[str]) -> dict[str, int]:
 
 
 def stratified_split(catalog: Catalog, spec: SplitSpec) -> list[str]:
-    """The split name of each catalog record (same order), stratified by landmark."""
+    """The split name of each catalog record (same order), stratified by landmark.
+
+    Landmarks too small for the split are refused (``small=error``) or go to train whole.
+    """
     groups = _group_by_landmark(catalog.records)
-    _check_sizes(catalog.root, groups, spec)
+    if spec.small is SmallLandmarks.error:
+        _check_sizes(catalog.root, groups, spec)
     assignment = ["train"] * len(catalog.records)
     for (category, landmark), indices in groups.items():
-        order = sorted(indices, key=lambda i: catalog.records[i].path.name)
+        if spec.too_small(len(indices)):
+            continue
+        order = sorted(indices, key=lambda i: catalog.records[i].path)
         _rng(spec.seed, category, landmark).shuffle(order)
         n_val, n_test = spec.counts(len(order))
         for i in order[:n_val]:
@@ -163,7 +189,8 @@ def _check_sizes(root: Path, groups: dict[tuple[str, str], list[int]], spec: Spl
             + "\n  ".join(offenders[:_MAX_LISTED])
             + _more(len(offenders), _MAX_LISTED)
             + "\nAdd images to these folders, lower data.split.val / data.split.test, "
-            "or use fractions (e.g. data.split.val=0.1)."
+            "use fractions (e.g. data.split.val=0.1), or set data.split.small=train_only "
+            "(they only train) or data.split.small=drop (they are left out)."
         )
 
 
@@ -171,15 +198,11 @@ def _more(total: int, shown: int) -> str:
     return f"\n  ... and {total - shown} more" if total > shown else ""
 
 
-def _relative(catalog: Catalog, record: ImageRecord) -> str:
-    return record.path.relative_to(catalog.root).as_posix()
-
-
 def write_split_csv(path: str | Path, catalog: Catalog, assignment: Sequence[str]) -> None:
     """Write the manifest ``split,category,landmark,path`` atomically, sorted by path."""
     _check_assignment(catalog, assignment)
     rows = sorted(
-        (r.category, r.landmark, _relative(catalog, r), split)
+        (r.category, r.landmark, catalog.key(r.path), split)
         for r, split in zip(catalog.records, assignment, strict=True)
     )
     buffer = io.StringIO()
@@ -202,19 +225,20 @@ def _check_assignment(catalog: Catalog, assignment: Sequence[str]) -> None:
 def read_split_csv(path: str | Path, catalog: Catalog) -> list[str]:
     """The split of each catalog record according to the manifest at ``path``.
 
-    The manifest must list exactly the catalog's images: extra or missing files raise.
+    The manifest must list exactly the catalog's images with the catalog's labels: extra or
+    missing files, or other labels, raise.
     """
     path = Path(path)
     rows = _read_manifest(path)
-    expected = [_relative(catalog, record) for record in catalog.records]
-    mismatch = _mismatch_messages(path, catalog.root, rows, expected)
+    labels = {catalog.key(r.path): (r.category, r.landmark) for r in catalog.records}
+    mismatch = _mismatch_messages(path, catalog.root, rows, labels)
     if mismatch:
         raise SplitError("\n".join(mismatch))
-    return [rows[rel] for rel in expected]
+    return [rows[key][0] for key in labels]
 
 
-def _read_manifest(path: Path) -> dict[str, str]:
-    """Relative path → split name, with the manifest's form checked row by row."""
+def _read_manifest(path: Path) -> dict[str, tuple[str, str, str]]:
+    """Relative path → (split, category, landmark), the manifest's form checked by row."""
     try:
         require_regular_file(path)  # a folder fails to open, a FIFO would block
         # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column
@@ -237,43 +261,44 @@ def _read_manifest(path: Path) -> dict[str, str]:
         raise SplitError(f"{_show(path)}: not a valid CSV file ({error})") from error
 
 
-def _parse_manifest(path: Path, reader: csv.DictReader[str]) -> dict[str, str]:
+def _parse_manifest(path: Path, reader: csv.DictReader[str]) -> dict[str, tuple[str, str, str]]:
     missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise SplitError(
             f"{_show(path)}: split manifest lacks columns {missing}; "
             f"expected a header {','.join(MANIFEST_COLUMNS)}"
         )
-    rows: dict[str, str] = {}
+    rows: dict[str, tuple[str, str, str]] = {}
     for row in reader:
         problem = _row_problem(row, rows)
         if problem:
             raise SplitError(f"{_show(path)}, line {reader.line_num}: {problem}")
-        rows[row["path"]] = row["split"]
+        rows[row["path"]] = (row["split"], row["category"], row["landmark"])
     return rows
 
 
-def _row_problem(row: dict[str, str], seen: dict[str, str]) -> str | None:
+def _row_problem(row: dict[str, str], seen: dict[str, tuple[str, str, str]]) -> str | None:
     """What is wrong with one manifest row, or None."""
     if any(row.get(column) is None for column in MANIFEST_COLUMNS):
         return f"too few fields; expected {','.join(MANIFEST_COLUMNS)}"
     if row["split"] not in SPLITS:
         return f"unknown split {printable(row['split'])!r}; expected one of {SPLITS}"
-    parts = PurePosixPath(row["path"]).parts
-    if parts[:2] != (row["category"], row["landmark"]) or len(parts) != 3:
-        return (
-            f"path {printable(row['path'])!r} is not <category>/<landmark>/<file> with "
-            f"category {printable(row['category'])!r}, landmark {printable(row['landmark'])!r}"
-        )
+    posix = PurePosixPath(row["path"])
+    if posix.is_absolute() or ".." in posix.parts or not posix.parts:
+        return f"path {printable(row['path'])!r} must be relative to the data root, without '..'"
     if row["path"] in seen:
         return f"{printable(row['path'])!r} is listed twice"
     return None
 
 
 def _mismatch_messages(
-    path: Path, root: Path, rows: dict[str, str], expected: Sequence[str]
+    path: Path,
+    root: Path,
+    rows: dict[str, tuple[str, str, str]],
+    expected: dict[str, tuple[str, str]],
 ) -> list[str]:
-    """Messages for manifest files missing from the catalog and catalog images not listed."""
+    """Messages for manifest files missing from the catalog, catalog images not listed, and
+    images listed with other labels than the catalog's."""
     messages = []
     unknown = sorted(set(rows) - set(expected))
     if unknown:
@@ -288,6 +313,13 @@ def _mismatch_messages(
             f"{_show(path)}: does not list {len(unlisted)} images of {_show(root)} "
             f"({_examples(unlisted)}); they would be left out of every split; regenerate "
             "the split or remove those files"
+        )
+    relabelled = sorted(k for k in set(rows) & set(expected) if rows[k][1:] != expected[k])
+    if relabelled:
+        messages.append(
+            f"{_show(path)}: lists {len(relabelled)} images of {_show(root)} under other "
+            f"labels than the data ({_examples(relabelled)}); the labels changed since the "
+            "split was made: regenerate the split"
         )
     return messages
 
