@@ -33,10 +33,10 @@ def cache_dir(config: TrainConfig) -> Path:
     path = Path(config.paths.cache_dir).expanduser()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        where = "" if existing == path else f" ({existing} is a file)"
+        what = "is a file" if existing == path else f"is inside a file ({existing})"
         raise ConfigError(
-            f"paths.cache_dir={path} cannot be a folder{where}: give a folder path (created "
-            "if missing), or set the environment variable LANDMARK_TL_CACHE to one"
+            f"paths.cache_dir={path} {what}, not a folder: give a folder path (created if "
+            "missing), or set the environment variable LANDMARK_TL_CACHE to one"
         )
     return path
 
