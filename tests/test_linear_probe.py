@@ -170,3 +170,19 @@ def test_probe_run_writes_the_usual_run_dir(approach, tiny_config, tmp_path):
     )
     image = next(p for p in Path(config.data.root).rglob("*") if p.is_file())
     assert loaded.predict(image)[0].landmark
+
+
+def test_study_table1_carries_the_probes_and_its_variant_sweeps_splits():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        table1, splits = (
+            compose("train", [f"experiment={name}"], return_hydra_config=True).hydra.sweeper
+            for name in ("study_table1", "study_table1_splits")
+        )
+    approaches = table1.params["+approach"].split(",")
+    assert {"linear_probe", "hierarchical_probe"} <= set(approaches)
+    assert splits.params["+approach"] == table1.params["+approach"]
+    assert splits.params["data.split.seed"] == "0,1,2,3,4" and str(splits.params.seed) == "0"
