@@ -433,7 +433,8 @@ def _legend(table: Table, rows: int) -> list[str]:
             "",
             f"vs linear probe: difference of mean F1 to the `{table.probe}` row (row − probe) "
             f"and its paired bootstrap 95% CI; **{ABOVE_PROBE}** / **{BELOW_PROBE}** where the "
-            f"Holm-corrected test rejects no difference, **{SAME_AS_PROBE}** otherwise.",
+            "paired test, Holm-corrected over the rows compared with the probe, finds a "
+            f"difference; **{SAME_AS_PROBE}** where it does not.",
         ]
     if table.splits > 1:
         lines += [
