@@ -52,8 +52,8 @@ class StageResult:
     tasks: tuple[str, ...]
     scores: dict[str, dict[str, float]]
     val_scores: dict[str, dict[str, float]]
-    best_checkpoint: str
-    best_val_loss: float
+    best_checkpoint: str  # relative to the run dir, so the dir can be moved
+    best_val_loss: float | None  # None without a validation split (the last epoch is kept)
     epochs_run: int
     seconds: float
 
@@ -65,21 +65,60 @@ class FitResult:
 
     def task_scores(self) -> dict[str, dict[str, Any]]:
         """Per task, the test scores from the stage that trained it (the last such stage)."""
-        return {t: {**s.scores[t], "stage": s.name} for s in self.stages for t in s.tasks}
+        return {
+            t: {**s.scores[t], "stage": s.name}
+            for s in self.stages
+            for t in s.tasks
+            if t in s.scores
+        }
 
     def task_val_scores(self) -> dict[str, dict[str, float]]:
-        """Per task, the validation scores of the checkpoint that was tested."""
-        return {t: s.val_scores[t] for s in self.stages for t in s.tasks}
+        """Per task, the validation scores of the checkpoint that was tested (none without
+        a validation split)."""
+        return {t: s.val_scores[t] for s in self.stages for t in s.tasks if t in s.val_scores}
+
+
+class RelocatableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose saved state survives a moved or copied run dir.
+
+    Lightning keeps absolute paths in the state it saves and, when the folder differs on
+    resume, keeps only ``best_model_path`` — the *old* folder's file. Paths saved under the
+    old checkpoint folder are mapped into this one before Lightning restores them.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            state_dict = _relocated(state_dict, Path(old), Path(new))
+        super().load_state_dict(state_dict)
+
+
+def _relocated(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    def move(path: Any) -> Any:
+        if not path or not Path(path).is_relative_to(old):
+            return path
+        return str(new / Path(path).relative_to(old))
+
+    paths = ("best_model_path", "kth_best_model_path", "last_model_path")
+    moved = {key: move(state.get(key)) for key in paths if key in state}
+    if "best_k_models" in state:
+        moved["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return {**state, **moved, "dirpath": str(new)}
 
 
 def build_trainer(
-    stage: str, config: StageConfig, run_dir: Path, **trainer_kwargs: Any
+    stage: str,
+    config: StageConfig,
+    run_dir: Path,
+    validate: bool = True,
+    **trainer_kwargs: Any,
 ) -> L.Trainer:
-    """A Trainer for one stage: best checkpoint by val/loss, CSV log under logs/<stage>."""
-    checkpoint = ModelCheckpoint(
+    """A Trainer for one stage: best checkpoint by val/loss (the last epoch when there is no
+    validation split), CSV log under logs/<stage>."""
+    checkpoint = RelocatableCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename=f"{stage}-best",
-        monitor="val/loss",
+        monitor="val/loss" if validate else None,
         mode="min",
         save_top_k=1,
         save_last=True,  # <stage>-last.ckpt, every epoch: what a resume starts from
@@ -88,7 +127,7 @@ def build_trainer(
     )
     checkpoint.CHECKPOINT_NAME_LAST = f"{stage}-last"
     callbacks: list[L.Callback] = [checkpoint]
-    if config.patience is not None:
+    if config.patience is not None and validate:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.patience))
     return L.Trainer(
         max_epochs=config.epochs,
@@ -98,8 +137,27 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,  # keeps the random stream of a resumed fit the same
         inference_mode=False,  # no_grad instead: metric states must stay usable next stage
+        limit_val_batches=None if validate else 0,
         **trainer_kwargs,
     )
+
+
+def split_is_empty(datamodule: L.LightningDataModule, split: str) -> bool:
+    """Whether ``split`` has no images (data.split.<split>=0 or a split file without it)."""
+    return len(datamodule.datasets[split]) == 0
+
+
+def check_stages_fit_split(module: TwoLevelStrategy, datamodule: L.LightningDataModule) -> None:
+    """Refuse, before any training, early stopping that has no validation split to watch."""
+    if not split_is_empty(datamodule, "val"):
+        return
+    waiting = [name for name, stage in module.stages.items() if stage.patience is not None]
+    if waiting:
+        raise ValueError(
+            f"strategy.stages.{waiting[0]}.patience={module.stages[waiting[0]].patience}: "
+            "early stopping needs validation images, and the split has none; set "
+            "data.split.val above 0 (or add val rows to the split file), or patience=null"
+        )
 
 
 def fit_stages(
@@ -119,12 +177,14 @@ def fit_stages(
     interrupted stage continues from ``checkpoints/<stage>-last.ckpt``.
     """
     run_dir = Path(run_dir)
+    check_stages_fit_split(module, datamodule)
+    validate = not split_is_empty(datamodule, "val")
     result = FitResult()
     for index, stage in enumerate(module.stage_names):
         module.begin_stage(stage)
         saved = run_dir / "stages" / f"{stage}.pt"
         if resume and saved.exists():
-            _restore_stage(module, saved, result)
+            _restore_stage(module, run_dir, saved, result)
             continue
         if seed is not None:
             L.seed_everything(seed + index, workers=True, verbose=False)
@@ -135,11 +195,13 @@ def fit_stages(
             read_checkpoint(ckpt_path)  # refuse a damaged file with a clear message
             log.info("stage %s: resuming from %s", stage, ckpt_path)
             earlier_log = _read_log(run_dir / "logs" / stage / "metrics.csv")
-        trainer = build_trainer(stage, module.stages[stage], run_dir, **trainer_kwargs)
+        trainer = build_trainer(
+            stage, module.stages[stage], run_dir, validate=validate, **trainer_kwargs
+        )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - start
-        stage_result, outputs = _test_stage(trainer, module, datamodule, seconds)
+        stage_result, outputs = _test_stage(trainer, module, datamodule, run_dir, seconds)
         if earlier_log:
             _prepend_log(run_dir / "logs" / stage / "metrics.csv", earlier_log)
         _merge(result, stage_result, outputs)
@@ -153,42 +215,52 @@ def _test_stage(
     trainer: L.Trainer,
     module: TwoLevelStrategy,
     datamodule: L.LightningDataModule,
+    run_dir: Path,
     seconds: float,
 ) -> tuple[StageResult, TestOutputs]:
-    """Test and validate the stage's best checkpoint."""
+    """Test and validate the stage's best checkpoint (each split only when it has images)."""
     checkpoint = trainer.checkpoint_callback
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
-    outputs = module.test_outputs
-    val = trainer.validate(
-        module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-    )[0]
     tasks = module.tasks
+    outputs = TestOutputs()
+    if not split_is_empty(datamodule, "test"):
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        )
+        tested = module.test_outputs
+        outputs = TestOutputs(
+            {t: tested.preds[t] for t in tasks},
+            {t: tested.targets[t] for t in tasks},
+            {t: tested.probs[t] for t in tasks},
+        )
+    val_scores = {}
+    if not split_is_empty(datamodule, "val"):
+        val = trainer.validate(
+            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        )[0]
+        val_scores = {
+            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
+            for t in tasks
+        }
+    score = checkpoint.best_model_score
     stage_result = StageResult(
         name=module.stage,
         tasks=tasks,
         scores={
             t: score_predictions(outputs.preds[t], outputs.targets[t], module.num_classes[t])
-            for t in tasks
+            for t in outputs.preds
         },
-        val_scores={
-            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
-            for t in tasks
-        },
-        best_checkpoint=str(checkpoint.best_model_path),
-        best_val_loss=float(checkpoint.best_model_score),
+        val_scores=val_scores,
+        best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir).as_posix(),
+        best_val_loss=None if score is None else float(score),
         epochs_run=trainer.current_epoch,
         seconds=seconds,
     )
-    return stage_result, TestOutputs(
-        {t: outputs.preds[t] for t in tasks},
-        {t: outputs.targets[t] for t in tasks},
-        {t: outputs.probs[t] for t in tasks},
-    )
+    return stage_result, outputs
 
 
 def _merge(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:
     result.stages.append(stage)
-    for task in stage.tasks:
+    for task in outputs.preds:
         result.test_outputs.preds[task] = outputs.preds[task]
         result.test_outputs.targets[task] = outputs.targets[task]
         result.test_outputs.probs[task] = outputs.probs[task]
@@ -222,11 +294,11 @@ def _save_stage(path: Path, stage: StageResult, outputs: TestOutputs) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _restore_stage(module: TwoLevelStrategy, path: Path, result: FitResult) -> None:
+def _restore_stage(module: TwoLevelStrategy, run_dir: Path, path: Path, result: FitResult) -> None:
     """Take a finished stage's saved results and put its best weights back in ``module``."""
     saved = read_checkpoint(path)
     stage = StageResult(**{**saved["result"], "tasks": tuple(saved["result"]["tasks"])})
-    best = read_checkpoint(Path(stage.best_checkpoint))
+    best = read_checkpoint(run_dir / stage.best_checkpoint)
     module.on_load_checkpoint(best)
     module.load_state_dict(best["state_dict"])
     _merge(result, stage, TestOutputs(**saved["outputs"]))
