@@ -122,6 +122,15 @@ def test_hierarchical_probe_sums_landmark_probabilities(backbone):
     assert torch.isnan(probe.chosen_l2[0]) and probe.chosen_l2[1] in GRID
 
 
+def test_without_validation_images_only_one_strength_can_be_used(backbone):
+    train = _linear_rule(100, backbone.num_features, seed=0)
+    empty = (train[0][:0], {t: y[:0] for t, y in train[1].items()})
+    with pytest.raises(ValueError, match="data.split.val above 0"):
+        LinearProbe(backbone, HIERARCHY, STAGES, l2_grid=GRID).fit_probes(train, empty)
+    single = LinearProbe(backbone, HIERARCHY, STAGES, l2_grid=[0.1])
+    assert single.fit_probes(train, empty) == {"category": 0.1, "landmark": 0.1}
+
+
 def test_probe_refuses_a_bad_grid_and_a_trainable_backbone(backbone):
     with pytest.raises(ValueError, match="strategy.l2_grid"):
         LinearProbe(backbone, HIERARCHY, STAGES, l2_grid=[0.0])

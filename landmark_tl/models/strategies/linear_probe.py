@@ -121,7 +121,9 @@ class ProbeFit(TwoLevelStrategy):
         loader = DataLoader(
             shuffled.dataset, batch_size=shuffled.batch_size, collate_fn=shuffled.collate_fn
         )
-        xs, categories, landmarks = [], [], []
+        xs = [torch.zeros(0, self.feature_mean.numel(), device=self.device)]  # none: empty
+        categories = [torch.zeros(0, dtype=torch.long, device=self.device)]
+        landmarks = [categories[0]]
         for x, category, landmark in loader:
             xs.append(TwoLevelStrategy.encode(self, x.to(self.device)).float())
             categories.append(category.to(self.device))
@@ -138,6 +140,12 @@ class ProbeFit(TwoLevelStrategy):
         best on ``val``; returns the chosen strength per probed task."""
         x_train, y_train = train
         x_val, y_val = val
+        if len(x_val) == 0 and len(self.l2_grid) > 1:
+            raise ValueError(
+                f"strategy.l2_grid has {len(self.l2_grid)} strengths to choose from on the "
+                "validation split, and it has no images: set data.split.val above 0, or give "
+                "strategy.l2_grid one strength"
+            )
         std = x_train.std(dim=0, unbiased=False)
         self.feature_mean.copy_(x_train.mean(dim=0))
         self.feature_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
@@ -171,6 +179,8 @@ class ProbeFit(TwoLevelStrategy):
             params = fit_softmax_regression(train_coords, y_train, classes, l2, init=params)
             full = (params[0] @ basis, params[1])
             _set_linear(layer, full)
+            if len(self.l2_grid) == 1:  # nothing to choose (the val split may be empty)
+                return l2
             with torch.no_grad():
                 logits = self.task_logits(z_val)
                 pred = self.decode(logits)[task]
