@@ -52,7 +52,7 @@ class StageResult:
     tasks: tuple[str, ...]
     scores: dict[str, dict[str, float]]
     val_scores: dict[str, dict[str, float]]
-    best_checkpoint: str  # relative to the run dir, so the dir can be moved
+    best_checkpoint: str  # relative to the run dir (Lightning resolves links), so it can move
     best_val_loss: float | None  # None without a validation split (the last epoch is kept)
     epochs_run: int
     seconds: float
@@ -250,7 +250,7 @@ def _test_stage(
             for t in outputs.preds
         },
         val_scores=val_scores,
-        best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir).as_posix(),
+        best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir.resolve()).as_posix(),
         best_val_loss=None if score is None else float(score),
         epochs_run=trainer.current_epoch,
         seconds=seconds,
