@@ -143,12 +143,12 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
     cls = STRATEGIES[config.strategy.name.value]
+    head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
     return cls(
         backbone,
         hierarchy,
         config.strategy.stage_configs(),
-        hidden=config.head.hidden,
-        dropout=config.head.dropout,
+        **(head if cls.takes_head else {}),
         **config.strategy.options(cls.config_keys),
     )
 

@@ -116,9 +116,11 @@ class StrategyName(str, Enum):
     head_swap = "head_swap"
     feature_chain = "feature_chain"
     hierarchical = "hierarchical"
+    linear_probe = "linear_probe"
+    hierarchical_probe = "hierarchical_probe"
 
 
-STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights")
+STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
 
 
 def default_stages() -> dict[str, StageConfig]:
@@ -138,6 +140,7 @@ class StrategyConfig:
     first: str | None = None  # head_swap, feature_chain: category | landmark
     train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
     loss_weights: LossWeights | None = None  # multi_output, hierarchical
+    l2_grid: list[float] | None = None  # linear_probe, hierarchical_probe: strengths tried
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
     lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
 

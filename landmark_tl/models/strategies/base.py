@@ -74,6 +74,9 @@ class TwoLevelStrategy(L.LightningModule):
     config_keys: tuple[str, ...] = ()
     """Strategy options (beyond stages and head) that this strategy takes from the config."""
 
+    takes_head: bool = True
+    """Whether it takes the ``head.*`` options (hidden widths, dropout)."""
+
     def __init__(
         self,
         backbone: Backbone,
