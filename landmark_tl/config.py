@@ -7,16 +7,18 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.strategies.base import StageConfig
+from landmark_tl.trainer_options import check_lightning_surface
 
 
 class DataSource(str, Enum):
@@ -117,6 +119,11 @@ class StrategyConfig:
     loss_weights: LossWeights | None = None  # multi_output, hierarchical
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
     lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
+    # what each stage keeps (best checkpoint) and stops on (early stopping): val/loss or a
+    # validation score every stage logs (val/macro_f1, val/accuracy: mean over the stage's
+    # tasks; val/landmark_f1 ... where every stage trains that task)
+    monitor: str = "val/loss"
+    monitor_mode: str = "auto"  # auto: min for a loss, max for a score; or min | max
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The stages, with ``lr`` applied to each when it is set."""
@@ -173,6 +180,9 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 1
     enable_progress_bar: bool | None = None  # None: when the terminal is interactive
+    # any other argument of lightning.Trainer (gradient_clip_val, limit_train_batches,
+    # fast_dev_run, profiler ...), given as trainer.<key>: checked against its signature
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,6 +200,10 @@ class TrainConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # Lightning loggers and extra callbacks by name, each built from its _target_
+    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in
+    logger: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
     # stages are kept, an interrupted stage goes on from its last checkpoint
@@ -198,9 +212,35 @@ class TrainConfig:
     optimized_metric: str = "val.landmark.macro_f1"
 
 
+@dataclass
+class _ComposedConfig(TrainConfig):
+    """The schema Hydra composes: as TrainConfig, but ``trainer`` is open, so that
+    ``+trainer.gradient_clip_val=1`` and YAML files (conf/debug) can name any Trainer
+    argument; :func:`to_train_config` types it again."""
+
+    trainer: dict[str, Any] = field(default_factory=lambda: asdict(TrainerConfig()))
+
+
 def register_configs() -> None:
     """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """A composed or saved config as a :class:`TrainConfig`; ``trainer`` keys that are not
+    TrainerConfig fields move to ``trainer.extra`` (checked against Lightning's Trainer
+    when the run starts)."""
+    plain = OmegaConf.create(
+        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    )
+    trainer = plain.get("trainer")
+    if trainer is not None:
+        known = {f.name for f in fields(TrainerConfig)}
+        extra = {key: trainer[key] for key in list(trainer) if key not in known}
+        for key in extra:
+            del trainer[key]
+        trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
 
 
 class ConfigError(ValueError):
@@ -261,5 +301,11 @@ def validate_config(config: TrainConfig) -> None:
     problems = _range_problems(config)
     if config.data.source is DataSource.folder and not config.data.root:
         problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    try:
+        check_lightning_surface(
+            config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode
+        )
+    except ValueError as err:
+        problems.append(str(err))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -136,10 +136,9 @@ def format_report(report: DataReport) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Compose the training config from ``argv`` overrides and report on its data."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from landmark_tl.build import resolve_data_root
-    from landmark_tl.config import register_configs
+    from landmark_tl.config import register_configs, to_train_config
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     if any(o.startswith("data.root=") for o in overrides) and not any(
@@ -149,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        config = OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+        config = to_train_config(compose(config_name="train", overrides=overrides))
     report = inspect_tree(resolve_data_root(config), config.data.split.to_spec())
     print(format_report(report), end="")
     return 0 if report.ok else 1

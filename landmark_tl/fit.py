@@ -7,6 +7,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
+from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class StageResult:
     best_val_loss: float
     epochs_run: int
     seconds: float
+    monitor: str = "val/loss"
+    best_score: float | None = None  # of the monitor; None: no checkpoint was kept
 
 
 @dataclass
@@ -72,34 +76,74 @@ class FitResult:
         return {t: s.val_scores[t] for s in self.stages for t in s.tasks}
 
 
-def build_trainer(
-    stage: str, config: StageConfig, run_dir: Path, **trainer_kwargs: Any
-) -> L.Trainer:
-    """A Trainer for one stage: best checkpoint by val/loss, CSV log under logs/<stage>."""
+def checkpoint_callback(stage: str, run_dir: Path, monitor: Monitor) -> ModelCheckpoint:
+    """Keeps ``<stage>-best.ckpt`` by the monitor and ``<stage>-last.ckpt`` every epoch."""
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename=f"{stage}-best",
-        monitor="val/loss",
-        mode="min",
+        monitor=monitor.key,
+        mode=monitor.mode,
         save_top_k=1,
         save_last=True,  # <stage>-last.ckpt, every epoch: what a resume starts from
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
     checkpoint.CHECKPOINT_NAME_LAST = f"{stage}-last"
-    callbacks: list[L.Callback] = [checkpoint]
-    if config.patience is not None:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.patience))
+    return checkpoint
+
+
+def early_stopping(config: StageConfig, monitor: Monitor) -> list[L.Callback]:
+    """Early stopping on the monitor when the stage has a patience."""
+    if config.patience is None:
+        return []
+    return [EarlyStopping(monitor=monitor.key, mode=monitor.mode, patience=config.patience)]
+
+
+def csv_logger(stage: str, run_dir: Path) -> list[Logger]:
+    """The default logging: ``logs/<stage>/metrics.csv`` (what plots and reports read)."""
+    return [CSVLogger(run_dir, name="logs", version=stage)]
+
+
+def build_trainer(
+    stage: str,
+    config: StageConfig,
+    run_dir: Path,
+    *,
+    monitor: Monitor = VAL_LOSS,
+    loggers: list[Logger] | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    **trainer_kwargs: Any,
+) -> L.Trainer:
+    """A Trainer for one stage: best checkpoint and early stopping by ``monitor``, the
+    given loggers (default: CSV under logs/<stage>) and extra callbacks; ``trainer_kwargs``
+    are further Trainer arguments and may replace the defaults below."""
     return L.Trainer(
+        **{
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,  # keeps the random stream of a resumed fit the same
+            "inference_mode": False,  # no_grad instead: metric states stay usable next stage
+            **trainer_kwargs,
+        },
         max_epochs=config.epochs,
-        callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=stage),
+        callbacks=[
+            checkpoint_callback(stage, run_dir, monitor),
+            *early_stopping(config, monitor),
+            *callbacks,
+        ],
+        logger=csv_logger(stage, run_dir) if loggers is None else loggers,
         default_root_dir=run_dir,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,  # keeps the random stream of a resumed fit the same
-        inference_mode=False,  # no_grad instead: metric states must stay usable next stage
-        **trainer_kwargs,
     )
+
+
+def check_monitor(module: TwoLevelStrategy, monitor: Monitor) -> None:
+    """Refuse a monitor that some stage of ``module`` does not log."""
+    for stage in module.stage_names:
+        logged = module.logged_keys(stage)
+        if monitor.key not in logged:
+            raise ValueError(
+                f"strategy.monitor={monitor.key}: stage '{stage}' of {type(module).__name__} "
+                f"does not log it; it logs {logged}"
+            )
 
 
 def fit_stages(
@@ -109,9 +153,15 @@ def fit_stages(
     *,
     seed: int | None = None,
     resume: bool = False,
+    monitor: Monitor = VAL_LOSS,
+    loggers: Callable[[str], list[Logger]] | None = None,
+    callbacks: Callable[[], list[L.Callback]] | None = None,
     **trainer_kwargs: Any,
 ) -> FitResult:
     """Run every stage of ``module``; test each stage's tasks with its best checkpoint.
+
+    ``monitor`` picks each stage's best checkpoint and stops it early; ``loggers(stage)``
+    and ``callbacks()`` make each stage's loggers (default: CSV) and extra callbacks.
 
     Each stage starts from ``seed + its index`` when a seed is given, so a stage's result
     does not depend on what ran before it in this process. With ``resume``, stages whose
@@ -119,6 +169,7 @@ def fit_stages(
     interrupted stage continues from ``checkpoints/<stage>-last.ckpt``.
     """
     run_dir = Path(run_dir)
+    check_monitor(module, monitor)
     result = FitResult()
     for index, stage in enumerate(module.stage_names):
         module.begin_stage(stage)
@@ -135,7 +186,15 @@ def fit_stages(
             read_checkpoint(ckpt_path)  # refuse a damaged file with a clear message
             log.info("stage %s: resuming from %s", stage, ckpt_path)
             earlier_log = _read_log(run_dir / "logs" / stage / "metrics.csv")
-        trainer = build_trainer(stage, module.stages[stage], run_dir, **trainer_kwargs)
+        trainer = build_trainer(
+            stage,
+            module.stages[stage],
+            run_dir,
+            monitor=monitor,
+            loggers=None if loggers is None else loggers(stage),
+            callbacks=() if callbacks is None else callbacks(),
+            **trainer_kwargs,
+        )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - start
@@ -155,12 +214,14 @@ def _test_stage(
     datamodule: L.LightningDataModule,
     seconds: float,
 ) -> tuple[StageResult, TestOutputs]:
-    """Test and validate the stage's best checkpoint."""
+    """Test and validate the stage's best checkpoint (the final weights when none was
+    kept, e.g. under ``trainer.fast_dev_run``)."""
     checkpoint = trainer.checkpoint_callback
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True)
+    best = "best" if checkpoint.best_model_path else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     outputs = module.test_outputs
     val = trainer.validate(
-        module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+        module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
     )[0]
     tasks = module.tasks
     stage_result = StageResult(
@@ -175,9 +236,11 @@ def _test_stage(
             for t in tasks
         },
         best_checkpoint=str(checkpoint.best_model_path),
-        best_val_loss=float(checkpoint.best_model_score),
+        best_val_loss=float(val["val/loss"]),
         epochs_run=trainer.current_epoch,
         seconds=seconds,
+        monitor=checkpoint.monitor,
+        best_score=None if best is None else float(checkpoint.best_model_score),
     )
     return stage_result, TestOutputs(
         {t: outputs.preds[t] for t in tasks},

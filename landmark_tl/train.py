@@ -23,14 +23,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.build import build_strategy, prepare_data
-from landmark_tl.config import TrainConfig, register_configs
+from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
+from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.plots import write_run_plots
+from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,24 @@ def train(
         log.info("%s finished before (resume=true): keeping its results", run_dir)
         return json.loads(finished.read_text(encoding="utf-8", errors="surrogateescape"))
     start = time.perf_counter()
+    validate_config(config)
+    loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
+    try:
+        metrics = _train(config, run_dir, overrides, loggers, start)
+    except BaseException:
+        loggers.fail()
+        raise
+    loggers.finish(metrics, overrides)
+    return metrics
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    overrides: Sequence[str],
+    loggers: RunLoggers,
+    start: float,
+) -> dict[str, Any]:
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
     if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
@@ -92,16 +112,10 @@ def train(
         run_dir,
         seed=config.seed,
         resume=config.resume,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
-        strategy=config.trainer.strategy,
-        num_nodes=config.trainer.num_nodes,
-        precision=config.trainer.precision,
-        deterministic=config.trainer.deterministic,
-        log_every_n_steps=config.trainer.log_every_n_steps,
-        enable_progress_bar=interactive()
-        if config.trainer.enable_progress_bar is None
-        else config.trainer.enable_progress_bar,
+        monitor=Monitor.resolve(config.strategy.monitor, config.strategy.monitor_mode),
+        loggers=loggers.for_stage,
+        callbacks=lambda: build_callbacks(config.callbacks),
+        **trainer_arguments(config.trainer, interactive()),
     )
     metrics = {
         "approach": config.strategy.approach,
@@ -126,6 +140,8 @@ def train(
                 "tasks": list(s.tasks),
                 "epochs": s.epochs_run,
                 "best_val_loss": s.best_val_loss,
+                "monitor": s.monitor,
+                "best_score": s.best_score,
                 "best_checkpoint": s.best_checkpoint,
                 "seconds": round(s.seconds, 2),
             }
@@ -186,7 +202,7 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns ``optimized_metric`` for sweepers."""
-    config: TrainConfig = OmegaConf.to_object(cfg)
+    config = to_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():

@@ -26,6 +26,7 @@ from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP
 
 TASKS = ("category", "landmark")
+METRIC_NAMES = ("f1", "acc")  # of task_metrics
 SPLITS = ("train", "val", "test")
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
@@ -178,6 +179,16 @@ class TwoLevelStrategy(L.LightningModule):
     def tasks(self) -> tuple[str, ...]:
         return self.stage_tasks(self.stage)
 
+    def logged_keys(self, stage: str, split: str = "val") -> list[str]:
+        """The values ``stage`` logs for ``split`` each epoch (what a monitor may name)."""
+        tasks = self.stage_tasks(stage)
+        keys = [
+            "loss",
+            *METRIC_NAMES,
+            *(f"{t}_{n}" for t in tasks for n in ("loss", *METRIC_NAMES)),
+        ]
+        return [f"{split}/{key}" for key in keys]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of an image batch; (N, D) precomputed features pass through."""
         return x if x.ndim == 2 else self.backbone(x)
@@ -211,6 +222,10 @@ class TwoLevelStrategy(L.LightningModule):
             values[f"{split}/{task}_loss"] = self.losses[f"{split}_{task}"].compute()
             for name, value in self.metrics[f"{split}_{task}"].compute().items():
                 values[f"{split}/{task}_{name}"] = value
+        for name in METRIC_NAMES:  # the stage's mean score, what any stage can be judged by
+            values[f"{split}/{name}"] = torch.stack(
+                [values[f"{split}/{task}_{name}"] for task in self.tasks]
+            ).mean()
         self.log_dict(values, prog_bar=split == "val", sync_dist=True)
         for key, metric in (*self.metrics.items(), *self.losses.items()):
             if key.startswith(f"{split}_"):
