@@ -44,6 +44,7 @@ def build_backbone(config: TrainConfig) -> Backbone:
         freeze=b.freeze,
         schedule=UnfreezeSchedule(b.unfreeze_at_epoch, b.unfreeze_last_blocks, b.lr_ratio),
         freeze_bn=b.freeze_bn,
+        drop_path_rate=b.drop_path_rate,
         input_size=tuple(b.input_size) if b.input_size else None,
         mean=tuple(b.mean) if b.mean else None,
         std=tuple(b.std) if b.std else None,
@@ -97,7 +98,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
     cls = STRATEGIES[config.strategy.name.value]
-    return cls(
+    module = cls(
         backbone,
         hierarchy,
         config.strategy.stage_configs(),
@@ -105,6 +106,8 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
         dropout=config.head.dropout,
         **config.strategy.options(cls.config_keys),
     )
+    module.recipe = config.optim
+    return module
 
 
 def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
+from landmark_tl.models.optim import Recipe
 from landmark_tl.models.strategies.base import StageConfig
 from landmark_tl.trainer_options import check_lightning_surface
 
@@ -73,6 +74,7 @@ class BackboneConfig:
     unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
     lr_ratio: float = 0.1  # schedule: backbone learning rate / heads' learning rate
     freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
+    drop_path_rate: float | None = None  # stochastic depth when fine-tuning; null: timm's
     input_size: list[int] | None = None  # override timm's (C, H, W)
     mean: list[float] | None = None  # override timm's normalisation
     std: list[float] | None = None
@@ -200,6 +202,7 @@ class TrainConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
     # Lightning loggers and extra callbacks by name, each built from its _target_
     # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in
     logger: dict[str, Any] = field(default_factory=dict)
@@ -301,6 +304,9 @@ def validate_config(config: TrainConfig) -> None:
     problems = _range_problems(config)
     if config.data.source is DataSource.folder and not config.data.root:
         problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    problems += config.optim.problems(
+        {name: stage.epochs for name, stage in config.strategy.stages.items()}
+    )
     try:
         check_lightning_surface(
             config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.loggers import (
     CSVLogger,
     Logger,
@@ -27,6 +26,7 @@ from lightning.pytorch.loggers import (
     TensorBoardLogger,
     WandbLogger,
 )
+from lightning.pytorch.utilities import rank_zero_only
 
 from landmark_tl.trainer_options import resolve_target
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,6 +25,13 @@ from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP
+from landmark_tl.models.optim import (
+    PLATEAU_MONITOR,
+    Recipe,
+    SchedulerName,
+    build_optimizer,
+    build_scheduler,
+)
 
 TASKS = ("category", "landmark")
 METRIC_NAMES = ("f1", "acc")  # of task_metrics
@@ -73,6 +81,8 @@ class TwoLevelStrategy(L.LightningModule):
 
     config_keys: tuple[str, ...] = ()
     """Strategy options (beyond stages and head) that this strategy takes from the config."""
+    recipe: Recipe = Recipe()
+    """Optimiser, schedule and label smoothing of every stage (set by the builder)."""
 
     def __init__(
         self,
@@ -204,7 +214,11 @@ class TwoLevelStrategy(L.LightningModule):
         preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
-            task_loss = F.cross_entropy(logits[task], targets[task])
+            task_loss = F.cross_entropy(
+                logits[task],
+                targets[task],
+                label_smoothing=self.recipe.label_smoothing if split == "train" else 0.0,
+            )
             loss = loss + self.loss_weight(task) * task_loss
             self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
             self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
@@ -320,12 +334,36 @@ class TwoLevelStrategy(L.LightningModule):
             self._backbone_digest = self.backbone.weights_digest
         return self._backbone_digest
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The recipe's optimiser (and schedule) for the current stage's parameters."""
+        if not any(p.requires_grad for p in self.parameters()):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+        optimizer = build_optimizer(
+            self, self.backbone.model, stage.lr, stage.weight_decay, self.recipe
+        )
+        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        scheduler = build_scheduler(
+            optimizer, self.recipe, stage.epochs, int(steps) // max(1, stage.epochs)
+        )
+        if scheduler is None:
+            return {"optimizer": optimizer}
+        per_epoch = self.recipe.scheduler is SchedulerName.plateau
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": "epoch" if per_epoch else "step",
+                "monitor": PLATEAU_MONITOR,
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """timm schedulers: per optimiser step by the step count, or per epoch."""
+        if self.recipe.scheduler is SchedulerName.plateau:
+            scheduler.step(self.current_epoch + 1, metric)
+        else:
+            scheduler.step_update(num_updates=self.global_step)
 
 
 class OneStageBothTasks(TwoLevelStrategy):

@@ -1,0 +1,125 @@
+"""The optimisation recipe of every stage: optimiser, learning-rate schedule, label smoothing.
+
+The defaults are the study's (Adam, constant learning rate, plain cross-entropy). The
+fine-tuning recipe timm users expect — AdamW with no weight decay on norms and biases,
+layer-wise learning-rate decay over the backbone, cosine schedule with per-step linear
+warmup, label smoothing — is a choice of values here; optimisers and schedules come from
+timm (``create_optimizer_v2``, ``create_scheduler_v2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+
+PLATEAU_MONITOR = "val/loss"
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"  # with momentum (and Nesterov, as timm's sgd)
+
+
+class SchedulerName(str, Enum):
+    none = "none"  # constant learning rate (after any warmup)
+    cosine = "cosine"  # cosine decay to min_lr over the stage, per step
+    step = "step"  # times decay_rate every decay_epochs, per step
+    plateau = "plateau"  # times decay_rate when the monitor stalls for patience_epochs
+
+
+@dataclass
+class Recipe:
+    """Optimiser and schedule of each stage (a stage's lr and weight_decay are its own)."""
+
+    optimizer: OptimizerName = OptimizerName.adam
+    momentum: float = 0.9  # sgd
+    layer_decay: float | None = None  # e.g. 0.75: each backbone layer down gets ×0.75 lr
+    scheduler: SchedulerName = SchedulerName.none
+    warmup_epochs: float = 0.0  # linear warmup from warmup_lr, per step
+    warmup_lr: float = 1e-6
+    min_lr: float = 0.0  # cosine: final learning rate
+    decay_epochs: float = 10  # step
+    decay_rate: float = 0.1  # step, plateau
+    patience_epochs: int = 2  # plateau
+    label_smoothing: float = 0.0
+
+    def problems(self, stage_epochs: dict[str, int], prefix: str = "optim") -> list[str]:
+        """Values that cannot work, as 'key=value: why' lines."""
+        found = []
+        if not 0.0 <= self.label_smoothing < 1.0:
+            found.append(f"{prefix}.label_smoothing={self.label_smoothing}: must be in [0, 1)")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            found.append(f"{prefix}.layer_decay={self.layer_decay}: must be in (0, 1] or null")
+        if self.warmup_epochs < 0:
+            found.append(f"{prefix}.warmup_epochs={self.warmup_epochs}: must be >= 0")
+        for stage, epochs in stage_epochs.items():
+            if self.warmup_epochs >= epochs:
+                found.append(
+                    f"{prefix}.warmup_epochs={self.warmup_epochs}: not shorter than "
+                    f"strategy.stages.{stage}.epochs={epochs}; shorten the warmup"
+                )
+        return found
+
+
+def parameter_groups(
+    module: nn.Module, backbone: nn.Module, lr: float, weight_decay: float, recipe: Recipe
+) -> list[dict[str, Any]]:
+    """Trainable parameters of ``module`` in groups: no weight decay on norms and biases
+    (1-d tensors); with ``layer_decay``, the backbone's layers get lower learning rates
+    the closer they are to the input (timm's grouping of its models)."""
+    if recipe.layer_decay is None:
+        return param_groups_weight_decay(module, weight_decay)
+    rest = nn.ModuleList(child for child in module.children() if child is not backbone)
+    groups = param_groups_weight_decay(rest, weight_decay)
+    groups += param_groups_layer_decay(backbone, weight_decay, layer_decay=recipe.layer_decay)
+    for group in groups:  # applied here once, so that any schedule scales it alike
+        group["lr"] = lr * group.pop("lr_scale", 1.0)
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(
+    module: nn.Module, backbone: nn.Module, lr: float, weight_decay: float, recipe: Recipe
+) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, backbone, lr, weight_decay, recipe)
+    if not any(group["params"] for group in groups):
+        raise RuntimeError("no trainable parameters")
+    return create_optimizer_v2(
+        groups,
+        opt=recipe.optimizer.value,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=recipe.momentum,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int
+) -> Any | None:
+    """timm's scheduler for the recipe (None: constant learning rate, no warmup)."""
+    if recipe.scheduler is SchedulerName.none and recipe.warmup_epochs == 0:
+        return None
+    per_epoch = recipe.scheduler is SchedulerName.plateau  # on val/loss (PLATEAU_MONITOR)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        # "step" with an endless decay period: a constant rate after the warmup
+        sched="step" if recipe.scheduler is SchedulerName.none else recipe.scheduler.value,
+        num_epochs=epochs - recipe.warmup_epochs,  # after the warmup (warmup_prefix)
+        decay_epochs=recipe.decay_epochs if recipe.scheduler is SchedulerName.step else 10**9,
+        decay_rate=recipe.decay_rate,
+        patience_epochs=recipe.patience_epochs,
+        plateau_mode="min",
+        min_lr=recipe.min_lr,
+        warmup_lr=recipe.warmup_lr,
+        warmup_epochs=recipe.warmup_epochs,
+        warmup_prefix=True,  # the schedule starts at the full rate after the warmup
+        step_on_epochs=per_epoch,
+        updates_per_epoch=max(1, steps_per_epoch),
+    )
+    return scheduler
