@@ -17,6 +17,7 @@ from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
+from landmark_tl.models.optim import balanced_class_weights
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
@@ -108,6 +109,22 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
     )
     module.recipe = config.optim
     return module
+
+
+def training_class_weights(datamodule: LandmarkDataModule) -> dict[str, torch.Tensor]:
+    """Per task, balanced loss weights from the training split's class counts."""
+    catalog = datamodule.catalog
+    categories, landmarks = catalog.labels()
+    train = [a == "train" for a in datamodule.assignment]
+    return {
+        task: balanced_class_weights(
+            [label for label, keep in zip(labels, train, strict=True) if keep], count
+        )
+        for task, labels, count in (
+            ("category", categories, catalog.hierarchy.num_categories),
+            ("landmark", landmarks, catalog.hierarchy.num_landmarks),
+        )
+    }
 
 
 def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:

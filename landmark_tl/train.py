@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_tl.build import build_strategy, prepare_data
+from landmark_tl.build import build_strategy, prepare_data, training_class_weights
 from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import write_split_csv
@@ -106,6 +106,8 @@ def _train(
     # Seed again: whether features came from the cache must not change the head's init.
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = build_strategy(config, backbone, catalog.hierarchy)
+    if config.optim.class_balance:
+        module.class_weights = training_class_weights(datamodule)
     fit = fit_stages(
         module,
         datamodule,

@@ -9,6 +9,7 @@ timm (``create_optimizer_v2``, ``create_scheduler_v2``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -49,6 +50,7 @@ class Recipe:
     decay_rate: float = 0.1  # step, plateau
     patience_epochs: int = 2  # plateau
     label_smoothing: float = 0.0
+    class_balance: bool = False  # weight each class's training loss by N / (K · n_class)
 
     def problems(self, stage_epochs: dict[str, int], prefix: str = "optim") -> list[str]:
         """Values that cannot work, as 'key=value: why' lines."""
@@ -66,6 +68,14 @@ class Recipe:
                     f"strategy.stages.{stage}.epochs={epochs}; shorten the warmup"
                 )
         return found
+
+
+def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """N / (K · n_c) per class c of ``labels`` (scikit-learn's "balanced"); 0 for a class
+    with no example, which then never contributes."""
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=num_classes)
+    weights = len(labels) / (num_classes * counts.clamp(min=1).float())
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
 def parameter_groups(

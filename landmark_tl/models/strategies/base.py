@@ -83,6 +83,8 @@ class TwoLevelStrategy(L.LightningModule):
     """Strategy options (beyond stages and head) that this strategy takes from the config."""
     recipe: Recipe = Recipe()
     """Optimiser, schedule and label smoothing of every stage (set by the builder)."""
+    class_weights: Mapping[str, torch.Tensor] | None = None
+    """Per task, the training loss weight of each class (``optim.class_balance``)."""
 
     def __init__(
         self,
@@ -214,11 +216,7 @@ class TwoLevelStrategy(L.LightningModule):
         preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
-            task_loss = F.cross_entropy(
-                logits[task],
-                targets[task],
-                label_smoothing=self.recipe.label_smoothing if split == "train" else 0.0,
-            )
+            task_loss = self._task_loss(task, logits[task], targets[task], split)
             loss = loss + self.loss_weight(task) * task_loss
             self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
             self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
@@ -228,6 +226,18 @@ class TwoLevelStrategy(L.LightningModule):
                 {t: (logits[t].detach(), preds[t], targets[t]) for t in self.tasks}
             )
         return loss
+
+    def _task_loss(
+        self, task: str, logits: torch.Tensor, targets: torch.Tensor, split: str
+    ) -> torch.Tensor:
+        """Cross-entropy; in training with the recipe's label smoothing and class weights
+        (validation and test losses stay plain, so they compare across recipes)."""
+        if split != "train":
+            return F.cross_entropy(logits, targets)
+        weight = None if self.class_weights is None else self.class_weights[task].to(logits)
+        return F.cross_entropy(
+            logits, targets, weight=weight, label_smoothing=self.recipe.label_smoothing
+        )
 
     def _log_epoch(self, split: str) -> None:
         """Log ``split``'s epoch values once (``<split>/loss``, ``<split>/<task>_f1`` ...)."""
