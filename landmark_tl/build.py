@@ -84,6 +84,8 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         augment=data.augment,
         noise_variance=data.noise_variance,
         random_views=config.features.random_views,
+        auto_augment=data.auto_augment,
+        random_erasing=data.random_erasing,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         feature_encoder=backbone if use_features else None,

@@ -60,6 +60,9 @@ class DataConfig:
     split_file: str | None = None  # reuse the split.csv of another run
     augment: Augment = Augment.none
     noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
+    # augment=timm: timm's policy; rand-n1-mstd101 is TrivialAugment-like, "" none
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
     batch_size: int = 32
     num_workers: int = 0
 
@@ -304,6 +307,13 @@ def validate_config(config: TrainConfig) -> None:
     problems = _range_problems(config)
     if config.data.source is DataSource.folder and not config.data.root:
         problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
+    frozen = config.backbone.freeze is FreezePolicy.all
+    if config.optim.mixes and config.features.enabled(frozen):
+        problems.append(
+            "optim.mixup/optim.cutmix mix images, but this run trains on cached features of a "
+            "frozen backbone: set features.cache=false (or backbone.freeze=none), or turn "
+            "mixing off"
+        )
     problems += config.optim.problems(
         {name: stage.epochs for name, stage in config.strategy.stages.items()}
     )

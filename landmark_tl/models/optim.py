@@ -15,6 +15,8 @@ from enum import Enum
 from typing import Any
 
 import torch
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from torch import nn
@@ -51,6 +53,14 @@ class Recipe:
     patience_epochs: int = 2  # plateau
     label_smoothing: float = 0.0
     class_balance: bool = False  # weight each class's training loss by N / (K · n_class)
+    mixup: float = 0.0  # mixup alpha (timm's Mixup); 0: off; needs images, not cached features
+    cutmix: float = 0.0  # cutmix alpha; 0: off
+    mix_prob: float = 1.0  # probability of mixing a batch
+    mix_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
 
     def problems(self, stage_epochs: dict[str, int], prefix: str = "optim") -> list[str]:
         """Values that cannot work, as 'key=value: why' lines."""
@@ -59,6 +69,12 @@ class Recipe:
             found.append(f"{prefix}.label_smoothing={self.label_smoothing}: must be in [0, 1)")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             found.append(f"{prefix}.layer_decay={self.layer_decay}: must be in (0, 1] or null")
+        for key in ("mixup", "cutmix"):
+            if getattr(self, key) < 0:
+                found.append(f"{prefix}.{key}={getattr(self, key)}: must be >= 0 (0: off)")
+        for key in ("mix_prob", "mix_switch_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                found.append(f"{prefix}.{key}={getattr(self, key)}: must be in [0, 1]")
         if self.warmup_epochs < 0:
             found.append(f"{prefix}.warmup_epochs={self.warmup_epochs}: must be >= 0")
         for stage, epochs in stage_epochs.items():
@@ -133,3 +149,36 @@ def build_scheduler(
         updates_per_epoch=max(1, steps_per_epoch),
     )
     return scheduler
+
+
+class TwoLevelMixup:
+    """timm's Mixup/CutMix on an image batch for both tasks: the landmark targets are mixed
+    (with label smoothing), the category targets are derived from them through the
+    hierarchy, so the two stay consistent. An odd last image stays unmixed (timm pairs the
+    batch with its reverse)."""
+
+    def __init__(self, recipe: Recipe, landmark_to_category: torch.Tensor) -> None:
+        self.num_landmarks = len(landmark_to_category)
+        self.to_category = torch.nn.functional.one_hot(landmark_to_category).float()
+        self.smoothing = recipe.label_smoothing
+        self.mix = Mixup(
+            mixup_alpha=recipe.mixup,
+            cutmix_alpha=recipe.cutmix,
+            prob=recipe.mix_prob,
+            switch_prob=recipe.mix_switch_prob,
+            label_smoothing=recipe.label_smoothing,
+            num_classes=self.num_landmarks,
+        )
+
+    def __call__(
+        self, images: torch.Tensor, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if images.ndim != 4:
+            raise ValueError("mixup/cutmix need images, not cached features")
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.clone()
+        soft = mixup_target(landmarks, self.num_landmarks, smoothing=self.smoothing)
+        even = len(x) - len(x) % 2
+        if even:
+            x[:even], soft[:even] = self.mix(x[:even], landmarks[:even])
+        category = soft @ self.to_category.to(soft)
+        return x, {"landmark": soft, "category": category}

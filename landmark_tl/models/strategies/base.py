@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -29,6 +30,7 @@ from landmark_tl.models.optim import (
     PLATEAU_MONITOR,
     Recipe,
     SchedulerName,
+    TwoLevelMixup,
     build_optimizer,
     build_scheduler,
 )
@@ -212,11 +214,17 @@ class TwoLevelStrategy(L.LightningModule):
         """Loss of the stage's tasks; metrics accumulate here and are logged per epoch."""
         x, category, landmark = batch
         targets = {"category": category, "landmark": landmark}
+        mixed = None
+        if split == "train" and self.recipe.mixes:
+            x, mixed = self._mixup(x, landmark)
         logits = self(x)
         preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
-            task_loss = self._task_loss(task, logits[task], targets[task], split)
+            if mixed is None:
+                task_loss = self._task_loss(task, logits[task], targets[task], split)
+            else:  # soft targets (metrics of mixed batches still count the hard labels)
+                task_loss = SoftTargetCrossEntropy()(logits[task], mixed[task])
             loss = loss + self.loss_weight(task) * task_loss
             self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
             self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
@@ -226,6 +234,13 @@ class TwoLevelStrategy(L.LightningModule):
                 {t: (logits[t].detach(), preds[t], targets[t]) for t in self.tasks}
             )
         return loss
+
+    def _mixup(
+        self, x: torch.Tensor, landmark: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if getattr(self, "_mixer", None) is None:
+            self._mixer = TwoLevelMixup(self.recipe, self.hierarchy.parent_tensor())
+        return self._mixer(x, landmark)
 
     def _task_loss(
         self, task: str, logits: torch.Tensor, targets: torch.Tensor, split: str
