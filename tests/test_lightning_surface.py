@@ -202,3 +202,20 @@ def test_saved_run_config_keeps_trainer_extras(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     assert to_train_config(OmegaConf.load(path)).trainer.extra == {"gradient_clip_val": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("debug", "expected"),
+    [
+        ("fdr", {"fast_dev_run": True}),
+        ("overfit", {"overfit_batches": 3}),
+        ("limit", {"limit_train_batches": 5, "limit_val_batches": 3}),
+        ("profiler", {"profiler": "simple"}),
+    ],
+)
+def test_debug_configs_compose_into_valid_trainer_arguments(debug, expected):
+    config = compose_config(f"debug={debug}")
+    validate_config(config)
+    arguments = trainer_arguments(config.trainer)
+    assert expected.items() <= arguments.items()
+    assert arguments["accelerator"] == "cpu" and arguments["detect_anomaly"] is True

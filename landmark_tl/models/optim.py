@@ -59,6 +59,11 @@ class Recipe:
     mix_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
 
     @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes during a stage."""
+        return self.scheduler is not SchedulerName.none or self.warmup_epochs > 0
+
+    @property
     def mixes(self) -> bool:
         return self.mixup > 0 or self.cutmix > 0
 
@@ -129,7 +134,7 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int
 ) -> Any | None:
     """timm's scheduler for the recipe (None: constant learning rate, no warmup)."""
-    if recipe.scheduler is SchedulerName.none and recipe.warmup_epochs == 0:
+    if not recipe.scheduled:
         return None
     per_epoch = recipe.scheduler is SchedulerName.plateau  # on val/loss (PLATEAU_MONITOR)
     scheduler, _ = create_scheduler_v2(

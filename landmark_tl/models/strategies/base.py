@@ -367,12 +367,10 @@ class TwoLevelStrategy(L.LightningModule):
         optimizer = build_optimizer(
             self, self.backbone.model, stage.lr, stage.weight_decay, self.recipe
         )
-        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
-        scheduler = build_scheduler(
-            optimizer, self.recipe, stage.epochs, int(steps) // max(1, stage.epochs)
-        )
-        if scheduler is None:
+        if not self.recipe.scheduled:
             return {"optimizer": optimizer}
+        steps = int(self.trainer.estimated_stepping_batches) // max(1, stage.epochs)
+        scheduler = build_scheduler(optimizer, self.recipe, stage.epochs, steps)
         per_epoch = self.recipe.scheduler is SchedulerName.plateau
         return {
             "optimizer": optimizer,
