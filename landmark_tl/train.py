@@ -49,7 +49,10 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
     writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
-    for i, record in enumerate(records):
+    tested = min(len(fit.test_outputs.preds[t]) for t in tasks)
+    if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
+        log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
+    for i, record in enumerate(records[:tested]):
         row = [str(record.path.relative_to(datamodule.catalog.root))]
         for t in tasks:
             pred = int(fit.test_outputs.preds[t][i])
