@@ -95,6 +95,7 @@ def _train(
     loggers: RunLoggers,
     start: float,
 ) -> dict[str, Any]:
+    """The run itself, once the config is checked and the trackers are open."""
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
     if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
