@@ -207,8 +207,11 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
     # Lightning loggers and extra callbacks by name, each built from its _target_
-    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in
-    logger: dict[str, Any] = field(default_factory=dict)
+    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
+    # The CSV log is always there (plots and reports read it): ~logger.csv removes it.
+    logger: dict[str, Any] = field(
+        default_factory=lambda: {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
+    )
     callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
@@ -246,7 +249,11 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         for key in extra:
             del trainer[key]
         trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
+    schema = OmegaConf.structured(TrainConfig)
+    for key in ("logger", "callbacks"):  # named objects: what was composed replaces the default
+        if key in plain:
+            schema[key] = {}
+    return OmegaConf.to_object(OmegaConf.merge(schema, plain))
 
 
 class ConfigError(ValueError):

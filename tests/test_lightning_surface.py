@@ -222,3 +222,15 @@ def test_debug_configs_compose_into_valid_trainer_arguments(debug, expected):
     arguments = trainer_arguments(config.trainer)
     assert expected.items() <= arguments.items()
     assert arguments["accelerator"] == "cpu" and arguments["detect_anomaly"] is True
+
+
+def test_the_csv_log_is_on_by_default_and_kept_beside_trackers():
+    from landmark_tl.config import TrainConfig
+
+    assert list(TrainConfig().logger) == ["csv"]  # notebooks (no Hydra) get it too
+    assert list(compose_config("logger=[tensorboard,mlflow]").logger) == [
+        "csv",
+        "tensorboard",
+        "mlflow",
+    ]
+    assert list(compose_config("logger=mlflow", "~logger.csv").logger) == ["mlflow"]
