@@ -18,7 +18,7 @@ from landmark_tl.data.splits import SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe
-from landmark_tl.models.strategies.base import StageConfig
+from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
 from landmark_tl.trainer_options import check_lightning_surface
 
 
@@ -256,6 +256,10 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     return OmegaConf.to_object(OmegaConf.merge(schema, plain))
 
 
+# Stage k of a run is seeded with seed + k; numpy and Lightning take seeds below 2**32.
+MAX_SEED = 2**32 - len(STAGE_NAMES)
+
+
 class ConfigError(ValueError):
     """Config values that cannot work; the message names every offending key."""
 
@@ -294,6 +298,14 @@ def _range_problems(config: TrainConfig) -> list[str]:
         ("trainer.num_nodes", config.trainer.num_nodes, config.trainer.num_nodes >= 1, ">= 1"),
         ("backbone.lr_ratio", config.backbone.lr_ratio, config.backbone.lr_ratio > 0, "> 0"),
     ]
+    checks.append(
+        (
+            "seed",
+            config.seed,
+            0 <= config.seed <= MAX_SEED,
+            f"in [0, {MAX_SEED}] (stage k is seeded with seed + k)",
+        )
+    )
     checks += [(f"head.hidden[{i}]", h, h >= 1, ">= 1") for i, h in enumerate(config.head.hidden)]
     if config.strategy.lr is not None:
         checks.append(("strategy.lr", config.strategy.lr, config.strategy.lr >= 0, ">= 0"))
@@ -309,9 +321,22 @@ def _range_problems(config: TrainConfig) -> list[str]:
     return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
 
 
+def _conflicts(config: TrainConfig) -> list[str]:
+    """Options that cannot take effect together with the rest of the config."""
+    problems = []
+    stage2 = config.strategy.train_in_stage2 or []
+    if "backbone" in stage2 and config.backbone.freeze is FreezePolicy.all:
+        problems.append(
+            f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
+            "backbone.freeze=all keeps it frozen: set backbone.freeze=none (or schedule), "
+            "or remove 'backbone'"
+        )
+    return problems
+
+
 def validate_config(config: TrainConfig) -> None:
     """Refuse, at start, values that would fail later or train nonsense."""
-    problems = _range_problems(config)
+    problems = _range_problems(config) + _conflicts(config)
     if config.data.source is DataSource.folder and not config.data.root:
         problems.append("data.root is empty: data=folder needs data.root=/path/to/images")
     frozen = config.backbone.freeze is FreezePolicy.all

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from landmark_tl.data.catalog import Catalog, CatalogError, scan_image_folder
-from landmark_tl.data.splits import SplitError, SplitSpec, stratified_split
+from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
 from landmark_tl.io import printable
 
 TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
@@ -63,8 +63,11 @@ def name_collisions(catalog: Catalog) -> list[str]:
     ]
 
 
-def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
-    """A report on an already-scanned catalog (image headers are read, not decoded)."""
+def inspect_catalog(
+    catalog: Catalog, split: SplitSpec, split_file: str | Path | None = None
+) -> DataReport:
+    """A report on an already-scanned catalog (image headers are read, not decoded); the
+    split is checked as training would make it: from ``split_file`` when given."""
     counts = Counter((r.category, r.landmark) for r in catalog.records)
     report = DataReport(
         catalog.root,
@@ -79,19 +82,21 @@ def inspect_catalog(catalog: Catalog, split: SplitSpec) -> DataReport:
             if image.mode not in USUAL_MODES:
                 report.odd_modes.append((record.path, image.mode))
     try:
-        stratified_split(catalog, split)
+        assign_splits(catalog, split, split_file)
     except SplitError as err:
         report.split_error = str(err)
     return report
 
 
-def inspect_tree(root: str | Path, split: SplitSpec | None = None) -> DataReport:
+def inspect_tree(
+    root: str | Path, split: SplitSpec | None = None, split_file: str | Path | None = None
+) -> DataReport:
     """Scan ``root`` and report on it; a tree that cannot be used gives ``fatal``."""
     try:
         catalog = scan_image_folder(root)
     except CatalogError as err:
         return DataReport(Path(root), fatal=str(err))
-    return inspect_catalog(catalog, split or SplitSpec())
+    return inspect_catalog(catalog, split or SplitSpec(), split_file)
 
 
 def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
@@ -149,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         config = to_train_config(compose(config_name="train", overrides=overrides))
-    report = inspect_tree(resolve_data_root(config), config.data.split.to_spec())
+    report = inspect_tree(
+        resolve_data_root(config), config.data.split.to_spec(), config.data.split_file
+    )
     print(format_report(report), end="")
     return 0 if report.ok else 1
 

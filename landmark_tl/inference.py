@@ -139,6 +139,7 @@ def read_run_config(run_dir: Path) -> TrainConfig:
 def load_run(run_dir: str | Path) -> TrainedRun:
     """Rebuild a finished run's model from its dir (config, hierarchy, last best checkpoint)."""
     from landmark_tl.build import build_backbone, build_strategy
+    from landmark_tl.fingerprint import check_run_marker
     from landmark_tl.fit import read_checkpoint
 
     run_dir = Path(run_dir)
@@ -146,6 +147,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no metrics.json; the run did not finish")
     metrics = json.loads(metrics_path.read_text(encoding="utf-8", errors="surrogateescape"))
+    check_run_marker(run_dir, metrics)
     config = read_run_config(run_dir)
     hierarchy = LabelHierarchy.from_dict(
         json.loads(

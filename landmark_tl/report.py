@@ -296,6 +296,12 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
             f"{UNPAIRED} test images differ from the best's: compared by overlap of "
             "the two 95% CIs instead of the paired test.",
         ]
+    if any(row.val_landmark_f1 is None for row in table.rows):
+        lines += [
+            "",
+            "Val landmark F1 — : no validation split (data.split.val=0 or a split file without "
+            "val rows); each stage kept its last epoch.",
+        ]
     if skipped:
         lines += ["", "Skipped runs:", *(f"- {line}" for line in skipped)]
     return "\n".join(lines) + "\n"

@@ -189,12 +189,17 @@ def find_metrics_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def collect_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
     """Load the runs below ``paths``; runs with unreadable files are skipped and described."""
+    from landmark_tl.fingerprint import RunDirError, check_run_marker
+
     runs, skipped = [], []
     for metrics_path in find_metrics_files(paths):
         run_dir = metrics_path.parent
         try:
             metrics = read_metrics(metrics_path)
+            check_run_marker(run_dir, metrics)
+            if metrics.get("data", {}).get("split", {}).get("test") == 0:
+                raise MalformedRunError("no test split (data.split.test=0): nothing to compare")
             runs.append(Run(run_dir, metrics, read_predictions(run_dir / "predictions.csv")))
-        except MalformedRunError as error:
+        except (MalformedRunError, RunDirError) as error:
             skipped.append(f"skipped run {printable(str(run_dir))}: {error}")
     return runs, skipped

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import secrets
 import sys
@@ -25,13 +24,25 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
 from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.splits import write_split_csv
+from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.fingerprint import (
+    Fingerprint,
+    catalog_digest,
+    check_run_marker,
+    claim_run_dir,
+    code_version,
+    config_items,
+    refuse_changes,
+    split_digest,
+    write_fingerprint,
+)
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.plots import write_run_plots
+from landmark_tl.rundir import read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -63,24 +74,42 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     return out.getvalue()
 
 
+def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fingerprint:
+    """What determines the results of training ``config`` on the set-up ``datamodule``."""
+    catalog = datamodule.catalog
+    paths = [r.path.relative_to(catalog.root).as_posix() for r in catalog.records]
+    data = catalog_digest(
+        (p, r.category, r.landmark, d)
+        for p, r, d in zip(paths, catalog.records, catalog.content_digests(), strict=True)
+    )
+    split = split_digest(paths, datamodule.assignment)
+    return Fingerprint(config_items(config), data, split, code_version())
+
+
 def train(
     config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Train ``config``'s strategy; write split, problems, checkpoints, logs, metrics to run_dir.
 
     ``overrides`` (the command line's, recorded in metrics.json) let reports tell the
-    points of a sweep apart.
+    points of a sweep apart. A run dir holds one run: a new run refuses a dir with another
+    run's files, and ``config.resume`` continues a run only with the same fingerprint
+    (config, data, split, code). metrics.json is written last, as the mark of a finished run.
     """
     run_dir = Path(run_dir)
-    finished = run_dir / "metrics.json"
-    if config.resume and finished.is_file():
-        log.info("%s finished before (resume=true): keeping its results", run_dir)
-        return json.loads(finished.read_text(encoding="utf-8", errors="surrogateescape"))
-    start = time.perf_counter()
     validate_config(config)
+    # Data-parallel ranks > 0 start after rank 0 has claimed the dir and written its files.
+    recorded = claim_run_dir(run_dir, config, config.resume) if is_rank_zero() else None
+    finished = run_dir / "metrics.json"
+    if recorded is not None and finished.is_file():
+        log.info("%s finished before (resume=true): keeping its results", run_dir)
+        metrics = read_metrics(finished)
+        check_run_marker(run_dir, metrics)
+        return metrics
+    start = time.perf_counter()
     loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
     try:
-        metrics = _train(config, run_dir, overrides, loggers, start)
+        metrics = _train(config, run_dir, overrides, recorded, loggers, start)
     except BaseException:
         loggers.fail()
         raise
@@ -92,18 +121,23 @@ def _train(
     config: TrainConfig,
     run_dir: Path,
     overrides: Sequence[str],
+    recorded: Fingerprint | None,
     loggers: RunLoggers,
     start: float,
 ) -> dict[str, Any]:
     """The run itself, once the config is checked and the trackers are open."""
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
+    fingerprint = run_fingerprint(config, datamodule)
+    if recorded is not None:
+        refuse_changes(run_dir, recorded.differences(fingerprint))
     if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
+        write_fingerprint(run_dir, fingerprint)
         write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
         catalog.write_problem_report(run_dir / "problems.csv")
         atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
-        report = inspect_catalog(catalog, config.data.split.to_spec())
+        report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
         atomic_write_text(run_dir / "data_report.md", format_report(report))
     setup_seconds = time.perf_counter() - start
 
@@ -123,7 +157,10 @@ def _train(
         callbacks=lambda: build_callbacks(config.callbacks),
         **trainer_arguments(config.trainer, interactive()),
     )
+    sizes = split_sizes(datamodule.assignment)
+    test = fit.test_outputs
     metrics = {
+        "fingerprint": fingerprint.digest,
         "approach": config.strategy.approach,
         "strategy": config.strategy.name.value,
         "backbone": config.backbone.name,
@@ -131,14 +168,18 @@ def _train(
         "overrides": list(overrides),
         "test": fit.task_scores(),
         "val": fit.task_val_scores(),
-        "hierarchy": hierarchy_scores(
-            fit.test_outputs.preds, fit.test_outputs.targets, catalog.hierarchy.parent_tensor()
-        ),
+        # an empty split is stated, never scored: no validation keeps each stage's last epoch
+        "validation": f"best checkpoint by {config.strategy.monitor}"
+        if sizes["val"]
+        else "none: last epoch kept",
+        "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
+        if sizes["test"]
+        else {},
         "data": {
             "root": str(catalog.root),
             "images": len(catalog.records),
             "skipped": [{"path": str(p.path), "reason": p.reason} for p in catalog.problems],
-            "split": {s: datamodule.assignment.count(s) for s in ("train", "val", "test")},
+            "split": sizes,
         },
         "stages": [
             {
@@ -188,6 +229,10 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
             f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
             f"   (n={s['n']})"
         )
+    if not metrics["test"]:
+        lines.append("  no test split (data.split.test=0): no test scores")
+    if not metrics.get("val"):
+        lines.append("  no validation split: each stage kept its last epoch")
     lines.append(f"run dir: {printable(str(run_dir))}")
     return "\n".join(lines)
 

@@ -71,7 +71,8 @@ def test_head_swap_keeps_the_trunk_and_trains_only_the_new_head(
     result, snaps = _fit(module, datamodule, tmp_path)
     assert [s.name for s in result.stages] == [first, second]
     assert [s.tasks for s in result.stages] == [(first,), (second,)]
-    best_stage1 = torch.load(result.stages[0].best_checkpoint, weights_only=False)["state_dict"]
+    best_path = tmp_path / result.stages[0].best_checkpoint
+    best_stage1 = torch.load(best_path, weights_only=False)["state_dict"]
     (_, _, start2), (_, _, end2) = snaps[2][0:3], snaps[3][0:3]
     for key, value in start2.items():
         if key.startswith("net.trunk"):
@@ -178,7 +179,7 @@ def test_stage_config_errors_name_the_stages(backbone, datamodule):
 def test_checkpoints_leave_out_a_frozen_backbone_and_load_back(backbone, datamodule, tmp_path):
     module = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
     result, _ = _fit(module, datamodule, tmp_path)
-    checkpoint = torch.load(result.stages[0].best_checkpoint, weights_only=False)
+    checkpoint = torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False)
     assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
     assert checkpoint["frozen_backbone"]["weights_digest"] == backbone.weights_digest
     fresh = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
@@ -188,5 +189,5 @@ def test_checkpoints_leave_out_a_frozen_backbone_and_load_back(backbone, datamod
     other = create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
     with pytest.raises(ValueError, match="same backbone"):
         MultiOutput(other, datamodule.hierarchy, STAGES, hidden=[16]).on_load_checkpoint(
-            torch.load(result.stages[0].best_checkpoint, weights_only=False)
+            torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False)
         )

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from landmark_tl.data.catalog import Catalog, ImageRecord, load_rgb, scan_image_folder
 from landmark_tl.data.features import FeatureCache, view_features
-from landmark_tl.data.splits import SPLITS, SplitSpec, read_split_csv, stratified_split
+from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
     RANDOM_AUGMENTS,
     Augment,
@@ -190,10 +190,7 @@ class LandmarkDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.catalog = scan_image_folder(self.root)
-        if self.split_file:
-            self.assignment = read_split_csv(self.split_file, self.catalog)
-        else:
-            self.assignment = stratified_split(self.catalog, self.split_spec)
+        self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         if self.feature_encoder is None:

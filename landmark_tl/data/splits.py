@@ -77,6 +77,45 @@ def _amount(value: int | float, n: int) -> int:
     return max(1, math.floor(value * n + 0.5)) if value > 0 else 0
 
 
+def assign_splits(
+    catalog: Catalog, spec: SplitSpec, split_file: str | Path | None = None
+) -> list[str]:
+    """The split of each record, from ``split_file`` when given, else stratified by ``spec``;
+    refused (SplitError) unless every landmark keeps at least one training image."""
+    if split_file:
+        assignment = read_split_csv(split_file, catalog)
+        source = f"data.split_file={_show(Path(split_file))}"
+    else:
+        assignment = stratified_split(catalog, spec)
+        source = f"data.split.val={spec.val}, data.split.test={spec.test}"
+    check_every_landmark_trains(catalog, assignment, source)
+    return assignment
+
+
+def check_every_landmark_trains(catalog: Catalog, assignment: Sequence[str], source: str) -> None:
+    """Refuse a split that leaves a landmark without training images (its class could never
+    be learnt, yet it would be scored)."""
+    trained = {
+        (r.category, r.landmark)
+        for r, split in zip(catalog.records, assignment, strict=True)
+        if split == "train"
+    }
+    untrained = [pair for pair in catalog.hierarchy.landmarks if pair not in trained]
+    if untrained:
+        raise SplitError(
+            f"{source}: {len(untrained)} landmarks have no training image:\n  "
+            + "\n  ".join(printable("/".join(pair)) for pair in untrained[:_MAX_LISTED])
+            + _more(len(untrained), _MAX_LISTED)
+            + "\nMove at least one image of each to train (split column), or regenerate the "
+            "split without data.split_file."
+        )
+
+
+def split_sizes(assignment: Sequence[str]) -> dict[str, int]:
+    """Number of images in each split (0 for an empty one)."""
+    return {split: sum(1 for a in assignment if a == split) for split in SPLITS}
+
+
 def stratified_split(catalog: Catalog, spec: SplitSpec) -> list[str]:
     """The split name of each catalog record (same order), stratified by landmark."""
     groups = _group_by_landmark(catalog.records)
