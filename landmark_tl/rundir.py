@@ -154,7 +154,7 @@ class Run:
     @property
     def monitor(self) -> str:
         """What the run's stages kept their checkpoints by (strategy.monitor)."""
-        monitors = {s.get("monitor", "val/loss") for s in self.metrics.get("stages", [])}
+        monitors = {s.get("monitor") or "val/loss" for s in self.metrics.get("stages", [])}
         return monitors.pop() if len(monitors) == 1 else "val/loss"
 
     def val_score(self, monitor: str) -> float | None:
