@@ -60,7 +60,7 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
     writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
-    tested = min(len(fit.test_outputs.preds[t]) for t in tasks)
+    tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
     if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
         log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
     for i, record in enumerate(records[:tested]):
