@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from landmark_tl.config import DataSource, TrainConfig, validate_config
+from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureCache, encoder_key
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
@@ -21,15 +21,29 @@ from landmark_tl.models.optim import balanced_class_weights
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
+def cache_dir(config: TrainConfig) -> Path:
+    """``paths.cache_dir``, expanded; refused when it, or the nearest existing folder above
+    it, is a file (it is created when missing)."""
+    path = Path(config.paths.cache_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(
+            f"paths.cache_dir={path} cannot be a folder{where}: give a folder path (created "
+            "if missing), or set the environment variable LANDMARK_TL_CACHE to one"
+        )
+    return path
+
+
 def resolve_data_root(config: TrainConfig) -> Path:
     """The image tree to train on: the user's folder, or the generated synthetic set."""
     data = config.data
     if data.source is DataSource.folder:
         if not data.root:
-            raise ValueError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
+            raise ConfigError("data=folder needs data.root=/path/to/<category>/<landmark>/images")
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(
-        Path(config.paths.cache_dir).expanduser() / "datasets",
+        cache_dir(config) / "datasets",
         images_per_landmark=data.images_per_landmark,
         image_size=data.image_size,
         seed=data.synthetic_seed,
@@ -75,7 +89,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
     data = config.data
     use_features = config.features.enabled(backbone.frozen)
     autocast = feature_autocast(config)
-    cache_root = Path(config.paths.cache_dir).expanduser() / "features"
+    cache_root = cache_dir(config) / "features"
     return LandmarkDataModule(
         resolve_data_root(config),
         backbone.preprocessing,

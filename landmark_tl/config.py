@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.data.transforms import Augment
+from landmark_tl.errors import ConfigError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe
 from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
@@ -38,7 +39,7 @@ class SplitConfig:
     def to_spec(self) -> SplitSpec:
         def amount(key: str, value: float) -> int | float:
             if value >= 1 and value != int(value):
-                raise ValueError(
+                raise ConfigError(
                     f"data.split.{key}={value}: give a whole count of images per landmark "
                     "or a fraction below 1"
                 )
@@ -141,7 +142,7 @@ class StrategyConfig:
         given = {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
         unused = sorted(set(given) - set(accepted))
         if unused:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.{unused[0]} does not apply to strategy={self.name.value} "
                 f"(it takes {list(accepted) or 'no options'}); remove it"
             )
@@ -167,9 +168,9 @@ class FeaturesConfig:
     def enabled(self, backbone_frozen: bool) -> bool:
         value = str(self.cache).lower()
         if value not in {"auto", "true", "false"}:
-            raise ValueError(f"features.cache={self.cache}: use auto, true or false")
+            raise ConfigError(f"features.cache={self.cache}: use auto, true or false")
         if value == "true" and not backbone_frozen:
-            raise ValueError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
+            raise ConfigError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
         return value == "true" or (value == "auto" and backbone_frozen)
 
 
@@ -258,10 +259,6 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
 
 # Stage k of a run is seeded with seed + k; numpy and Lightning take seeds below 2**32.
 MAX_SEED = 2**32 - len(STAGE_NAMES)
-
-
-class ConfigError(ValueError):
-    """Config values that cannot work; the message names every offending key."""
 
 
 def _range_problems(config: TrainConfig) -> list[str]:

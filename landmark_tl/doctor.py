@@ -19,6 +19,7 @@ from PIL import Image
 
 from landmark_tl.data.catalog import Catalog, CatalogError, scan_image_folder
 from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
+from landmark_tl.errors import UsageError, command
 from landmark_tl.io import printable
 
 TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
@@ -138,22 +139,29 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     """Compose the training config from ``argv`` overrides and report on its data."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from landmark_tl.build import resolve_data_root
     from landmark_tl.config import register_configs, to_train_config
 
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    overrides = list(argv)
     if any(o.startswith("data.root=") for o in overrides) and not any(
         o.startswith("data=") for o in overrides
     ):
         overrides.insert(0, "data=folder")
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        config = to_train_config(compose(config_name="train", overrides=overrides))
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            config = to_train_config(compose(config_name="train", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
     report = inspect_tree(
         resolve_data_root(config), config.data.split.to_spec(), config.data.split_file
     )

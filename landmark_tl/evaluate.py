@@ -9,18 +9,18 @@ does not know are reported and left out. Prints the scores, writes JSON (default
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from landmark_tl.data.catalog import scan_image_folder
+from landmark_tl.data.catalog import CatalogError, scan_image_folder
 from landmark_tl.data.splits import read_split_csv
+from landmark_tl.errors import command
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json, printable
 from landmark_tl.metrics import hierarchy_scores, score_predictions
-from landmark_tl.predict import parse_args, predict_files
+from landmark_tl.predict import output_file, parse_args, predict_files
 
 USAGE = "usage: python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JSON]"
 
@@ -60,7 +60,11 @@ def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
     """Per-task and hierarchy scores of the run's final model."""
     items, unknown = evaluation_images(run, other_root)
     if not items:
-        raise SystemExit("no image with a label the run knows: nothing to evaluate")
+        where = other_root or "the run's test split"
+        raise CatalogError(
+            f"{where}: no image with a label the run knows: nothing to evaluate; give "
+            "data.root= a tree with the run's <category>/<landmark> folders"
+        )
     predictions, skipped = predict_files(run, [path for path, _, _ in items], top_k=1)
     index = {"category": run.hierarchy.category_names, "landmark": run.hierarchy.landmark_names}
     kept = [item for item in items if item[0] not in {p for p, _ in skipped}]
@@ -82,13 +86,12 @@ def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(
-        sys.argv[1:] if argv is None else argv, ("run", "data.root", "out"), ("run",), USAGE
-    )
+@command
+def main(argv: list[str]) -> int:
+    args = parse_args(argv, ("run", "data.root", "out"), ("run",), USAGE)
+    out = output_file(args, Path(args["run"][-1]) / "evaluation.json")
     run = load_run(args["run"][-1])
     result = evaluate(run, args.get("data.root", [None])[-1])
-    out = Path(args.get("out", [str(run.run_dir / "evaluation.json")])[-1])
     atomic_write_json(out, result)
     for task, s in result["test"].items():
         print(

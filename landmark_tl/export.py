@@ -10,18 +10,19 @@ with the hierarchy for the ``hierarchical`` strategy).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from landmark_tl.errors import UsageError, command
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json
 from landmark_tl.predict import parse_args
 
 USAGE = "usage: python -m landmark_tl.export run=DIR format=onnx|torchscript [out=DIR]"
+FORMATS = ("onnx", "torchscript")
 OUTPUTS = ("category_probs", "landmark_probs", "category", "landmark")
 
 
@@ -63,8 +64,16 @@ def labels(run: TrainedRun, model_file: str) -> dict:
     }
 
 
+def check_format(fmt: str) -> str:
+    """``fmt`` if it is an export format, else UsageError."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format={fmt}: use {' or '.join(FORMATS)}\n{USAGE}")
+    return fmt
+
+
 def export(run: TrainedRun, fmt: str, out_dir: Path) -> Path:
     """Write the model file and labels.json into ``out_dir``; return the model file."""
+    check_format(fmt)
     module = Exportable(run)
     example = torch.zeros(2, *run.preprocessing.input_size, dtype=torch.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +88,7 @@ def export(run: TrainedRun, fmt: str, out_dir: Path) -> Path:
             output_names=list(OUTPUTS),
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
-    elif fmt == "torchscript":
+    else:
         path = out_dir / "model.pt"
         run.model._jit_is_scripting = True  # Lightning: let tracing read `trainer` as None
         try:
@@ -87,19 +96,17 @@ def export(run: TrainedRun, fmt: str, out_dir: Path) -> Path:
                 torch.jit.trace(module, example, check_trace=False).save(str(path))
         finally:
             run.model._jit_is_scripting = False
-    else:
-        raise SystemExit(f"format={fmt}: use onnx or torchscript\n{USAGE}")
     atomic_write_json(out_dir / "labels.json", labels(run, path.name))
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(
-        sys.argv[1:] if argv is None else argv, ("run", "format", "out"), ("run", "format"), USAGE
-    )
+@command
+def main(argv: list[str]) -> int:
+    args = parse_args(argv, ("run", "format", "out"), ("run", "format"), USAGE)
+    fmt = check_format(args["format"][-1])
     run = load_run(args["run"][-1])
     out = Path(args.get("out", [str(run.run_dir / "export")])[-1])
-    path = export(run, args["format"][-1], out)
+    path = export(run, fmt, out)
     print(f"wrote {path} and {out / 'labels.json'}")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from landmark_tl.errors import UserError
 from landmark_tl.io import atomic_write_json, printable
 
 FILENAME = "fingerprint.json"
@@ -56,7 +57,7 @@ RUN_FILES = (
 _SHOWN_KEYS = 8
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     """A run dir cannot be used as asked; the message names the dir, the keys and the fix."""
 
 

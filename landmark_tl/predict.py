@@ -2,7 +2,9 @@
 
 Predicts category and landmark for image files, folders (searched recursively) or globs
 with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
-unreadable files are listed and skipped, never fatal.
+unreadable and special files (FIFOs, devices) are listed and skipped. An input that matches
+nothing, a bad ``top_k`` or an ``out`` folder exits 2 before the model is loaded; nothing is
+written unless an image was predicted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from landmark_tl.data.catalog import load_rgb
+from landmark_tl.data.catalog import IMAGE_EXTENSIONS, CatalogError, load_rgb
+from landmark_tl.errors import UsageError, command
 from landmark_tl.inference import Prediction, TrainedRun, image_files, load_run
 from landmark_tl.io import atomic_write_text, printable
 
@@ -26,16 +29,39 @@ def parse_args(
     required: Sequence[str] = ("run", "inputs"),
     usage: str = USAGE,
 ) -> dict[str, list[str]]:
-    """``key=value`` arguments (a key may repeat); unknown or missing keys exit with usage."""
+    """``key=value`` arguments (a key may repeat); unknown or missing keys raise UsageError."""
     args: dict[str, list[str]] = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in keys:
-            raise SystemExit(f"unknown argument {arg!r}\n{usage}")
+            raise UsageError(f"unknown argument {arg!r}\n{usage}")
         args.setdefault(key, []).append(value)
     if any(key not in args for key in required):
-        raise SystemExit(f"{' and '.join(k + '=' for k in required)} are required\n{usage}")
+        raise UsageError(f"{' and '.join(k + '=' for k in required)} are required\n{usage}")
     return args
+
+
+def positive_int(args: dict[str, list[str]], key: str, default: int) -> int:
+    """The last ``key=`` value as a whole number >= 1, else UsageError naming it."""
+    text = args.get(key, [str(default)])[-1]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{key}={text}: must be a whole number >= 1 (e.g. {key}={default})")
+    return value
+
+
+def output_file(args: dict[str, list[str]], default: Path) -> Path:
+    """The ``out=`` file (``default`` when not given); a folder is refused."""
+    out = Path(args.get("out", [str(default)])[-1])
+    if out.is_dir():
+        raise UsageError(
+            f"out={printable(str(out))} is a folder: give a file path, e.g. "
+            f"out={printable(str(out / default.name))}"
+        )
+    return out
 
 
 def predict_files(
@@ -100,16 +126,28 @@ def table(predictions: Sequence[Prediction]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    top_k = int(args.get("top_k", ["3"])[-1])
-    run = load_run(args["run"][-1])
-    files = image_files(args["inputs"])
+@command
+def main(argv: list[str]) -> int:
+    """Arguments and inputs are checked before the model is loaded; nothing is written
+    unless at least one image was predicted."""
+    args = parse_args(argv)
+    top_k = positive_int(args, "top_k", 3)
+    out = output_file(args, Path(args["run"][-1]) / "predict.csv")
+    files, special = image_files(args["inputs"])
     if not files:
-        print(f"no files match {args['inputs']}", file=sys.stderr)
-        return 2
+        raise UsageError(
+            f"no image files in inputs={', '.join(args['inputs'])} (extensions "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}); nothing to predict"
+        )
+    run = load_run(args["run"][-1])
     predictions, skipped = predict_files(run, files, top_k)
-    out = Path(args.get("out", [str(run.run_dir / "predict.csv")])[-1])
+    skipped += special
+    if not predictions:
+        path, reason = skipped[0]
+        raise CatalogError(
+            f"none of the {len(skipped)} input files could be read (first: "
+            f"{printable(str(path))}: {reason}); nothing predicted, nothing written"
+        )
     atomic_write_text(out, predictions_csv(predictions, top_k))
     print(table(predictions))
     for path, reason in skipped:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from landmark_tl.errors import command
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png
 from landmark_tl.rundir import TASKS, NoRunsError, Run, collect_runs
@@ -374,7 +375,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@command
+def main(argv: list[str]) -> int:
     """Command line entry point; 2 when a path holds no usable run."""
     args = parse_args(argv)
     try:

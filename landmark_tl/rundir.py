@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from landmark_tl.errors import UsageError, UserError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import printable
 
@@ -18,7 +19,7 @@ TASKS = ("category", "landmark")
 METRICS_SECTIONS = {"data": dict, "hierarchy": dict, "stages": list, "timings": dict}
 
 
-class MalformedRunError(ValueError):
+class MalformedRunError(UserError, ValueError):
     """A run file that is missing or cannot be read; the message names the file."""
 
 
@@ -115,7 +116,7 @@ def read_epoch_metrics(path: Path) -> dict[str, dict[int, float]]:
     return dict(series)
 
 
-class NoRunsError(FileNotFoundError):
+class NoRunsError(UsageError, FileNotFoundError):
     """A given path holds no metrics.json."""
 
 

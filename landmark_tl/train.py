@@ -26,6 +26,7 @@ from landmark_tl.config import TrainConfig, register_configs, to_train_config, v
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.errors import hydra_command, take_debug_flag
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,
@@ -251,8 +252,11 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra_command
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns ``optimized_metric`` for sweepers."""
+    """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
+    errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
+    with the traceback)."""
     config = to_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
@@ -262,4 +266,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *take_debug_flag(sys.argv[1:])]
     main()

@@ -60,3 +60,20 @@ def tiny_config(tiny_tree: Path, tmp_path: Path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dir of a finished tiny run (hierarchical), shared by the tests that use one."""
+    from landmark_tl.train import train
+
+    tmp = tmp_path_factory.mktemp("run")
+    config = compose_config(
+        *TINY_OVERRIDES,
+        f"data.root={tiny_tree}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        "strategy=hierarchical",
+        "strategy.stages.landmark.epochs=3",
+    )
+    train(config, tmp / "run")
+    return tmp / "run"

@@ -24,8 +24,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
+from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import atomic_write_text, file_digests, printable
+from landmark_tl.io import (
+    atomic_write_text,
+    file_digests,
+    not_regular_reason,
+    printable,
+    require_regular_file,
+    special_file_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _MAX_LISTED = 10
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """The image tree cannot be used; the message names the folder or file and the fix."""
 
 
@@ -101,8 +109,10 @@ def load_rgb(path: str | Path) -> Image.Image:
     """Decode an image fully and upright (EXIF orientation applied) as 8-bit RGB.
 
     Transparent pixels are composited on white; 16-bit, 32-bit and float images are scaled
-    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files.
+    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files, and OSError
+    for a path that is not a regular file (never opened).
     """
+    require_regular_file(path)  # a FIFO would block the open forever
     with Image.open(path) as image:
         upright = ImageOps.exif_transpose(image)  # a fully decoded copy
     return _to_rgb(upright)
@@ -233,17 +243,20 @@ def _is_image(name: str) -> bool:
 
 
 def _is_dir(entry: os.DirEntry[str], walk: _Walk) -> bool | None:
-    """Whether ``entry`` is a folder; None (and a problem) when it cannot even be stat-ed,
-    e.g. a symlink loop or a dangling link."""
+    """Whether ``entry`` is a folder (else a regular file); None (and a problem) when it
+    cannot even be stat-ed (a symlink loop, a dangling link) or is a special file (FIFO,
+    socket, device), which is never opened: reading a FIFO would block forever."""
     try:
         is_dir = entry.is_dir()
-        if not is_dir and entry.is_symlink():
-            os.stat(entry.path)  # a dangling link raises here
-        return is_dir
+        if is_dir or entry.is_file():
+            return is_dir
+        kind = special_file_kind(entry.stat().st_mode)  # a dangling link raises here
     except OSError as error:
         reason = f"unreadable entry ({error.strerror}); fix or remove it"
         walk.problems.append(Problem(Path(entry.path), reason))
         return None
+    walk.problems.append(Problem(Path(entry.path), not_regular_reason(kind or "unknown kind")))
+    return None
 
 
 def _subfolders(folder: Path, walk: _Walk) -> list[str]:

@@ -12,7 +12,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from landmark_tl.data.catalog import Catalog, ImageRecord, load_rgb, scan_image_folder
+from landmark_tl.data.catalog import (
+    Catalog,
+    CatalogError,
+    ImageRecord,
+    load_rgb,
+    scan_image_folder,
+)
 from landmark_tl.data.features import FeatureCache, view_features
 from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
@@ -26,7 +32,9 @@ from landmark_tl.data.transforms import (
     to_uint8_tensor,
     training_views,
 )
+from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.io import printable
 from landmark_tl.models.backbone import Backbone, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -35,11 +43,22 @@ log = logging.getLogger(__name__)
 def decode_images(
     paths: Sequence[Path], preprocessing: Preprocessing, workers: int | None = None
 ) -> torch.Tensor:
-    """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry."""
+    """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
+
+    The images were read by the catalog's scan; one that fails now was deleted or changed
+    since, and raises CatalogError naming it.
+    """
     geometry = geometry_transform(preprocessing)
 
     def decode(path: Path) -> torch.Tensor:
-        return to_uint8_tensor(geometry(load_rgb(path)))
+        try:
+            return to_uint8_tensor(geometry(load_rgb(path)))
+        except Exception as error:  # the scan decoded it: any failure is a change since
+            raise CatalogError(
+                f"{printable(str(path))}: deleted or changed after the scan "
+                f"({type(error).__name__}: {str(error)[:200]}); restore it and run again "
+                "(a new scan skips and reports unreadable files)"
+            ) from error
 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         return torch.stack(list(pool.map(decode, paths)))
@@ -153,7 +172,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.assignment: list[str] = []
         self.datasets: dict[str, Dataset] = {}
         if feature_encoder is not None and self.augment in RANDOM_AUGMENTS and random_views < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.augment={self.augment.value} with a frozen backbone caches a fixed "
                 "number of random views per image: set features.random_views to 1 or more (or "
                 "features.cache=false to draw new views every epoch, recomputing features)"

@@ -23,7 +23,8 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from landmark_tl.io import atomic_write_bytes
+from landmark_tl.errors import UserError
+from landmark_tl.io import atomic_write_bytes, printable
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,24 @@ def decode_entry(data: bytes) -> torch.Tensor | None:
     return torch.frombuffer(bytearray(payload), dtype=torch.float32)
 
 
+class CachePermissionError(UserError, PermissionError):
+    """The feature cache holds an entry or folder this user may not read or write."""
+
+
+def _permission_problem(path: Path, error: OSError) -> CachePermissionError:
+    return CachePermissionError(
+        f"{printable(str(path))}: feature cache entry cannot be read or written "
+        f"({error.strerror or error}); fix the permissions of the cache (a shared cache needs "
+        "group read and write, e.g. chmod -R g+rwX on it, and umask 002), or set "
+        "paths.cache_dir (env LANDMARK_TL_CACHE) to a folder you can write"
+    )
+
+
 class FeatureCache:
-    """Entries of one encoder under ``root/<encoder key>/<digest[:2]>/<digest>.<view>.f32``."""
+    """Entries of one encoder under ``root/<encoder key>/<digest[:2]>/<digest>.<view>.f32``.
+
+    An entry or folder without the needed permission raises :class:`CachePermissionError`.
+    """
 
     def __init__(self, root: str | Path, encoder: str) -> None:
         self.dir = Path(root) / encoder
@@ -77,6 +94,8 @@ class FeatureCache:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
+        except PermissionError as error:
+            raise _permission_problem(path, error) from error
         feature = decode_entry(data)
         if feature is None:
             log.warning("damaged feature cache entry %s: recomputing it", path)
@@ -85,12 +104,18 @@ class FeatureCache:
 
     def lock(self, timeout: float = -1) -> FileLock:
         """An inter-process lock on this encoder's entries (held while computing)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except PermissionError as error:
+            raise _permission_problem(self.dir, error) from error
         return FileLock(self.dir / ".lock", timeout=timeout)
 
     def save(self, image_digest: str, view: str, feature: torch.Tensor) -> None:
-        # no fsync: a torn entry fails its checksum and is recomputed
-        atomic_write_bytes(self.path(image_digest, view), encode_entry(feature), durable=False)
+        path = self.path(image_digest, view)
+        try:  # no fsync: a torn entry fails its checksum and is recomputed
+            atomic_write_bytes(path, encode_entry(feature), durable=False)
+        except PermissionError as error:
+            raise _permission_problem(path, error) from error
 
 
 class _Items(Dataset):

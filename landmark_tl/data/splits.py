@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from landmark_tl.data.catalog import Catalog, ImageRecord
-from landmark_tl.io import atomic_write_text, printable
+from landmark_tl.errors import UserError
+from landmark_tl.io import atomic_write_text, printable, require_regular_file
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "category", "landmark", "path")
@@ -25,7 +26,7 @@ _MAX_LISTED = 10
 _SHOWN_FILES = 3
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split cannot be made or read; the message names the folder, key or file and the fix."""
 
 
@@ -215,10 +216,23 @@ def read_split_csv(path: str | Path, catalog: Catalog) -> list[str]:
 def _read_manifest(path: Path) -> dict[str, str]:
     """Relative path → split name, with the manifest's form checked row by row."""
     try:
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
+        require_regular_file(path)  # a folder fails to open, a FIFO would block
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             return _parse_manifest(path, csv.DictReader(f, strict=True))
     except FileNotFoundError as error:
         raise SplitError(f"{_show(path)}: split manifest not found; check the path") from error
+    except IsADirectoryError as error:
+        inside = path / "split.csv"
+        hint = f" (e.g. data.split_file={_show(inside)})" if inside.is_file() else ""
+        raise SplitError(
+            f"data.split_file={_show(path)} is a folder: give the split.csv file of a run{hint}"
+        ) from error
+    except OSError as error:
+        raise SplitError(
+            f"data.split_file={_show(path)}: cannot read it ({error.strerror}); give a readable "
+            "split.csv file"
+        ) from error
     except csv.Error as error:
         raise SplitError(f"{_show(path)}: not a valid CSV file ({error})") from error
 

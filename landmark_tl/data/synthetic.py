@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from landmark_tl.io import atomic_write_json
+from landmark_tl.io import atomic_write_json, current_umask
 
 log = logging.getLogger(__name__)
 
@@ -942,6 +942,7 @@ def ensure_synthetic_dataset(
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{root.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700, made what mkdir() gives
         generate_synthetic_monuments(
             tmp,
             images_per_landmark=images_per_landmark,

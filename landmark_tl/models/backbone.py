@@ -23,6 +23,7 @@ import timm
 import torch
 from torch import nn
 
+from landmark_tl.errors import ConfigError
 from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
 
 log = logging.getLogger(__name__)
@@ -311,23 +312,52 @@ def _create_with_weights(
     model = timm.create_model(name, pretrained=False, **model_args)
     if weights is WeightsSource.package:
         if name not in PACKAGED_WEIGHTS:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.weights=package has weights for {sorted(PACKAGED_WEIGHTS)} only, not "
                 f"'{name}'. Use backbone.weights=hub, file or none."
             )
         model.load_state_dict(match_state_dict(PACKAGED_WEIGHTS[name](), model))
     elif weights is WeightsSource.file:
         if weights_file is None:
-            raise ValueError("backbone.weights=file needs backbone.weights_file=PATH")
+            raise ConfigError("backbone.weights=file needs backbone.weights_file=PATH")
         source = _without_classifier(load_weights_file(weights_file), model)
         model.reset_classifier(0)
         try:
             model.load_state_dict(match_state_dict(source, model))
         except ValueError as err:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone.weights_file={weights_file} is not a '{name}' state dict: {err}"
             ) from err
     return model
+
+
+def check_input_size(model: nn.Module, input_size: tuple[int, int, int], name: str) -> None:
+    """Refuse a ``backbone.input_size`` the model cannot take (e.g. a ViT built for another
+    size), so that it fails here naming the key rather than deep inside the first batch.
+
+    A model that timm marks ``fixed_input_size``, or a change of channels, is tried with one
+    forward pass of a blank image; other (convolutional) models take any size unchecked.
+    """
+    cfg = model.pretrained_cfg
+    default = tuple(cfg.get("input_size", input_size))
+    if input_size == default or (not cfg.get("fixed_input_size") and input_size[0] == default[0]):
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size))
+    except Exception as err:  # whatever the model raises, this size does not fit it
+        raise ConfigError(
+            f"backbone.input_size={list(input_size)} does not fit backbone '{name}' "
+            f"({type(err).__name__}: {_first_line(err)}); remove backbone.input_size to use "
+            f"the model's own {list(default)}, or choose a backbone.name made for this size"
+        ) from err
+    finally:
+        model.train(was_training)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def create_backbone(
@@ -350,12 +380,14 @@ def create_backbone(
     ``drop_path_rate`` sets stochastic depth in models that have it (None: timm's default).
     """
     if name not in timm.list_models() and not timm.is_model(name):
-        raise ValueError(f"backbone.name='{name}' is not a timm model (see timm.list_models())")
+        raise ConfigError(f"backbone.name='{name}' is not a timm model (see timm.list_models())")
     model_args = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
     model = _create_with_weights(name, WeightsSource(weights), weights_file, model_args)
     if not keep_classifier:
         model.reset_classifier(0)
     preprocessing = Preprocessing.from_model(model, input_size=input_size, mean=mean, std=std)
+    if input_size is not None:
+        check_input_size(model, preprocessing.input_size, name)
     log.info(
         "backbone %s (%s weights), %d features",
         name,

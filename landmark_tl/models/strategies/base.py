@@ -21,6 +21,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
@@ -63,7 +64,7 @@ class TestOutputs:
 def other_task(task: str) -> str:
     """The task that is not ``task``; refuses names that are not tasks."""
     if task not in TASKS:
-        raise ValueError(f"strategy.first={task!r}: use 'category' or 'landmark'")
+        raise ConfigError(f"strategy.first={task!r}: use 'category' or 'landmark'")
     return TASKS[1 - TASKS.index(task)]
 
 
@@ -71,7 +72,7 @@ def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """Complete and validate per-task loss weights (default 1 each)."""
     merged = {task: 1.0 for task in TASKS} | dict(weights or {})
     if set(merged) != set(TASKS) or min(merged.values()) < 0 or max(merged.values()) == 0:
-        raise ValueError(
+        raise ConfigError(
             "strategy.loss_weights needs non-negative 'category' and 'landmark' weights, "
             f"not both zero; got {merged}"
         )
@@ -99,7 +100,7 @@ class TwoLevelStrategy(L.LightningModule):
         unknown = sorted(set(stages) - set(STAGE_NAMES))
         missing = [name for name in stage_names if name not in stages]
         if unknown or missing:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.stages: {type(self).__name__} runs stages {list(stage_names)}; "
                 f"missing {missing}, unknown {unknown} (stage names are {list(STAGE_NAMES)})"
             )

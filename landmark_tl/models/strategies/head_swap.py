@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import (
@@ -44,7 +45,7 @@ class HeadSwap(TaskPerStage):
         super().__init__(backbone, hierarchy, stages, first)
         parts = set(train_in_stage2)
         if "head" not in parts or not parts <= set(STAGE2_PARTS):
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.train_in_stage2={list(train_in_stage2)}: list parts of "
                 f"{list(STAGE2_PARTS)}, always including 'head' (the new output layer)"
             )
