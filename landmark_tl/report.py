@@ -88,6 +88,7 @@ class ApproachRow:
     seeds: tuple[Any, ...]
     scores: dict[str, TaskScore]
     val_landmark_f1: float | None
+    val_ranking: float | None  # the validation score the rows are ranked by
     full_path_accuracy: float | None
     consistency: float | None
     train_seconds: float | None
@@ -99,6 +100,7 @@ class Table:
     """Table 1 and what it was computed from."""
 
     rows: list[ApproachRow]
+    ranked_by: str
     roots: tuple[str, ...]
     test_images: tuple[int, ...]
     bootstrap: int
@@ -258,10 +260,22 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def ranking_monitor(runs: Sequence[Run]) -> str:
+    """The validation score to rank by: the runs' common ``strategy.monitor`` when it is a
+    score; else (a loss, which does not compare across strategies) landmark macro F1."""
+    monitors = {r.monitor for r in runs}
+    monitor = monitors.pop() if len(monitors) == 1 else "val/loss"
+    usable = all(r.val_score(monitor) is not None for r in runs)
+    return monitor if usable else "val/landmark_f1"
+
+
+_RANKING_NAMES = {"val/landmark_f1": "validation landmark macro F1"}
+
+
 def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Table:
-    """One row per approach (or sweep point), best first: ranked by validation landmark
-    macro F1 when every run recorded it (choosing on test scores would flatter the
-    winner), else by test landmark macro F1."""
+    """One row per approach (or sweep point), best first: ranked by the validation score
+    of :func:`ranking_monitor` when every run recorded it (choosing on test scores would
+    flatter the winner), else by test landmark macro F1."""
     if not runs:
         raise ValueError("no runs to summarise")
     groups = _group(runs)
@@ -285,12 +299,14 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
             scores[name][task] = score
         if task == "landmark":
             firsts = _firsts(samples)
+    monitor = ranking_monitor(runs)
     rows = [
         ApproachRow(
             approach=name,
             seeds=tuple(r.metrics.get("seed") for r in group),
             scores=scores[name],
             val_landmark_f1=_mean(r.val_f1("landmark") for r in group),
+            val_ranking=_mean(r.val_score(monitor) for r in group),
             full_path_accuracy=_mean(r.hierarchy_metric("full_path_accuracy") for r in group),
             consistency=_mean(r.hierarchy_metric("consistency") for r in group),
             train_seconds=_mean(r.train_seconds for r in group),
@@ -298,10 +314,11 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
         )
         for name, group in groups.items()
     ]
-    by_val = all(row.val_landmark_f1 is not None for row in rows)
-    rows.sort(key=lambda row: -(row.val_landmark_f1 if by_val else row.scores["landmark"].mean))
+    by_val = all(row.val_ranking is not None for row in rows)
+    rows.sort(key=lambda row: -(row.val_ranking if by_val else row.scores["landmark"].mean))
     return Table(
         rows,
+        _RANKING_NAMES.get(monitor, f"validation {monitor}") if by_val else "",
         roots=tuple(sorted({str(r.metrics.get("data", {}).get("root", "?")) for r in runs})),
         test_images=tuple(sorted({len(p) for p in path_sets})),
         bootstrap=bootstrap,
@@ -354,12 +371,9 @@ def _markdown_cells(row: ApproachRow, table: Table) -> list[str]:
 def _best_line(table: Table) -> list[str]:
     """Name the best row when the ranking is by validation score (a sweep's choice)."""
     top = table.rows[0]
-    if top.val_landmark_f1 is None:
+    if not table.ranked_by:
         return []
-    return [
-        "",
-        f"Best by validation landmark macro F1: **{top.approach}** ({top.val_landmark_f1:.3f}).",
-    ]
+    return ["", f"Best by {table.ranked_by}: **{top.approach}** ({top.val_ranking:.3f})."]
 
 
 def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
@@ -423,7 +437,8 @@ def _legend(table: Table, rows: int) -> list[str]:
     compared = max(rows - 1, 1)
     spread = "runs" if table.splits > 1 else "seeds"
     lines = [
-        "Rows are ranked by validation landmark macro F1 where recorded (else by test). "
+        f"Rows are ranked by {table.ranked_by or 'test landmark macro F1 (no validation score)'}"
+        " (strategy.monitor when it is a score). "
         f"F1: macro F1 on the test images, mean ± std over {spread} (— with one). "
         f"95% CI: percentile bootstrap over {levels}. "
         f"vs best: **{BEST}** = highest mean F1 of the task; **{SAME}** = not distinguishable "

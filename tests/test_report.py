@@ -271,6 +271,21 @@ def test_sweep_points_are_grouped_by_their_overrides_and_ranked(tmp_path):
     ranked = summarise(collect_runs([root])[0], bootstrap=200)
     assert [row.approach for row in ranked.rows] == ["A strategy.lr=0.01", "A strategy.lr=0.001"]
     assert ranked.rows[0].val_landmark_f1 == pytest.approx(0.9)
+    for run_dir in root.iterdir():  # the runs kept checkpoints by category accuracy
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        accuracy = 0.4 if "strategy.lr=0.01" in metrics["overrides"] else 0.8
+        metrics["val"]["category"] = {"accuracy": accuracy}
+        metrics["stages"] = [{"name": "joint", "monitor": "val/category_acc"}]
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    by_monitor = summarise(collect_runs([root])[0], bootstrap=200)
+    assert [row.approach for row in by_monitor.rows] == [
+        "A strategy.lr=0.001",
+        "A strategy.lr=0.01",
+    ]
+    assert by_monitor.ranked_by == "validation val/category_acc"
+    assert "Best by validation val/category_acc: **A strategy.lr=0.001** (0.800)" in (
+        markdown_table(by_monitor)
+    )
 
 
 def test_holm_adjust_on_a_constructed_case():
