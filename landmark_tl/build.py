@@ -24,6 +24,7 @@ from landmark_tl.data.sources.shards import ShardSource
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
+from landmark_tl.models.optim import balanced_class_weights
 from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
 
 
@@ -33,10 +34,10 @@ def cache_dir(config: TrainConfig) -> Path:
     path = Path(config.paths.cache_dir).expanduser()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        where = "" if existing == path else f" ({existing} is a file)"
+        what = "is a file" if existing == path else f"is inside a file ({existing})"
         raise ConfigError(
-            f"paths.cache_dir={path} cannot be a folder{where}: give a folder path (created "
-            "if missing), or set the environment variable LANDMARK_TL_CACHE to one"
+            f"paths.cache_dir={path} {what}, not a folder: give a folder path (created if "
+            "missing), or set the environment variable LANDMARK_TL_CACHE to one"
         )
     return path
 
@@ -89,6 +90,7 @@ def build_backbone(config: TrainConfig) -> Backbone:
         freeze=b.freeze,
         schedule=UnfreezeSchedule(b.unfreeze_at_epoch, b.unfreeze_last_blocks, b.lr_ratio),
         freeze_bn=b.freeze_bn,
+        drop_path_rate=b.drop_path_rate,
         input_size=tuple(b.input_size) if b.input_size else None,
         mean=tuple(b.mean) if b.mean else None,
         std=tuple(b.std) if b.std else None,
@@ -128,6 +130,8 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         augment=data.augment,
         noise_variance=data.noise_variance,
         random_views=config.features.random_views,
+        auto_augment=data.auto_augment,
+        random_erasing=data.random_erasing,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
         feature_encoder=backbone if use_features else None,
@@ -143,14 +147,32 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
     cls = STRATEGIES[config.strategy.name.value]
-    return cls(
+    head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
+    module = cls(
         backbone,
         hierarchy,
         config.strategy.stage_configs(),
-        hidden=config.head.hidden,
-        dropout=config.head.dropout,
+        **(head if cls.takes_head else {}),
         **config.strategy.options(cls.config_keys),
     )
+    module.recipe = config.optim
+    return module
+
+
+def training_class_weights(datamodule: LandmarkDataModule) -> dict[str, torch.Tensor]:
+    """Per task, balanced loss weights from the training split's class counts."""
+    catalog = datamodule.catalog
+    categories, landmarks = catalog.labels()
+    train = [a == "train" for a in datamodule.assignment]
+    return {
+        task: balanced_class_weights(
+            [label for label, keep in zip(labels, train, strict=True) if keep], count
+        )
+        for task, labels, count in (
+            ("category", categories, catalog.hierarchy.num_categories),
+            ("landmark", landmarks, catalog.hierarchy.num_landmarks),
+        )
+    }
 
 
 def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:

@@ -23,20 +23,14 @@ class WarmFeatureCache(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from landmark_tl.build import prepare_data  # heavy imports only when needed
+        from landmark_tl.config import to_train_config
 
         base = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
         with open_dict(base):
             del base["hydra"]
-        structured = OmegaConf.merge(OmegaConf.structured(_schema()), base)
-        train_config = OmegaConf.to_object(structured)
+        train_config = to_train_config(base)
         if not train_config.features.enabled(train_config.backbone.freeze.value == "all"):
             return
         start = time.perf_counter()
         prepare_data(train_config)
         log.info("feature cache warm for the multirun in %.1f s", time.perf_counter() - start)
-
-
-def _schema() -> type:
-    from landmark_tl.config import TrainConfig
-
-    return TrainConfig

@@ -7,17 +7,20 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.errors import ConfigError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
+from landmark_tl.models.optim import Recipe
 from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
+from landmark_tl.trainer_options import check_lightning_surface
 
 
 class DataSource(str, Enum):
@@ -80,6 +83,9 @@ class DataConfig:
     split_file: str | None = None  # reuse the split.csv of another run
     augment: Augment = Augment.none
     noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
+    # augment=timm: timm's policy; rand-n1-mstd101 is TrivialAugment-like, "" none
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
     batch_size: int = 32
     num_workers: int = 0
 
@@ -94,6 +100,7 @@ class BackboneConfig:
     unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
     lr_ratio: float = 0.1  # schedule: backbone learning rate / heads' learning rate
     freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
+    drop_path_rate: float | None = None  # stochastic depth when fine-tuning; null: timm's
     input_size: list[int] | None = None  # override timm's (C, H, W)
     mean: list[float] | None = None  # override timm's normalisation
     std: list[float] | None = None
@@ -116,9 +123,11 @@ class StrategyName(str, Enum):
     head_swap = "head_swap"
     feature_chain = "feature_chain"
     hierarchical = "hierarchical"
+    linear_probe = "linear_probe"
+    hierarchical_probe = "hierarchical_probe"
 
 
-STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights")
+STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
 
 
 def default_stages() -> dict[str, StageConfig]:
@@ -138,8 +147,14 @@ class StrategyConfig:
     first: str | None = None  # head_swap, feature_chain: category | landmark
     train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
     loss_weights: LossWeights | None = None  # multi_output, hierarchical
+    l2_grid: list[float] | None = None  # linear_probe, hierarchical_probe: strengths tried
     stages: dict[str, StageConfig] = field(default_factory=default_stages)
     lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
+    # what each stage keeps (best checkpoint) and stops on (early stopping): val/loss or a
+    # validation score every stage logs (val/macro_f1, val/accuracy: mean over the stage's
+    # tasks; val/landmark_f1 ... where every stage trains that task)
+    monitor: str = "val/loss"
+    monitor_mode: str = "auto"  # auto: min for a loss, max for a score; or min | max
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The stages, with ``lr`` applied to each when it is set."""
@@ -196,6 +211,9 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 1
     enable_progress_bar: bool | None = None  # None: when the terminal is interactive
+    # any other argument of lightning.Trainer (gradient_clip_val, limit_train_batches,
+    # fast_dev_run, profiler ...), given as trainer.<key>: checked against its signature
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,6 +231,14 @@ class TrainConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
+    # Lightning loggers and extra callbacks by name, each built from its _target_
+    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
+    # The CSV log is always there (plots and reports read it): ~logger.csv removes it.
+    logger: dict[str, Any] = field(
+        default_factory=lambda: {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
+    )
+    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
     # stages are kept, an interrupted stage goes on from its last checkpoint
@@ -221,9 +247,39 @@ class TrainConfig:
     optimized_metric: str = "val.landmark.macro_f1"
 
 
+@dataclass
+class _ComposedConfig(TrainConfig):
+    """The schema Hydra composes: as TrainConfig, but ``trainer`` is open, so that
+    ``+trainer.gradient_clip_val=1`` and YAML files (conf/debug) can name any Trainer
+    argument; :func:`to_train_config` types it again."""
+
+    trainer: dict[str, Any] = field(default_factory=lambda: asdict(TrainerConfig()))
+
+
 def register_configs() -> None:
     """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """A composed or saved config as a :class:`TrainConfig`; ``trainer`` keys that are not
+    TrainerConfig fields move to ``trainer.extra`` (checked against Lightning's Trainer
+    when the run starts)."""
+    plain = OmegaConf.create(
+        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    )
+    trainer = plain.get("trainer")
+    if trainer is not None:
+        known = {f.name for f in fields(TrainerConfig)}
+        extra = {key: trainer[key] for key in list(trainer) if key not in known}
+        for key in extra:
+            del trainer[key]
+        trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+    schema = OmegaConf.structured(TrainConfig)
+    for key in ("logger", "callbacks"):  # named objects: what was composed replaces the default
+        if key in plain:
+            schema[key] = {}
+    return OmegaConf.to_object(OmegaConf.merge(schema, plain))
 
 
 # Stage k of a run is seeded with seed + k; numpy and Lightning take seeds below 2**32.
@@ -313,5 +369,21 @@ def validate_config(config: TrainConfig) -> None:
         problems.append(
             f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
         )
+    frozen = config.backbone.freeze is FreezePolicy.all
+    if config.optim.mixes and config.features.enabled(frozen):
+        problems.append(
+            "optim.mixup/optim.cutmix mix images, but this run trains on cached features of a "
+            "frozen backbone: set features.cache=false (or backbone.freeze=none), or turn "
+            "mixing off"
+        )
+    problems += config.optim.problems(
+        {name: stage.epochs for name, stage in config.strategy.stages.items()}
+    )
+    try:
+        check_lightning_surface(
+            config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode
+        )
+    except ValueError as err:
+        problems.append(str(err))
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

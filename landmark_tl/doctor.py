@@ -172,13 +172,13 @@ def format_report(report: DataReport) -> str:
 
 def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
     """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
-    composes it; ``data.root=`` without ``data=`` means ``data=folder``."""
+    composes it; ``data.root=`` without ``data=`` means ``data=folder``. A bad override is
+    a UsageError."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from landmark_tl.config import register_configs
+    from landmark_tl.config import register_configs, to_train_config
 
     overrides = list(overrides)
     if any(o.startswith("data.root=") for o in overrides) and not any(
@@ -189,7 +189,7 @@ def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+            return to_train_config(compose(config_name="train", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""
         raise UsageError(f"{error}{cause}") from error

@@ -7,6 +7,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
+from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class StageResult:
     best_val_loss: float | None  # None without a validation split (the last epoch is kept)
     epochs_run: int
     seconds: float
+    monitor: str | None = "val/loss"  # None: no validation split, the last epoch kept
+    best_score: float | None = None  # of the monitor; None: no checkpoint was kept
 
 
 @dataclass
@@ -106,40 +110,81 @@ def _relocated(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     return {**state, **moved, "dirpath": str(new)}
 
 
-def build_trainer(
-    stage: str,
-    config: StageConfig,
-    run_dir: Path,
-    validate: bool = True,
-    **trainer_kwargs: Any,
-) -> L.Trainer:
-    """A Trainer for one stage: best checkpoint by val/loss (the last epoch when there is no
-    validation split), CSV log under logs/<stage>."""
+def checkpoint_callback(stage: str, run_dir: Path, monitor: Monitor | None) -> ModelCheckpoint:
+    """Keeps ``<stage>-best.ckpt`` by the monitor (the last epoch when it is None: no
+    validation split) and ``<stage>-last.ckpt`` every epoch."""
     checkpoint = RelocatableCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename=f"{stage}-best",
-        monitor="val/loss" if validate else None,
-        mode="min",
+        monitor=None if monitor is None else monitor.key,
+        mode="min" if monitor is None else monitor.mode,
         save_top_k=1,
         save_last=True,  # <stage>-last.ckpt, every epoch: what a resume starts from
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
     checkpoint.CHECKPOINT_NAME_LAST = f"{stage}-last"
-    callbacks: list[L.Callback] = [checkpoint]
-    if config.patience is not None and validate:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.patience))
-    return L.Trainer(
-        max_epochs=config.epochs,
-        callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=stage),
-        default_root_dir=run_dir,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,  # keeps the random stream of a resumed fit the same
-        inference_mode=False,  # no_grad instead: metric states must stay usable next stage
-        limit_val_batches=None if validate else 0,
+    return checkpoint
+
+
+def early_stopping(config: StageConfig, monitor: Monitor | None) -> list[L.Callback]:
+    """Early stopping on the monitor when the stage has a patience (and a validation split)."""
+    if config.patience is None or monitor is None:
+        return []
+    return [EarlyStopping(monitor=monitor.key, mode=monitor.mode, patience=config.patience)]
+
+
+def csv_logger(stage: str, run_dir: Path) -> list[Logger]:
+    """The default logging: ``logs/<stage>/metrics.csv`` (what plots and reports read)."""
+    return [CSVLogger(run_dir, name="logs", version=stage)]
+
+
+def build_trainer(
+    stage: str,
+    config: StageConfig,
+    run_dir: Path,
+    validate: bool = True,
+    *,
+    monitor: Monitor = VAL_LOSS,
+    loggers: list[Logger] | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    **trainer_kwargs: Any,
+) -> L.Trainer:
+    """A Trainer for one stage: best checkpoint and early stopping by ``monitor`` (the last
+    epoch when there is no validation split), the given loggers (default: CSV under
+    logs/<stage>) and extra callbacks; ``trainer_kwargs`` are further Trainer arguments and
+    may replace the defaults below."""
+    watched = monitor if validate else None
+    arguments = {
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,  # keeps the random stream of a resumed fit the same
+        "inference_mode": False,  # no_grad instead: metric states stay usable next stage
         **trainer_kwargs,
+    }
+    if not validate:
+        arguments["limit_val_batches"] = 0
+    return L.Trainer(
+        **arguments,
+        max_epochs=config.epochs,
+        callbacks=[
+            checkpoint_callback(stage, run_dir, watched),
+            *early_stopping(config, watched),
+            *callbacks,
+        ],
+        logger=csv_logger(stage, run_dir) if loggers is None else loggers,
+        default_root_dir=run_dir,
     )
+
+
+def check_monitor(module: TwoLevelStrategy, monitor: Monitor) -> None:
+    """Refuse a monitor that some stage of ``module`` does not log."""
+    for stage in module.stage_names:
+        logged = module.logged_keys(stage)
+        if monitor.key not in logged:
+            raise ValueError(
+                f"strategy.monitor={monitor.key}: stage '{stage}' of {type(module).__name__} "
+                f"does not log it; it logs {logged}"
+            )
 
 
 def split_is_empty(datamodule: L.LightningDataModule, split: str) -> bool:
@@ -167,9 +212,15 @@ def fit_stages(
     *,
     seed: int | None = None,
     resume: bool = False,
+    monitor: Monitor = VAL_LOSS,
+    loggers: Callable[[str], list[Logger]] | None = None,
+    callbacks: Callable[[], list[L.Callback]] | None = None,
     **trainer_kwargs: Any,
 ) -> FitResult:
     """Run every stage of ``module``; test each stage's tasks with its best checkpoint.
+
+    ``monitor`` picks each stage's best checkpoint and stops it early; ``loggers(stage)``
+    and ``callbacks()`` make each stage's loggers (default: CSV) and extra callbacks.
 
     Each stage starts from ``seed + its index`` when a seed is given, so a stage's result
     does not depend on what ran before it in this process. With ``resume``, stages whose
@@ -177,6 +228,7 @@ def fit_stages(
     interrupted stage continues from ``checkpoints/<stage>-last.ckpt``.
     """
     run_dir = Path(run_dir)
+    check_monitor(module, monitor)
     check_stages_fit_split(module, datamodule)
     validate = not split_is_empty(datamodule, "val")
     result = FitResult()
@@ -196,7 +248,14 @@ def fit_stages(
             log.info("stage %s: resuming from %s", stage, ckpt_path)
             earlier_log = _read_log(run_dir / "logs" / stage / "metrics.csv")
         trainer = build_trainer(
-            stage, module.stages[stage], run_dir, validate=validate, **trainer_kwargs
+            stage,
+            module.stages[stage],
+            run_dir,
+            validate,
+            monitor=monitor,
+            loggers=None if loggers is None else loggers(stage),
+            callbacks=() if callbacks is None else callbacks(),
+            **trainer_kwargs,
         )
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -218,13 +277,15 @@ def _test_stage(
     run_dir: Path,
     seconds: float,
 ) -> tuple[StageResult, TestOutputs]:
-    """Test and validate the stage's best checkpoint (each split only when it has images)."""
+    """Test and validate the stage's best checkpoint (each split only when it has images;
+    the final weights when no checkpoint was kept, e.g. under ``trainer.fast_dev_run``)."""
     checkpoint = trainer.checkpoint_callback
+    best = "best" if checkpoint.best_model_path else None
     tasks = module.tasks
     outputs = TestOutputs()
     if not split_is_empty(datamodule, "test"):
         trainer.test(
-            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )
         tested = module.test_outputs
         outputs = TestOutputs(
@@ -232,16 +293,17 @@ def _test_stage(
             {t: tested.targets[t] for t in tasks},
             {t: tested.probs[t] for t in tasks},
         )
-    val_scores = {}
+    val_scores, val_loss = {}, None
     if not split_is_empty(datamodule, "val"):
         val = trainer.validate(
-            module, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
+        val_loss = float(val["val/loss"])
         val_scores = {
             t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
             for t in tasks
         }
-    score = checkpoint.best_model_score
+    score = checkpoint.best_model_score if checkpoint.monitor else None
     stage_result = StageResult(
         name=module.stage,
         tasks=tasks,
@@ -252,10 +314,14 @@ def _test_stage(
             for t in outputs.preds
         },
         val_scores=val_scores,
-        best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir.resolve()).as_posix(),
-        best_val_loss=None if score is None else float(score),
+        best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir.resolve()).as_posix()
+        if best
+        else "",
+        best_val_loss=val_loss,
         epochs_run=trainer.current_epoch,
         seconds=seconds,
+        monitor=checkpoint.monitor,
+        best_score=None if score is None else float(score),
     )
     return stage_result, outputs
 

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from landmark_tl.config import TrainConfig
+from landmark_tl.config import TrainConfig, to_train_config
 from landmark_tl.data.catalog import load_rgb
 from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
 from landmark_tl.errors import UsageError
@@ -135,8 +135,7 @@ def read_run_config(run_dir: Path) -> TrainConfig:
     """The run's resolved config (``config.yaml``, else Hydra's ``.hydra/config.yaml``)."""
     for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         if path.is_file():
-            merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(path))
-            return OmegaConf.to_object(merged)
+            return to_train_config(OmegaConf.load(path))
     raise MalformedRunError(
         f"{printable(str(run_dir / 'config.yaml'))}: missing; is it a landmark_tl run dir?"
     )

@@ -85,11 +85,6 @@ def printable(name: str) -> str:
     return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
-def bytes_digest(data: bytes) -> str:
-    """Content digest of bytes, the same as :func:`file_digest` of a file holding them."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 _SPECIAL_FILES = (
     (stat.S_ISFIFO, "FIFO"),
     (stat.S_ISSOCK, "socket"),
@@ -117,6 +112,11 @@ def require_regular_file(path: str | Path) -> None:
     kind = special_file_kind(mode)
     if kind is not None:
         raise OSError(errno.EINVAL, not_regular_reason(kind), str(path))
+
+
+def bytes_digest(data: bytes) -> str:
+    """Content digest of bytes, the same as :func:`file_digest` of a file holding them."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def file_digest(path: str | Path) -> str:

@@ -51,8 +51,37 @@ def _plot_series(ax: Axes, series: Mapping[int, float], label: str, **style: Any
     ax.plot(epochs, [series[e] for e in epochs], label=label, marker="o", markersize=3, **style)
 
 
+def split_revalidation(
+    series: Mapping[str, Mapping[int, float]],
+) -> tuple[dict[str, dict[int, float]], int | None]:
+    """Take out the re-validation of the chosen checkpoint and say which epoch it was.
+
+    After a stage's fit its best checkpoint is validated once more; the logger files that
+    as val values of one epoch past the last trained epoch. That row is no epoch of
+    training: it is dropped, and the chosen epoch is the trained epoch whose validation
+    loss it repeats (whatever the checkpoint was chosen on). None when there is no such row.
+    """
+    kept = {key: dict(values) for key, values in series.items()}
+    trained = set(kept.get("train/loss", {}))
+    val_loss = kept.get("val/loss", {})
+    extra = [e for e in val_loss if trained and e > max(trained)]
+    if not extra:
+        return kept, None
+    again = val_loss[max(extra)]
+    for key in kept:
+        if key.startswith("val/"):
+            for epoch in extra:
+                kept[key].pop(epoch, None)
+    candidates = [e for e in kept["val/loss"] if e in trained]
+    if not candidates:
+        return kept, None
+    return kept, min(candidates, key=lambda e: (abs(kept["val/loss"][e] - again), e))
+
+
 def curves_figure(stage: str, series: Mapping[str, Mapping[int, float]]) -> Figure:
-    """Loss and accuracy per epoch, train (solid) and val (dashed), of one training stage."""
+    """Loss and accuracy per epoch, train (solid) and val (dashed), of one training stage;
+    a dotted line marks the epoch whose checkpoint was chosen (and tested)."""
+    series, chosen = split_revalidation(series)
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("val", "--")):
@@ -68,6 +97,8 @@ def curves_figure(stage: str, series: Mapping[str, Mapping[int, float]]) -> Figu
                     color=TASK_COLORS[task],
                 )
     for ax, quantity in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        if chosen is not None:
+            ax.axvline(chosen, color="black", linestyle=":", label=f"chosen (epoch {chosen})")
         ax.set_title(f"Stage '{stage}': {quantity}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity)

@@ -152,6 +152,24 @@ class Run:
         value = self.metrics.get("val", {}).get(task, {}).get("macro_f1")
         return None if value is None else float(value)
 
+    @property
+    def monitor(self) -> str:
+        """What the run's stages kept their checkpoints by (strategy.monitor)."""
+        monitors = {s.get("monitor") or "val/loss" for s in self.metrics.get("stages", [])}
+        return monitors.pop() if len(monitors) == 1 else "val/loss"
+
+    def val_score(self, monitor: str) -> float | None:
+        """The validation score a monitor names (``val/landmark_f1``: landmark macro F1;
+        ``val/f1``, ``val/acc``: the mean over tasks), of the tested checkpoint; None for a
+        loss or a value not recorded."""
+        name = monitor.removeprefix("val/")
+        field = {"f1": "macro_f1", "acc": "accuracy"}.get(name.rpartition("_")[2])
+        tasks = [name.rpartition("_")[0]] if "_" in name else list(TASKS)
+        values = [self.metrics.get("val", {}).get(t, {}).get(field or "") for t in tasks]
+        if field is None or None in values:
+            return None
+        return float(sum(values) / len(values))
+
     def hierarchy_metric(self, key: str) -> float | None:
         value = self.metrics.get("hierarchy", {}).get(key)
         return None if value is None else float(value)

@@ -93,6 +93,7 @@ class Comparison:
     diff_low: float
     diff_high: float
     share_at_least_best: float
+    p_value: float = 1.0  # two-sided bootstrap p-value of "no difference" (uncorrected)
 
     @property
     def distinguishable(self) -> bool:
@@ -100,10 +101,33 @@ class Comparison:
         return not self.diff_low <= 0.0 <= self.diff_high
 
 
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided p-value of "the difference is 0" from its bootstrap samples: twice the
+    smaller share of samples on either side of 0, with the +1 correction that keeps it
+    above 0 for a finite number of resamples."""
+    resamples = len(differences)
+    below = (np.sum(differences <= 0) + 1) / (resamples + 1)
+    above = (np.sum(differences >= 0) + 1) / (resamples + 1)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
 def paired_comparison(best: np.ndarray, other: np.ndarray, level: float = LEVEL) -> Comparison:
     """Compare two per-resample score arrays drawn on the same resamples."""
     low, high = percentile_interval(best - other, level)
-    return Comparison(low, high, float(np.mean(other >= best)))
+    return Comparison(low, high, float(np.mean(other >= best)), bootstrap_p_value(best - other))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (in the input order): reject hypothesis i at
+    family-wise level α when its adjusted p-value is ≤ α. The i-th smallest p-value is
+    multiplied by (m − i) (i from 0), then made non-decreasing and capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
 
 
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:

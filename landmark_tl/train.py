@@ -22,8 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from landmark_tl.build import build_strategy, prepare_data
-from landmark_tl.config import TrainConfig, register_configs, validate_config
+from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
@@ -42,9 +42,11 @@ from landmark_tl.fingerprint import (
 )
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
+from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.plots import write_run_plots
 from landmark_tl.rundir import read_metrics
+from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,10 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
     writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
-    for i, record in enumerate(records):
+    tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
+    if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
+        log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
+    for i, record in enumerate(records[:tested]):
         row = [str(record.path.relative_to(datamodule.catalog.root))]
         for t in tasks:
             pred = int(fit.test_outputs.preds[t][i])
@@ -114,6 +119,25 @@ def train(
         check_run_marker(run_dir, metrics)
         return metrics
     start = time.perf_counter()
+    loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
+    try:
+        metrics = _train(config, run_dir, overrides, recorded, loggers, start)
+    except BaseException:
+        loggers.fail()
+        raise
+    loggers.finish(metrics, overrides)
+    return metrics
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    overrides: Sequence[str],
+    recorded: Fingerprint | None,
+    loggers: RunLoggers,
+    start: float,
+) -> dict[str, Any]:
+    """The run itself, once the config is checked and the trackers are open."""
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
     fingerprint = run_fingerprint(config, datamodule)
@@ -132,22 +156,18 @@ def train(
     # Seed again: whether features came from the cache must not change the head's init.
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = build_strategy(config, backbone, catalog.hierarchy)
+    if config.optim.class_balance:
+        module.class_weights = training_class_weights(datamodule)
     fit = fit_stages(
         module,
         datamodule,
         run_dir,
         seed=config.seed,
         resume=config.resume,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
-        strategy=config.trainer.strategy,
-        num_nodes=config.trainer.num_nodes,
-        precision=config.trainer.precision,
-        deterministic=config.trainer.deterministic,
-        log_every_n_steps=config.trainer.log_every_n_steps,
-        enable_progress_bar=interactive()
-        if config.trainer.enable_progress_bar is None
-        else config.trainer.enable_progress_bar,
+        monitor=Monitor.resolve(config.strategy.monitor, config.strategy.monitor_mode),
+        loggers=loggers.for_stage,
+        callbacks=lambda: build_callbacks(config.callbacks),
+        **trainer_arguments(config.trainer, interactive()),
     )
     sizes = split_sizes(datamodule.assignment)
     test = fit.test_outputs
@@ -161,7 +181,9 @@ def train(
         "test": fit.task_scores(),
         "val": fit.task_val_scores(),
         # an empty split is stated, never scored: no validation keeps each stage's last epoch
-        "validation": "best checkpoint by val/loss" if sizes["val"] else "none: last epoch kept",
+        "validation": f"best checkpoint by {config.strategy.monitor}"
+        if sizes["val"]
+        else "none: last epoch kept",
         "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
         if sizes["test"]
         else {},
@@ -192,6 +214,8 @@ def train(
                 "tasks": list(s.tasks),
                 "epochs": s.epochs_run,
                 "best_val_loss": s.best_val_loss,
+                "monitor": s.monitor,
+                "best_score": s.best_score,
                 "best_checkpoint": s.best_checkpoint,
                 "seconds": round(s.seconds, 2),
             }
@@ -259,7 +283,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
     errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
     with the traceback)."""
-    config: TrainConfig = OmegaConf.to_object(cfg)
+    config = to_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from landmark_tl.config import TrainConfig, register_configs
+from landmark_tl.config import TrainConfig, register_configs, to_train_config
 from landmark_tl.data.synthetic import generate_synthetic_monuments
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -45,7 +44,7 @@ def compose_config(*overrides: str) -> TrainConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides))
-    return OmegaConf.to_object(cfg)
+    return to_train_config(cfg)
 
 
 @pytest.fixture

@@ -283,7 +283,7 @@ def test_export_refuses_an_unknown_format_before_loading(tmp_path, capsys):
 def test_cache_dir_that_is_a_file_is_refused_naming_the_key(tmp_path, capsys):
     (tmp_path / "cache").write_text("not a folder")
     assert doctor_main([f"paths.cache_dir={tmp_path / 'cache'}"]) == 1
-    _clean_error(capsys.readouterr().err, f"paths.cache_dir={tmp_path / 'cache'}", "folder")
+    _clean_error(capsys.readouterr().err, f"paths.cache_dir={tmp_path / 'cache'} is a file, not")
 
 
 def test_doctor_with_a_bad_override_is_a_usage_error(capsys):

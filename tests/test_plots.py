@@ -93,3 +93,27 @@ def test_confusion_matrix_of_the_fake_run() -> None:
     expected = 3 * np.eye(4, dtype=int)
     expected[[0, 1, 2, 3], [2, 3, 0, 1]] = 2
     np.testing.assert_array_equal(matrix, expected)
+
+
+def test_the_chosen_checkpoint_is_marked_not_drawn_as_an_epoch(tmp_path: Path) -> None:
+    """The re-validation row after training (epoch 4 of a 4-epoch stage) repeats epoch 1's
+    validation: the curves end at epoch 3 and a line marks epoch 1."""
+    from landmark_tl.plots import curves_figure, split_revalidation
+
+    path = write_stage_log(tmp_path, "landmark", epochs=4)
+    rows = list(csv.DictReader(path.open()))
+    rows.insert(-1, {"epoch": "4", "step": "20", "val/loss": "1.9", "val/landmark_acc": "0.1"})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    series = read_epoch_metrics(path)
+    assert max(series["val/loss"]) == 4  # the logger files it as one more epoch
+    kept, chosen = split_revalidation(series)
+    assert chosen == 1 and max(kept["val/loss"]) == max(kept["val/landmark_acc"]) == 3
+    loss_ax = curves_figure("landmark", series).axes[0]
+    assert all(max(line.get_xdata()) <= 3 for line in loss_ax.lines)
+    marks = [line for line in loss_ax.lines if line.get_label() == "chosen (epoch 1)"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [1, 1]
+    plain = read_epoch_metrics(write_stage_log(tmp_path / "plain", "landmark", epochs=4))
+    assert split_revalidation(plain) == (plain, None)  # no re-validation row: nothing marked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,17 @@ import torch
 from PIL import Image
 
 from landmark_tl.metrics import score_predictions
-from landmark_tl.report import BEST, SAME, WORSE, main, markdown_table, summarise, write_report
+from landmark_tl.report import (
+    ABOVE_PROBE,
+    BEST,
+    SAME,
+    WORSE,
+    csv_table,
+    main,
+    markdown_table,
+    summarise,
+    write_report,
+)
 from landmark_tl.rundir import collect_runs
 from landmark_tl.stats import batched_macro_f1, macro_f1, paired_comparison, percentile_interval
 
@@ -260,3 +271,101 @@ def test_sweep_points_are_grouped_by_their_overrides_and_ranked(tmp_path):
     ranked = summarise(collect_runs([root])[0], bootstrap=200)
     assert [row.approach for row in ranked.rows] == ["A strategy.lr=0.01", "A strategy.lr=0.001"]
     assert ranked.rows[0].val_landmark_f1 == pytest.approx(0.9)
+    for run_dir in root.iterdir():  # the runs kept checkpoints by category accuracy
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        accuracy = 0.4 if "strategy.lr=0.01" in metrics["overrides"] else 0.8
+        metrics["val"]["category"] = {"accuracy": accuracy}
+        metrics["stages"] = [{"name": "joint", "monitor": "val/category_acc"}]
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    by_monitor = summarise(collect_runs([root])[0], bootstrap=200)
+    assert [row.approach for row in by_monitor.rows] == [
+        "A strategy.lr=0.001",
+        "A strategy.lr=0.01",
+    ]
+    assert by_monitor.ranked_by == "validation val/category_acc"
+    assert "Best by validation val/category_acc: **A strategy.lr=0.001** (0.800)" in (
+        markdown_table(by_monitor)
+    )
+
+
+def test_holm_adjust_on_a_constructed_case():
+    from landmark_tl.stats import holm_adjust
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone
+    adjusted = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p <= 0.05 for p in adjusted] == [True, False, False, True]  # all 4 below 0.05 raw
+    assert holm_adjust([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjust([]) == []
+
+
+def test_bootstrap_p_value_counts_both_sides():
+    from landmark_tl.stats import bootstrap_p_value
+
+    differences = np.r_[np.full(14, -0.01), np.full(985, 0.02)]  # 14 of 999 below 0
+    assert bootstrap_p_value(differences) == pytest.approx(2 * 15 / 1000)
+    assert bootstrap_p_value(-differences) == pytest.approx(2 * 15 / 1000)
+    assert bootstrap_p_value(np.zeros(99)) == 1.0
+
+
+def test_verdicts_against_the_best_are_holm_corrected():
+    """Three rows each worse than the best with p = 0.03 (uncorrected: 'worse') are tied
+    after Holm over the 3 comparisons; a row with p = 0.002 stays worse."""
+    from landmark_tl.report import _Samples, _task_scores
+
+    best = np.full(999, 0.9)
+
+    def row(below_zero: int, f1: float) -> _Samples:
+        diff = np.r_[np.full(below_zero, -0.01), np.full(999 - below_zero, 0.05)]
+        return _Samples(np.array([f1]), best - diff, (("x",),), {("x",): f1})
+
+    samples = {"top": _Samples(np.array([0.9]), best, (("x",),), {("x",): 0.9})}
+    samples |= {name: row(14, 0.86) for name in ("b", "c", "d")}
+    samples["e"] = row(0, 0.85)
+    scores = _task_scores(samples, "top", probe=None)
+    assert [scores[n].comparison.p_value for n in "bcde"] == pytest.approx([0.03] * 3 + [0.002])
+    assert [scores[n].mark for n in "bcde"] == [SAME, SAME, SAME, WORSE]
+    assert scores["b"].p_holm == pytest.approx(0.09) and scores["e"].p_holm == pytest.approx(0.008)
+    assert all(scores[n].comparison.distinguishable for n in "bcde")  # raw CIs exclude 0
+
+
+def test_rows_are_compared_with_the_linear_probe(multirun: Path) -> None:
+    make_run(multirun, "p0", "linear_probe", 0, wrong_first(1))
+    table = summarise(collect_runs([multirun])[0], bootstrap=400)
+    assert table.probe == "linear_probe"
+    rows = {row.approach: row for row in table.rows}
+    versus = rows["A"].scores["landmark"].vs_probe
+    assert versus.diff == pytest.approx(1.0 - rows["linear_probe"].scores["landmark"].mean)
+    assert versus.verdict == ABOVE_PROBE and versus.diff_low > 0
+    assert rows["B"].scores["landmark"].vs_probe.diff < 0
+    assert rows["linear_probe"].scores["landmark"].vs_probe is None
+    markdown = markdown_table(table)
+    assert "vs linear probe" in markdown and "Holm's step-down correction" in markdown
+    assert "3 rows compared per task" in markdown
+    assert f"{versus.diff:+.3f} [{versus.diff_low:+.3f}, {versus.diff_high:+.3f}]" in markdown
+    columns = next(csv.reader(io.StringIO(csv_table(table))))
+    assert "landmark_f1_vs_probe_diff" in columns and "landmark_f1_p_holm" in columns
+
+
+def test_split_seeds_are_a_resampling_level(tmp_path: Path) -> None:
+    """A wins split 0 and B split 1: one row each over both splits, paired, tied, each
+    first on one split; the interval covers both splits' scores."""
+    split_paths = {0: PATHS, 1: [f"s1_{i:02d}.png" for i in range(20)]}
+    preds = {("A", 0): TRUTH, ("A", 1): wrong_first(2), ("B", 0): wrong_first(2), ("B", 1): TRUTH}
+    for n, ((approach, split), pred) in enumerate(preds.items()):
+        for seed in (0, 1):
+            run_dir = make_run(tmp_path, f"{n}{seed}", approach, seed, pred, split_paths[split])
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics["overrides"] = [f"+approach={approach}", f"data.split.seed={split}"]
+            (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    table = summarise(collect_runs([tmp_path])[0], bootstrap=400)
+    assert table.splits == 2 and [len(row.seeds) for row in table.rows] == [4, 4]
+    for row in table.rows:
+        score = row.scores["landmark"]
+        assert score.mean == pytest.approx(0.8) and not score.fallback
+        # a quarter of the resamples draw the perfect split twice, a quarter the other one
+        assert score.ci_low < 0.6 and score.ci_high == pytest.approx(1.0)
+        assert row.first_in == 1
+    assert sorted(row.scores["landmark"].mark for row in table.rows) == sorted([BEST, SAME])
+    markdown = markdown_table(table)
+    assert "over 2 splits" in markdown and "First on" in markdown and "| 1/2 |" in markdown

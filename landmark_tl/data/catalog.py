@@ -122,6 +122,7 @@ class Catalog:
     def open(self, path: Path) -> BinaryIO:
         """The stored bytes of the image at ``path`` (a record's path), as a file to read."""
         if self.source is None:
+            require_regular_file(path)  # a FIFO would block the open forever
             return open(path, "rb")  # noqa: SIM115 (the caller closes it)
         return self.source.open(self.key(path))
 

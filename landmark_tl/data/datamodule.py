@@ -20,7 +20,9 @@ from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
+    RANDOM_AUGMENTS,
     Augment,
+    TimmAugmentation,
     View,
     geometry_transform,
     original,
@@ -45,7 +47,6 @@ def decode_images(
     """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
 
     ``open_image`` opens an image's bytes (e.g. :meth:`Catalog.open`); default: the file.
-
     The images were read by the catalog's scan; one that fails now was deleted or changed
     since, and raises CatalogError naming it.
     """
@@ -140,6 +141,8 @@ class LandmarkDataModule(L.LightningDataModule):
         augment: Augment | str = Augment.none,
         noise_variance: float = 0.2,
         random_views: int = 0,
+        auto_augment: str = "rand-m9-mstd0.5-inc1",
+        random_erasing: float = 0.25,
         batch_size: int = 32,
         num_workers: int = 0,
         feature_encoder: Backbone | None = None,
@@ -156,6 +159,11 @@ class LandmarkDataModule(L.LightningDataModule):
         self.split_file = Path(split_file) if split_file else None
         self.min_images_per_landmark = min_images_per_landmark
         self.augment = Augment(augment)
+        self.timm_augment = (
+            TimmAugmentation(preprocessing, auto_augment, random_erasing)
+            if self.augment is Augment.timm
+            else None
+        )
         self.noise_variance = noise_variance
         self.random_views = random_views
         self.batch_size = batch_size
@@ -169,10 +177,10 @@ class LandmarkDataModule(L.LightningDataModule):
         self.catalog: Catalog | None = None
         self.assignment: list[str] = []
         self.datasets: dict[str, Dataset] = {}
-        if feature_encoder is not None and self.augment is Augment.random and random_views < 1:
+        if feature_encoder is not None and self.augment in RANDOM_AUGMENTS and random_views < 1:
             raise ConfigError(
-                "data.augment=random with a frozen backbone caches a fixed number of random "
-                "views per image: set features.random_views to 1 or more (or "
+                f"data.augment={self.augment.value} with a frozen backbone caches a fixed "
+                "number of random views per image: set features.random_views to 1 or more (or "
                 "features.cache=false to draw new views every epoch, recomputing features)"
             )
 
@@ -199,6 +207,7 @@ class LandmarkDataModule(L.LightningDataModule):
             random_views,
             self.preprocessing.input_size[1:],
             self.seed,
+            self.timm_augment,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -232,9 +241,10 @@ class LandmarkDataModule(L.LightningDataModule):
     def _image_dataset(
         self, split: str, images: torch.Tensor, categories: torch.Tensor, landmarks: torch.Tensor
     ) -> Dataset:
-        if split == "train" and self.augment is Augment.random:
+        if split == "train" and self.augment in RANDOM_AUGMENTS:
             size = self.preprocessing.input_size[1:]
-            return RandomViewDataset(images, categories, landmarks, random_augmentation(size))
+            transform = self.timm_augment or random_augmentation(size)
+            return RandomViewDataset(images, categories, landmarks, transform)
         views = list(self.views(split).values())
         return ViewDataset(images, categories, landmarks, views)
 

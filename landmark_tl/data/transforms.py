@@ -8,6 +8,7 @@ normalisation happens inside the backbone.
 from __future__ import annotations
 
 import math
+import random
 import zlib
 from collections.abc import Callable
 from enum import Enum
@@ -17,6 +18,7 @@ import timm.data
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import MaybeToTensor, ToTensor
 from torchvision import transforms
 from torchvision.transforms import v2
@@ -33,6 +35,10 @@ class Augment(str, Enum):
     none = "none"  # the original image only
     study = "study"  # the study's five fixed views of every training image
     random = "random"  # torchvision v2 random transforms, drawn anew every epoch
+    timm = "timm"  # timm's training transform: crop, flip, RandAugment, random erasing
+
+
+RANDOM_AUGMENTS = (Augment.random, Augment.timm)  # drawn anew every epoch (or seeded views)
 
 
 def geometry_transform(pre: Preprocessing) -> Callable[[Image.Image], Image.Image]:
@@ -94,20 +100,36 @@ def study_views(noise_variance: float = 0.2) -> dict[str, View]:
     }
 
 
-def seeded_random_views(count: int, size: tuple[int, int], seed: int = 0) -> dict[str, View]:
-    """``count`` random-augmentation views, each repeatable: view k of an image is drawn
-    with a generator seeded by (seed, k, image content)."""
-    augment = random_augmentation(size)
+def seeded_random_views(
+    count: int,
+    size: tuple[int, int],
+    seed: int = 0,
+    augment: View | None = None,
+    name: str = "random",
+) -> dict[str, View]:
+    """``count`` views by ``augment`` (default :func:`random_augmentation`), each
+    repeatable: view k of an image is drawn with the generators seeded by (seed, k, image
+    content). ``name`` (with the augmentation's parameters) keys them."""
+    augment = augment or random_augmentation(size)
 
     def view(k: int) -> View:
         def draw(image: torch.Tensor) -> torch.Tensor:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(zlib.crc32(image.numpy().tobytes(), seed * 1000 + k))
-                return augment(image)
+            draw_seed = zlib.crc32(image.numpy().tobytes(), seed * 1000 + k)
+            # timm's transforms also draw from Python's and NumPy's global generators
+            states = random.getstate(), np.random.get_state()
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(draw_seed)
+                    random.seed(draw_seed)
+                    np.random.seed(draw_seed)
+                    return augment(image)
+            finally:
+                random.setstate(states[0])
+                np.random.set_state(states[1])
 
         return draw
 
-    return {f"random{k}-seed{seed}": view(k) for k in range(count)}
+    return {f"{name}{k}-seed{seed}": view(k) for k in range(count)}
 
 
 def training_views(
@@ -116,15 +138,20 @@ def training_views(
     random_views: int = 0,
     size: tuple[int, int] = (224, 224),
     seed: int = 0,
+    timm_augment: TimmAugmentation | None = None,
 ) -> dict[str, View]:
-    """Fixed views of each training image: the study's five for ``study``; for ``random``,
-    ``random_views`` seeded random views (0: none fixed, draw anew every epoch); else the
-    original."""
+    """Fixed views of each training image: the study's five for ``study``; for ``random``
+    and ``timm`` (``timm_augment``), ``random_views`` seeded random views (0: none fixed,
+    draw anew every epoch); else the original."""
     augment = Augment(augment)
     if augment is Augment.study:
         return study_views(noise_variance)
     if augment is Augment.random and random_views > 0:
         return seeded_random_views(random_views, size, seed)
+    if augment is Augment.timm and random_views > 0:
+        if timm_augment is None:
+            raise ValueError("data.augment=timm needs the backbone's preprocessing")
+        return seeded_random_views(random_views, size, seed, timm_augment, timm_augment.name)
     return {"original": original}
 
 
@@ -138,3 +165,44 @@ def random_augmentation(size: tuple[int, int]) -> v2.Compose:
             v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02),
         ]
     )
+
+
+class TimmAugmentation:
+    """timm's training transform (``create_transform(is_training=True)``: random resized
+    crop, flip, RandAugment/TrivialAugment, random erasing) on uint8 (C, H, W) tensors of
+    the backbone's geometry; normalisation stays inside the backbone, so erasing is done
+    in normalised space and mapped back."""
+
+    def __init__(
+        self, pre: Preprocessing, auto_augment: str = "rand-m9-mstd0.5-inc1", erasing: float = 0.25
+    ) -> None:
+        try:
+            primary, secondary, final = timm.data.create_transform(
+                input_size=pre.input_size,
+                is_training=True,
+                auto_augment=auto_augment or None,
+                interpolation=pre.interpolation,
+                mean=pre.mean,
+                std=pre.std,
+                re_prob=erasing,
+                separate=True,
+            )
+        except (AssertionError, KeyError, ValueError) as err:
+            raise ValueError(
+                f"data.auto_augment={auto_augment}: not a timm auto-augment policy "
+                f"({err}); e.g. rand-m9-mstd0.5-inc1 (RandAugment), rand-n1-mstd101 "
+                "(TrivialAugment-like: one op, uniform magnitude), augmix-m5-w4-d2"
+            ) from err
+        self.pil_steps = transforms.Compose([*primary.transforms, *secondary.transforms])
+        self.erasing = next((t for t in final.transforms if isinstance(t, RandomErasing)), None)
+        self.mean = torch.tensor(pre.mean).view(-1, 1, 1)
+        self.std = torch.tensor(pre.std).view(-1, 1, 1)
+        self.name = f"timm-{auto_augment or 'noaa'}-re{erasing:g}-"
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        out = to_uint8_tensor(self.pil_steps(TF.to_pil_image(image)))
+        if self.erasing is None:
+            return out
+        normalised = (out.float() / 255.0 - self.mean) / self.std
+        erased = self.erasing(normalised) * self.std + self.mean
+        return (erased * 255.0).round().clamp(0, 255).to(torch.uint8)

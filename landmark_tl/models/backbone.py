@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -282,9 +283,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _create_with_weights(
-    name: str, weights: WeightsSource, weights_file: str | Path | None
+    name: str,
+    weights: WeightsSource,
+    weights_file: str | Path | None,
+    model_args: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """A timm model with its original classifier and the requested weights."""
+    """A timm model (built with ``model_args``) with its original classifier and the
+    requested weights."""
+    model_args = model_args or {}
     if weights is WeightsSource.hub:
         offline_fix = (
             "Offline, use backbone.weights=file backbone.weights_file=PATH, or the packaged "
@@ -297,13 +303,13 @@ def _create_with_weights(
                 + offline_fix
             )
         try:
-            return timm.create_model(name, pretrained=True)
+            return timm.create_model(name, pretrained=True, **model_args)
         except Exception as err:  # network, hub and cache errors all end here
             raise RuntimeError(
                 f"could not download weights for backbone '{name}' ({type(err).__name__}: "
                 f"{err}). {offline_fix}"
             ) from err
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **model_args)
     if weights is WeightsSource.package:
         if name not in PACKAGED_WEIGHTS:
             raise ConfigError(
@@ -366,14 +372,17 @@ def create_backbone(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     keep_classifier: bool = False,
+    drop_path_rate: float | None = None,
 ) -> Backbone:
     """The one door to a backbone: timm model, weights, preprocessing, freeze policy.
 
-    ``keep_classifier=True`` keeps the ImageNet output layer (for checking weights).
+    ``keep_classifier=True`` keeps the ImageNet output layer (for checking weights);
+    ``drop_path_rate`` sets stochastic depth in models that have it (None: timm's default).
     """
     if name not in timm.list_models() and not timm.is_model(name):
         raise ConfigError(f"backbone.name='{name}' is not a timm model (see timm.list_models())")
-    model = _create_with_weights(name, WeightsSource(weights), weights_file)
+    model_args = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
+    model = _create_with_weights(name, WeightsSource(weights), weights_file, model_args)
     if not keep_classifier:
         model.reset_classifier(0)
     preprocessing = Preprocessing.from_model(model, input_size=input_size, mean=mean, std=std)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from landmark_tl.data.catalog import DroppedLandmark, Problem
+from landmark_tl.io import require_regular_file
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,13 @@ class ImageSource(ABC):
 
     def read(self, key: str) -> bytes:
         """The bytes of the image at ``key``, exactly as stored."""
-        return self.path(key).read_bytes()
+        path = self.path(key)
+        require_regular_file(path)  # a FIFO would block the read forever
+        return path.read_bytes()
 
     def open(self, key: str) -> BinaryIO:
-        """The image at ``key`` as a binary file to read (the caller closes it)."""
-        return open(self.path(key), "rb")  # noqa: SIM115
+        """The image at ``key`` as a binary file to read (the caller closes it); OSError
+        for anything but a regular file, which is never opened (a FIFO would block)."""
+        path = self.path(key)
+        require_regular_file(path)
+        return open(path, "rb")  # noqa: SIM115

@@ -11,11 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -25,8 +27,17 @@ from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP
+from landmark_tl.models.optim import (
+    PLATEAU_MONITOR,
+    Recipe,
+    SchedulerName,
+    TwoLevelMixup,
+    build_optimizer,
+    build_scheduler,
+)
 
 TASKS = ("category", "landmark")
+METRIC_NAMES = ("f1", "acc")  # of task_metrics
 SPLITS = ("train", "val", "test")
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
@@ -73,6 +84,13 @@ class TwoLevelStrategy(L.LightningModule):
 
     config_keys: tuple[str, ...] = ()
     """Strategy options (beyond stages and head) that this strategy takes from the config."""
+    recipe: Recipe = Recipe()
+    """Optimiser, schedule and label smoothing of every stage (set by the builder)."""
+    class_weights: Mapping[str, torch.Tensor] | None = None
+    """Per task, the training loss weight of each class (``optim.class_balance``)."""
+
+    takes_head: bool = True
+    """Whether it takes the ``head.*`` options (hidden widths, dropout)."""
 
     def __init__(
         self,
@@ -179,6 +197,16 @@ class TwoLevelStrategy(L.LightningModule):
     def tasks(self) -> tuple[str, ...]:
         return self.stage_tasks(self.stage)
 
+    def logged_keys(self, stage: str, split: str = "val") -> list[str]:
+        """The values ``stage`` logs for ``split`` each epoch (what a monitor may name)."""
+        tasks = self.stage_tasks(stage)
+        keys = [
+            "loss",
+            *METRIC_NAMES,
+            *(f"{t}_{n}" for t in tasks for n in ("loss", *METRIC_NAMES)),
+        ]
+        return [f"{split}/{key}" for key in keys]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of an image batch; (N, D) precomputed features pass through."""
         return x if x.ndim == 2 else self.backbone(x)
@@ -190,11 +218,17 @@ class TwoLevelStrategy(L.LightningModule):
         """Loss of the stage's tasks; metrics accumulate here and are logged per epoch."""
         x, category, landmark = batch
         targets = {"category": category, "landmark": landmark}
+        mixed = None
+        if split == "train" and self.recipe.mixes:
+            x, mixed = self._mixup(x, landmark)
         logits = self(x)
         preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
-            task_loss = F.cross_entropy(logits[task], targets[task])
+            if mixed is None:
+                task_loss = self._task_loss(task, logits[task], targets[task], split)
+            else:  # soft targets (metrics of mixed batches still count the hard labels)
+                task_loss = SoftTargetCrossEntropy()(logits[task], mixed[task])
             loss = loss + self.loss_weight(task) * task_loss
             self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
             self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
@@ -205,6 +239,25 @@ class TwoLevelStrategy(L.LightningModule):
             )
         return loss
 
+    def _mixup(
+        self, x: torch.Tensor, landmark: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if getattr(self, "_mixer", None) is None:
+            self._mixer = TwoLevelMixup(self.recipe, self.hierarchy.parent_tensor())
+        return self._mixer(x, landmark)
+
+    def _task_loss(
+        self, task: str, logits: torch.Tensor, targets: torch.Tensor, split: str
+    ) -> torch.Tensor:
+        """Cross-entropy; in training with the recipe's label smoothing and class weights
+        (validation and test losses stay plain, so they compare across recipes)."""
+        if split != "train":
+            return F.cross_entropy(logits, targets)
+        weight = None if self.class_weights is None else self.class_weights[task].to(logits)
+        return F.cross_entropy(
+            logits, targets, weight=weight, label_smoothing=self.recipe.label_smoothing
+        )
+
     def _log_epoch(self, split: str) -> None:
         """Log ``split``'s epoch values once (``<split>/loss``, ``<split>/<task>_f1`` ...)."""
         values = {f"{split}/loss": self.losses[f"{split}_loss"].compute()}
@@ -212,6 +265,10 @@ class TwoLevelStrategy(L.LightningModule):
             values[f"{split}/{task}_loss"] = self.losses[f"{split}_{task}"].compute()
             for name, value in self.metrics[f"{split}_{task}"].compute().items():
                 values[f"{split}/{task}_{name}"] = value
+        for name in METRIC_NAMES:  # the stage's mean score, what any stage can be judged by
+            values[f"{split}/{name}"] = torch.stack(
+                [values[f"{split}/{task}_{name}"] for task in self.tasks]
+            ).mean()
         self.log_dict(values, prog_bar=split == "val", sync_dist=True)
         for key, metric in (*self.metrics.items(), *self.losses.items()):
             if key.startswith(f"{split}_"):
@@ -306,12 +363,34 @@ class TwoLevelStrategy(L.LightningModule):
             self._backbone_digest = self.backbone.weights_digest
         return self._backbone_digest
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The recipe's optimiser (and schedule) for the current stage's parameters."""
+        if not any(p.requires_grad for p in self.parameters()):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+        optimizer = build_optimizer(
+            self, self.backbone.model, stage.lr, stage.weight_decay, self.recipe
+        )
+        if not self.recipe.scheduled:
+            return {"optimizer": optimizer}
+        steps = int(self.trainer.estimated_stepping_batches) // max(1, stage.epochs)
+        scheduler = build_scheduler(optimizer, self.recipe, stage.epochs, steps)
+        per_epoch = self.recipe.scheduler is SchedulerName.plateau
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": "epoch" if per_epoch else "step",
+                "monitor": PLATEAU_MONITOR,
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """timm schedulers: per optimiser step by the step count, or per epoch."""
+        if self.recipe.scheduler is SchedulerName.plateau:
+            scheduler.step(self.current_epoch + 1, metric)
+        else:
+            scheduler.step_update(num_updates=self.global_step)
 
 
 class OneStageBothTasks(TwoLevelStrategy):
