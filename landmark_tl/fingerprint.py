@@ -45,6 +45,8 @@ COSMETIC_KEYS = frozenset(
         "trainer.log_every_n_steps",
     }
 )
+# Groups that only record or show a run (trackers), whatever their keys.
+COSMETIC_PREFIXES = ("logger.",)
 # What a run dir holds once a run has started in it (Hydra's .hydra/ and logs are not ours).
 RUN_FILES = (
     FILENAME,
@@ -108,7 +110,11 @@ class Fingerprint:
 def config_items(config: Any) -> dict[str, Any]:
     """The config as flat ``dotted.key → value`` pairs, cosmetic keys left out."""
     container = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
-    return {k: v for k, v in _flatten(container) if k not in COSMETIC_KEYS}
+    return {
+        k: v
+        for k, v in _flatten(container)
+        if k not in COSMETIC_KEYS and not k.startswith(COSMETIC_PREFIXES)
+    }
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:

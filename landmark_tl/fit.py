@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from landmark_tl.errors import ConfigError
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
@@ -181,7 +182,7 @@ def check_monitor(module: TwoLevelStrategy, monitor: Monitor) -> None:
     for stage in module.stage_names:
         logged = module.logged_keys(stage)
         if monitor.key not in logged:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy.monitor={monitor.key}: stage '{stage}' of {type(module).__name__} "
                 f"does not log it; it logs {logged}"
             )
@@ -198,7 +199,7 @@ def check_stages_fit_split(module: TwoLevelStrategy, datamodule: L.LightningData
         return
     waiting = [name for name, stage in module.stages.items() if stage.patience is not None]
     if waiting:
-        raise ValueError(
+        raise ConfigError(
             f"strategy.stages.{waiting[0]}.patience={module.stages[waiting[0]].patience}: "
             "early stopping needs validation images, and the split has none; set "
             "data.split.val above 0 (or add val rows to the split file), or patience=null"

@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
+from landmark_tl.errors import ConfigError
 from landmark_tl.trainer_options import resolve_target
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ class RunLoggers:
         self.mlflow: MlflowRun | None = None
         for name, cls in self.classes.items():
             if not issubclass(cls, Logger):
-                raise ValueError(f"logger.{name}._target_={cls.__name__} is not a Lightning Logger")
+                raise ConfigError(
+                    f"logger.{name}._target_={cls.__name__} is not a Lightning Logger"
+                )
             _check_package(name, cls)
             if issubclass(cls, MLFlowLogger) and rank_zero_only.rank == 0:  # one run per run
                 spec = self.specs[name]
@@ -122,7 +125,7 @@ class RunLoggers:
 def _check_package(name: str, cls: type) -> None:
     for logger_cls, (modules, extra) in _PACKAGES.items():
         if issubclass(cls, logger_cls) and not any(importlib.util.find_spec(m) for m in modules):
-            raise ValueError(
+            raise ConfigError(
                 f"logger.{name} needs the {modules[0]} package, which is not installed: "
                 f"pip install 'landmark_tl[{extra}]' (or remove logger.{name})"
             )
@@ -171,7 +174,7 @@ class MlflowRun:
                     experiment_id = found.experiment_id
                 run = client.create_run(experiment_id, run_name=run_name)
         except Exception as err:
-            raise ValueError(
+            raise ConfigError(
                 f"logger.mlflow.tracking_uri={tracking_uri} cannot be used "
                 f"({type(err).__name__}: {str(err)[:300]}); start the tracking server, fix "
                 "the URI, or leave it null for a local SQLite store"

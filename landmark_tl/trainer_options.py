@@ -17,6 +17,8 @@ from typing import Any
 import lightning as L
 from hydra.utils import get_class, instantiate
 
+from landmark_tl.errors import ConfigError
+
 # Trainer arguments landmark_tl sets itself, and where to say them instead.
 RESERVED = {
     "max_epochs": "strategy.stages.<stage>.epochs",
@@ -38,11 +40,11 @@ class Monitor:
     def resolve(cls, key: str, mode: str = "auto") -> Monitor:
         """``mode=auto``: min for a loss, max for a score."""
         if not key.startswith("val/"):
-            raise ValueError(f"strategy.monitor={key}: name a validation value, e.g. val/loss")
+            raise ConfigError(f"strategy.monitor={key}: name a validation value, e.g. val/loss")
         if mode == "auto":
             mode = "min" if key.endswith("loss") else "max"
         if mode not in ("min", "max"):
-            raise ValueError(f"strategy.monitor_mode={mode}: use auto, min or max")
+            raise ConfigError(f"strategy.monitor_mode={mode}: use auto, min or max")
         return cls(key, mode)
 
 
@@ -72,11 +74,11 @@ def check_trainer_extra(extra: Mapping[str, Any]) -> None:
     accepted = set(inspect.signature(L.Trainer).parameters)
     for key in extra:
         if key in RESERVED:
-            raise ValueError(f"trainer.{key} is set by landmark_tl: use {RESERVED[key]}")
+            raise ConfigError(f"trainer.{key} is set by landmark_tl: use {RESERVED[key]}")
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean trainer.{close[0]}?" if close else ""
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.{key}: not a landmark_tl trainer key nor an argument of "
                 f"lightning.Trainer{hint}"
             )
@@ -86,12 +88,12 @@ def resolve_target(group: str, name: str, spec: Mapping[str, Any]) -> type:
     """The class named by ``<group>.<name>._target_``; refuses one that does not import."""
     target = spec.get("_target_") if isinstance(spec, Mapping) else None
     if not target:
-        raise ValueError(f"{group}.{name} has no _target_: give the class to build")
+        raise ConfigError(f"{group}.{name} has no _target_: give the class to build")
     try:
         return get_class(target)
     except Exception as err:
         cause = err.__cause__ or err
-        raise ValueError(
+        raise ConfigError(
             f"{group}.{name}._target_={target} cannot be imported "
             f"({type(cause).__name__}: {cause}); check the name or install its package"
         ) from err
@@ -105,12 +107,12 @@ def build_callbacks(specs: Mapping[str, Mapping[str, Any]]) -> list[L.Callback]:
             continue
         cls = resolve_target("callbacks", name, spec)
         if not issubclass(cls, L.Callback):
-            raise ValueError(f"callbacks.{name}._target_={spec['_target_']} is not a Callback")
+            raise ConfigError(f"callbacks.{name}._target_={spec['_target_']} is not a Callback")
         try:
             built.append(instantiate(spec))
         except Exception as err:
             cause = err.__cause__ or err
-            raise ValueError(f"callbacks.{name}: {type(cause).__name__}: {cause}") from err
+            raise ConfigError(f"callbacks.{name}: {type(cause).__name__}: {cause}") from err
     return built
 
 

@@ -90,7 +90,12 @@ def test_resume_with_changed_data_is_refused(finished, tiny_tree, tmp_path):
 
 def test_cosmetic_keys_do_not_block_a_resume(finished):
     run_dir, args, metrics = finished
-    again = train(compose_config(*args, "resume=true", "trainer.log_every_n_steps=5"), run_dir)
+    again = train(
+        compose_config(
+            *args, "resume=true", "trainer.log_every_n_steps=5", "logger=[csv,tensorboard]"
+        ),
+        run_dir,
+    )
     assert again == metrics
 
 
