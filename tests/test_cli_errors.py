@@ -31,20 +31,9 @@ from landmark_tl.io import atomic_write_text
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.predict import main as predict_main
 from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_config
+from tests.test_faults import _tree
 
 FIFO = "not a regular file (FIFO)"
-
-
-def _tree(tmp_path: Path, images: int = 3) -> Path:
-    """A valid 2 x 2 tree of small PNGs, different bytes everywhere."""
-    root = tmp_path / "tree"
-    for c, category in enumerate(("Gothic", "Pyramids")):
-        for lm, landmark in enumerate(("A", "B")):
-            folder = root / category / landmark
-            folder.mkdir(parents=True)
-            for i in range(images):
-                Image.new("RGB", (16, 16), (60 * c, 60 * lm, 20 * i)).save(folder / f"{i}.png")
-    return root
 
 
 def _within(seconds: float, call: Callable[[], Any]) -> Any:

@@ -87,6 +87,18 @@ class ProbeFit(TwoLevelStrategy):
     config_keys = ("l2_grid",)
     takes_head = False
 
+    def __init__(
+        self,
+        backbone: Backbone,
+        hierarchy: LabelHierarchy,
+        stages: Mapping[str, StageConfig],
+        *,
+        l2_grid: Sequence[float] | None = None,
+    ) -> None:
+        # the strategy this probe is mixed into, with its output layers right on the features
+        super().__init__(backbone, hierarchy, stages, hidden=(), dropout=0.0)
+        self._init_probe(backbone.num_features, l2_grid)
+
     def _init_probe(self, width: int, l2_grid: Sequence[float] | None) -> None:
         grid = tuple(DEFAULT_L2_GRID if l2_grid is None else l2_grid)
         if not grid or min(grid) <= 0:
@@ -223,34 +235,12 @@ def _set_linear(layer: nn.Linear, params: tuple[torch.Tensor, torch.Tensor]) -> 
 class LinearProbe(ProbeFit, MultiOutput):
     """One stage, ``joint``: an independent probe per task."""
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        hierarchy: LabelHierarchy,
-        stages: Mapping[str, StageConfig],
-        *,
-        l2_grid: Sequence[float] | None = None,
-    ) -> None:
-        super().__init__(backbone, hierarchy, stages, hidden=(), dropout=0.0)
-        self._init_probe(backbone.num_features, l2_grid)
-
     def probe_layers(self) -> dict[str, nn.Linear]:
         return dict(self.net.heads.items())
 
 
 class HierarchicalProbe(ProbeFit, Hierarchical):
     """One stage, ``landmark``: a landmark probe; categories by summed probabilities."""
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        hierarchy: LabelHierarchy,
-        stages: Mapping[str, StageConfig],
-        *,
-        l2_grid: Sequence[float] | None = None,
-    ) -> None:
-        super().__init__(backbone, hierarchy, stages, hidden=(), dropout=0.0)
-        self._init_probe(backbone.num_features, l2_grid)
 
     def probe_layers(self) -> dict[str, nn.Linear]:
         return {"landmark": self.net.heads["landmark"]}
