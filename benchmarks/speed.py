@@ -176,6 +176,8 @@ def section_e(work: Path, steps: int = 3, rounds: int = 3, batch_size: int = 16)
     module = MultiOutput(backbone, dm.hierarchy, {"joint": StageConfig()}).train()
     module.begin_stage("joint")
     optimizer = module.configure_optimizers()
+    if isinstance(optimizer, dict):  # with a learning-rate schedule: Lightning's dict form
+        optimizer = optimizer["optimizer"]
 
     def step(x, c, lm):
         logits = module(x)
