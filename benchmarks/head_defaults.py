@@ -30,7 +30,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from landmark_tl.build import prepare_data
-from landmark_tl.config import TrainConfig, register_configs
+from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs
 from landmark_tl.models.strategies import LinearProbe
 from landmark_tl.models.strategies.base import StageConfig, TrunkAndHeads
 from landmark_tl.stats import macro_f1
@@ -88,7 +88,7 @@ CANDIDATES = {
 
 def load_config(overrides: list[str]) -> TrainConfig:
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
 
 

@@ -48,7 +48,7 @@ def resolve_data_root(config: TrainConfig) -> Path:
     if data.source is not DataSource.synthetic:
         if not data.root:
             raise ConfigError(
-                f"data={data.source.value} needs data.root=/path/to/data (see conf/data/"
+                f"data={data.source.value} needs data.root=/path/to/data (see landmark_tl/conf/data/"
                 f"{data.source.value}.yaml)"
             )
         return Path(data.root).expanduser()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -126,6 +127,9 @@ class StrategyName(str, Enum):
     linear_probe = "linear_probe"
     hierarchical_probe = "hierarchical_probe"
 
+
+# The Hydra config tree ships inside the package, so a plain (non-editable) install trains.
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
 

@@ -178,7 +178,7 @@ def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from landmark_tl.config import register_configs, to_train_config
+    from landmark_tl.config import CONFIG_DIR, register_configs, to_train_config
 
     overrides = list(overrides)
     if any(o.startswith("data.root=") for o in overrides) and not any(
@@ -186,9 +186,8 @@ def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
     ):
         overrides.insert(0, "data=folder")
     register_configs()
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return to_train_config(compose(config_name="train", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""

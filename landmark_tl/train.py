@@ -277,7 +277,7 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
     return float(value)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @hydra_command
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from landmark_tl.config import TrainConfig, register_configs, to_train_config
+from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs, to_train_config
 from landmark_tl.data.synthetic import generate_synthetic_monuments
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = CONFIG_DIR
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CLASSES = {
     "Gothic": ["Milan Cathedral", "Cologne Cathedral"],
     "Pyramids": ["Pyramid of Giza", "Louvre Pyramid"],

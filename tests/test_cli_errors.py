@@ -30,7 +30,7 @@ from landmark_tl.inference import image_files
 from landmark_tl.io import atomic_write_text
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.predict import main as predict_main
-from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_config
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 from tests.test_faults import _tree
 
 FIFO = "not a regular file (FIFO)"
@@ -175,7 +175,7 @@ def test_train_with_a_landmark_too_small_prints_the_message_alone(tmp_path):
         text=True,
         env={**os.environ, "LANDMARK_TL_CACHE": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": ""},
         timeout=300,
-        cwd=CONF_DIR.parent,
+        cwd=REPO_ROOT,
     )
     assert done.returncode == 1
     _clean_error(done.stderr, "error: 4 landmarks have too few images", "data.split.test")

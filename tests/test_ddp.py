@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF_DIR, TINY_OVERRIDES
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
 
 def _run(tiny_tree: Path, out: Path, cache: Path, *overrides: str) -> Path:
@@ -27,9 +27,7 @@ def _run(tiny_tree: Path, out: Path, cache: Path, *overrides: str) -> Path:
         *overrides,
     ]
     env = {k: v for k, v in os.environ.items() if k not in {"LOCAL_RANK", "RANK", "WORLD_SIZE"}}
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=600, cwd=CONF_DIR.parent, env=env
-    )
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list((out / "runs").iterdir())
     assert len(runs) == 1  # every rank wrote into the one run dir

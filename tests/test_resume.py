@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from landmark_tl.train import train
-from tests.conftest import CONF_DIR
+from tests.conftest import REPO_ROOT
 
 KILLER = """
 import os, signal, sys
@@ -56,7 +56,7 @@ def _kill_during(
     script.write_text(KILLER)
     done = subprocess.run(
         [sys.executable, str(script), str(run_dir), stage, str(epoch), *tiny_config_args],
-        cwd=CONF_DIR.parent,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from landmark_tl.report import main as report_main
-from tests.conftest import CONF_DIR, TINY_OVERRIDES
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
 
 def _multirun(tiny_tree: Path, tmp_path: Path, *overrides: str) -> list[Path]:
@@ -28,9 +28,7 @@ def _multirun(tiny_tree: Path, tmp_path: Path, *overrides: str) -> list[Path]:
         *overrides,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    done = subprocess.run(
-        args, capture_output=True, text=True, timeout=600, cwd=CONF_DIR.parent, env=env
-    )
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
 

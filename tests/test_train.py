@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from landmark_tl.train import train
-from tests.conftest import CONF_DIR, TINY_OVERRIDES, compose_config
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 
 RUN_FILES = {
     "split.csv",
@@ -117,9 +117,7 @@ def test_command_line_entry_point_prints_scores_and_run_dir(tiny_tree, tmp_path)
         f"data.root={tiny_tree}",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
-    done = subprocess.run(
-        args, capture_output=True, text=True, env=env, timeout=300, cwd=CONF_DIR.parent
-    )
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test landmark" in done.stdout and "macro F1" in done.stdout
     run_dir = Path(done.stdout.strip().splitlines()[-1].removeprefix("run dir: "))

@@ -1,0 +1,185 @@
+"""Build the pieces of a run from a :class:`TrainConfig`: backbone, data, strategy.
+
+Hydra-free: a notebook can call these with ``TrainConfig(...)`` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
+from landmark_tl.data.catalog import Catalog, build_catalog
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sources import Columns, ImageSource
+from landmark_tl.data.sources.folder import FolderSource
+from landmark_tl.data.sources.gldv2 import GLDv2Source
+from landmark_tl.data.sources.manifest import ManifestSource
+from landmark_tl.data.sources.shards import ShardSource
+from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.models.backbone import Backbone, create_backbone
+from landmark_tl.models.finetuning import UnfreezeSchedule
+from landmark_tl.models.optim import balanced_class_weights
+from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+
+
+def cache_dir(config: TrainConfig) -> Path:
+    """``paths.cache_dir``, expanded; refused when it, or the nearest existing folder above
+    it, is a file (it is created when missing)."""
+    path = Path(config.paths.cache_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside a file ({existing})"
+        raise ConfigError(
+            f"paths.cache_dir={path} {what}, not a folder: give a folder path (created if "
+            "missing), or set the environment variable LANDMARK_TL_CACHE to one"
+        )
+    return path
+
+
+def resolve_data_root(config: TrainConfig) -> Path:
+    """The data set's root: the user's ``data.root``, or the generated synthetic tree."""
+    data = config.data
+    if data.source is not DataSource.synthetic:
+        if not data.root:
+            raise ConfigError(
+                f"data={data.source.value} needs data.root=/path/to/data (see landmark_tl/conf/data/"
+                f"{data.source.value}.yaml)"
+            )
+        return Path(data.root).expanduser()
+    return ensure_synthetic_dataset(
+        cache_dir(config) / "datasets",
+        images_per_landmark=data.images_per_landmark,
+        image_size=data.image_size,
+        seed=data.synthetic_seed,
+    )
+
+
+def build_source(config: TrainConfig) -> ImageSource:
+    """The data source ``data.source`` names, with its options from ``data``."""
+    data = config.data
+    root = resolve_data_root(config)
+    columns = Columns(data.columns.path, data.columns.landmark, data.columns.category)
+    if data.source is DataSource.manifest:
+        return ManifestSource(root, data.manifest, data.hierarchy, columns)
+    if data.source is DataSource.gldv2:
+        return GLDv2Source(root, clean=data.clean, columns=columns)
+    if data.source is DataSource.shards:
+        return ShardSource(root)
+    return FolderSource(root)
+
+
+def load_catalog(config: TrainConfig) -> Catalog:
+    """The catalog a run of ``config`` trains on (long-tail filters applied)."""
+    catalog = build_catalog(build_source(config))
+    spec = config.data.split.to_spec()
+    return drop_small_landmarks(catalog, config.data.min_images_per_landmark, spec)
+
+
+def build_backbone(config: TrainConfig) -> Backbone:
+    b = config.backbone
+    backbone = create_backbone(
+        b.name,
+        weights=b.weights,
+        weights_file=b.weights_file,
+        freeze=b.freeze,
+        schedule=UnfreezeSchedule(b.unfreeze_at_epoch, b.unfreeze_last_blocks, b.lr_ratio),
+        freeze_bn=b.freeze_bn,
+        drop_path_rate=b.drop_path_rate,
+        input_size=tuple(b.input_size) if b.input_size else None,
+        mean=tuple(b.mean) if b.mean else None,
+        std=tuple(b.std) if b.std else None,
+    )
+    if config.trainer.channels_last:
+        backbone.use_channels_last()
+    if config.trainer.compile:
+        backbone.model.compile()
+    return backbone
+
+
+def feature_autocast(config: TrainConfig) -> torch.dtype | None:
+    """The autocast dtype of the feature pass: bfloat16/float16 under mixed precision."""
+    precision = str(config.trainer.precision)
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    return torch.float16 if precision.startswith("16") else None
+
+
+def feature_device(config: TrainConfig) -> torch.device:
+    """Where frozen features are extracted: the GPU when the trainer may use one."""
+    use_gpu = config.trainer.accelerator in {"auto", "gpu", "cuda"} and torch.cuda.is_available()
+    return torch.device("cuda" if use_gpu else "cpu")
+
+
+def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataModule:
+    data = config.data
+    use_features = config.features.enabled(backbone.frozen)
+    autocast = feature_autocast(config)
+    cache_root = cache_dir(config) / "features"
+    return LandmarkDataModule(
+        build_source(config),
+        backbone.preprocessing,
+        split=data.split.to_spec(),
+        split_file=data.split_file,
+        min_images_per_landmark=data.min_images_per_landmark,
+        augment=data.augment,
+        noise_variance=data.noise_variance,
+        random_views=config.features.random_views,
+        auto_augment=data.auto_augment,
+        random_erasing=data.random_erasing,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        feature_encoder=backbone if use_features else None,
+        feature_cache=FeatureCache(cache_root, encoder_key(backbone, autocast))
+        if use_features
+        else None,
+        feature_autocast=autocast,
+        feature_device=feature_device(config),
+        feature_batch_size=config.features.batch_size,
+        seed=config.seed,
+    )
+
+
+def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
+    cls = STRATEGIES[config.strategy.name.value]
+    head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
+    module = cls(
+        backbone,
+        hierarchy,
+        config.strategy.stage_configs(),
+        **(head if cls.takes_head else {}),
+        **config.strategy.options(cls.config_keys),
+    )
+    module.recipe = config.optim
+    return module
+
+
+def training_class_weights(datamodule: LandmarkDataModule) -> dict[str, torch.Tensor]:
+    """Per task, balanced loss weights from the training split's class counts."""
+    catalog = datamodule.catalog
+    categories, landmarks = catalog.labels()
+    train = [a == "train" for a in datamodule.assignment]
+    return {
+        task: balanced_class_weights(
+            [label for label, keep in zip(labels, train, strict=True) if keep], count
+        )
+        for task, labels, count in (
+            ("category", categories, catalog.hierarchy.num_categories),
+            ("landmark", landmarks, catalog.hierarchy.num_landmarks),
+        )
+    }
+
+
+def prepare_data(config: TrainConfig) -> tuple[Backbone, LandmarkDataModule]:
+    """Seeded backbone and a set-up data module (features computed or read from the cache)."""
+    validate_config(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    backbone = build_backbone(config)
+    datamodule = build_datamodule(config, backbone)
+    datamodule.setup("fit")
+    return backbone, datamodule

@@ -1,0 +1,1 @@
+"""Hydra configuration tree of landmark_tl (found as ``pkg://landmark_tl.conf``)."""

@@ -1,0 +1,393 @@
+"""Structured configuration: the schema that Hydra's YAML files fill in.
+
+Typos in keys and values of the wrong type or outside an enum fail when the config is
+composed, naming the key. Every module takes plain arguments; these dataclasses only carry
+them from the command line to the builders in :mod:`landmark_tl.train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from landmark_tl.data.splits import SmallLandmarks, SplitSpec
+from landmark_tl.data.transforms import Augment
+from landmark_tl.errors import ConfigError
+from landmark_tl.models.backbone import FreezePolicy, WeightsSource
+from landmark_tl.models.optim import Recipe
+from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
+from landmark_tl.trainer_options import check_lightning_surface
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
+    folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
+    manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
+    gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
+    shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
+
+
+@dataclass
+class SplitConfig:
+    """Per landmark: a count (≥ 1, whole) or a fraction (< 1) of images for val and test."""
+
+    val: float = 2
+    test: float = 3
+    seed: int = 0
+    # landmarks with fewer than val + test + 1 images: error (refuse), train_only, drop
+    small: SmallLandmarks = SmallLandmarks.error
+
+    def to_spec(self) -> SplitSpec:
+        def amount(key: str, value: float) -> int | float:
+            if value >= 1 and value != int(value):
+                raise ConfigError(
+                    f"data.split.{key}={value}: give a whole count of images per landmark "
+                    "or a fraction below 1"
+                )
+            return int(value) if value >= 1 or value == 0 else value
+
+        return SplitSpec(
+            val=amount("val", self.val),
+            test=amount("test", self.test),
+            seed=self.seed,
+            small=self.small,
+        )
+
+
+@dataclass
+class ColumnsConfig:
+    """CSV column names (manifest: image path, landmark, category; gldv2: see conf/data)."""
+
+    path: str = "path"
+    landmark: str = "landmark"
+    category: str = "category"
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    root: str | None = None  # required for folder, manifest, gldv2, shards
+    manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
+    hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
+    min_images_per_landmark: int = 1  # smaller landmarks are dropped (and listed)
+    images_per_landmark: int = 14  # synthetic only
+    image_size: int = 224  # synthetic only
+    synthetic_seed: int = 0  # synthetic only
+    split: SplitConfig = field(default_factory=SplitConfig)
+    split_file: str | None = None  # reuse the split.csv of another run
+    augment: Augment = Augment.none
+    noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
+    # augment=timm: timm's policy; rand-n1-mstd101 is TrivialAugment-like, "" none
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
+    batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "tf_efficientnet_lite0"
+    weights: WeightsSource = WeightsSource.package
+    weights_file: str | None = None
+    freeze: FreezePolicy = FreezePolicy.all  # all | none | schedule
+    unfreeze_at_epoch: int = 5  # schedule: epochs with the backbone frozen
+    unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
+    lr_ratio: float = 0.1  # schedule: backbone learning rate / heads' learning rate
+    freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
+    drop_path_rate: float | None = None  # stochastic depth when fine-tuning; null: timm's
+    input_size: list[int] | None = None  # override timm's (C, H, W)
+    mean: list[float] | None = None  # override timm's normalisation
+    std: list[float] | None = None
+
+
+@dataclass
+class HeadConfig:
+    hidden: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.1
+
+
+@dataclass
+class LossWeights:
+    category: float = 1.0
+    landmark: float = 1.0
+
+
+class StrategyName(str, Enum):
+    multi_output = "multi_output"
+    head_swap = "head_swap"
+    feature_chain = "feature_chain"
+    hierarchical = "hierarchical"
+    linear_probe = "linear_probe"
+    hierarchical_probe = "hierarchical_probe"
+
+
+# The Hydra config tree ships inside the package, so a plain (non-editable) install trains.
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
+
+
+def default_stages() -> dict[str, StageConfig]:
+    """Every stage name a strategy may use; each strategy takes the ones it runs."""
+    return {
+        "joint": StageConfig(epochs=40, lr=1e-3),
+        "landmark": StageConfig(epochs=40, lr=1e-3),
+        "category": StageConfig(epochs=20, lr=1e-3),
+    }
+
+
+@dataclass
+class StrategyConfig:
+    """A strategy, its stages, and the options that apply to it (None: not used)."""
+
+    name: StrategyName = StrategyName.multi_output
+    first: str | None = None  # head_swap, feature_chain: category | landmark
+    train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
+    loss_weights: LossWeights | None = None  # multi_output, hierarchical
+    l2_grid: list[float] | None = None  # linear_probe, hierarchical_probe: strengths tried
+    stages: dict[str, StageConfig] = field(default_factory=default_stages)
+    lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
+    # what each stage keeps (best checkpoint) and stops on (early stopping): val/loss or a
+    # validation score every stage logs (val/macro_f1, val/accuracy: mean over the stage's
+    # tasks; val/landmark_f1 ... where every stage trains that task)
+    monitor: str = "val/loss"
+    monitor_mode: str = "auto"  # auto: min for a loss, max for a score; or min | max
+
+    def stage_configs(self) -> dict[str, StageConfig]:
+        """The stages, with ``lr`` applied to each when it is set."""
+        if self.lr is None:
+            return dict(self.stages)
+        return {name: replace(stage, lr=self.lr) for name, stage in self.stages.items()}
+
+    def options(self, accepted: tuple[str, ...]) -> dict[str, Any]:
+        """Keyword arguments for the strategy; refuses options it does not take."""
+        given = {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
+        unused = sorted(set(given) - set(accepted))
+        if unused:
+            raise ConfigError(
+                f"strategy.{unused[0]} does not apply to strategy={self.name.value} "
+                f"(it takes {list(accepted) or 'no options'}); remove it"
+            )
+        if "loss_weights" in given:
+            weights = given["loss_weights"]
+            given["loss_weights"] = {"category": weights.category, "landmark": weights.landmark}
+        return given
+
+    @property
+    def approach(self) -> str:
+        """A readable name of the approach, e.g. ``head_swap (landmark first)``."""
+        return f"{self.name.value} ({self.first} first)" if self.first else self.name.value
+
+
+@dataclass
+class FeaturesConfig:
+    """Frozen-backbone features computed once per image and view, cached on disk."""
+
+    cache: str = "auto"  # auto: on when the backbone is frozen; true; false
+    batch_size: int = 64  # of the feature pass
+    random_views: int = 4  # data.augment=random with cached features: views per image
+
+    def enabled(self, backbone_frozen: bool) -> bool:
+        value = str(self.cache).lower()
+        if value not in {"auto", "true", "false"}:
+            raise ConfigError(f"features.cache={self.cache}: use auto, true or false")
+        if value == "true" and not backbone_frozen:
+            raise ConfigError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
+        return value == "true" or (value == "auto" and backbone_frozen)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"  # e.g. ddp for data-parallel training on several devices
+    num_nodes: int = 1
+    precision: str = "32-true"  # e.g. bf16-mixed on a GPU
+    channels_last: bool = False  # NHWC memory format for the backbone (faster on GPUs)
+    compile: bool = False  # torch.compile the backbone
+    deterministic: bool = True
+    log_every_n_steps: int = 1
+    enable_progress_bar: bool | None = None  # None: when the terminal is interactive
+    # any other argument of lightning.Trainer (gradient_clip_val, limit_train_batches,
+    # fast_dev_run, profiler ...), given as trainer.<key>: checked against its signature
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+    cache_dir: str = "~/.cache/landmark_tl"
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
+    # Lightning loggers and extra callbacks by name, each built from its _target_
+    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
+    # The CSV log is always there (plots and reports read it): ~logger.csv removes it.
+    logger: dict[str, Any] = field(
+        default_factory=lambda: {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
+    )
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
+    # stages are kept, an interrupted stage goes on from its last checkpoint
+    resume: bool = False
+    # metrics.json value a run returns to sweepers (Optuna), as a dotted path
+    optimized_metric: str = "val.landmark.macro_f1"
+
+
+@dataclass
+class _ComposedConfig(TrainConfig):
+    """The schema Hydra composes: as TrainConfig, but ``trainer`` is open, so that
+    ``+trainer.gradient_clip_val=1`` and YAML files (conf/debug) can name any Trainer
+    argument; :func:`to_train_config` types it again."""
+
+    trainer: dict[str, Any] = field(default_factory=lambda: asdict(TrainerConfig()))
+
+
+def register_configs() -> None:
+    """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
+    ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """A composed or saved config as a :class:`TrainConfig`; ``trainer`` keys that are not
+    TrainerConfig fields move to ``trainer.extra`` (checked against Lightning's Trainer
+    when the run starts)."""
+    plain = OmegaConf.create(
+        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    )
+    trainer = plain.get("trainer")
+    if trainer is not None:
+        known = {f.name for f in fields(TrainerConfig)}
+        extra = {key: trainer[key] for key in list(trainer) if key not in known}
+        for key in extra:
+            del trainer[key]
+        trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+    schema = OmegaConf.structured(TrainConfig)
+    for key in ("logger", "callbacks"):  # named objects: what was composed replaces the default
+        if key in plain:
+            schema[key] = {}
+    return OmegaConf.to_object(OmegaConf.merge(schema, plain))
+
+
+# Stage k of a run is seeded with seed + k; numpy and Lightning take seeds below 2**32.
+MAX_SEED = 2**32 - len(STAGE_NAMES)
+
+
+def _range_problems(config: TrainConfig) -> list[str]:
+    """Values of the right type but outside what can work, as 'key=value: why' lines."""
+    checks: list[tuple[str, Any, bool, str]] = [
+        ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
+        ("data.num_workers", config.data.num_workers, config.data.num_workers >= 0, ">= 0"),
+        (
+            "data.min_images_per_landmark",
+            config.data.min_images_per_landmark,
+            config.data.min_images_per_landmark >= 1,
+            ">= 1",
+        ),
+        (
+            "data.images_per_landmark",
+            config.data.images_per_landmark,
+            config.data.images_per_landmark >= 1,
+            ">= 1",
+        ),
+        ("data.image_size", config.data.image_size, config.data.image_size >= 32, ">= 32"),
+        (
+            "data.noise_variance",
+            config.data.noise_variance,
+            config.data.noise_variance >= 0,
+            ">= 0",
+        ),
+        ("head.dropout", config.head.dropout, 0 <= config.head.dropout < 1, "in [0, 1)"),
+        (
+            "features.batch_size",
+            config.features.batch_size,
+            config.features.batch_size >= 1,
+            ">= 1",
+        ),
+        (
+            "features.random_views",
+            config.features.random_views,
+            config.features.random_views >= 0,
+            ">= 0",
+        ),
+        ("trainer.num_nodes", config.trainer.num_nodes, config.trainer.num_nodes >= 1, ">= 1"),
+        ("backbone.lr_ratio", config.backbone.lr_ratio, config.backbone.lr_ratio > 0, "> 0"),
+    ]
+    checks.append(
+        (
+            "seed",
+            config.seed,
+            0 <= config.seed <= MAX_SEED,
+            f"in [0, {MAX_SEED}] (stage k is seeded with seed + k)",
+        )
+    )
+    checks += [(f"head.hidden[{i}]", h, h >= 1, ">= 1") for i, h in enumerate(config.head.hidden)]
+    if config.strategy.lr is not None:
+        checks.append(("strategy.lr", config.strategy.lr, config.strategy.lr >= 0, ">= 0"))
+    for name, stage in config.strategy.stages.items():
+        key = f"strategy.stages.{name}"
+        checks += [
+            (f"{key}.epochs", stage.epochs, stage.epochs >= 1, ">= 1"),
+            (f"{key}.lr", stage.lr, stage.lr >= 0, ">= 0"),
+            (f"{key}.weight_decay", stage.weight_decay, stage.weight_decay >= 0, ">= 0"),
+        ]
+        if stage.patience is not None:
+            checks.append((f"{key}.patience", stage.patience, stage.patience >= 1, ">= 1"))
+    return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
+
+
+def _conflicts(config: TrainConfig) -> list[str]:
+    """Options that cannot take effect together with the rest of the config."""
+    problems = []
+    stage2 = config.strategy.train_in_stage2 or []
+    if "backbone" in stage2 and config.backbone.freeze is FreezePolicy.all:
+        problems.append(
+            f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
+            "backbone.freeze=all keeps it frozen: set backbone.freeze=none (or schedule), "
+            "or remove 'backbone'"
+        )
+    return problems
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Refuse, at start, values that would fail later or train nonsense."""
+    problems = _range_problems(config) + _conflicts(config)
+    if config.data.source is not DataSource.synthetic and not config.data.root:
+        problems.append(
+            f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
+        )
+    frozen = config.backbone.freeze is FreezePolicy.all
+    if config.optim.mixes and config.features.enabled(frozen):
+        problems.append(
+            "optim.mixup/optim.cutmix mix images, but this run trains on cached features of a "
+            "frozen backbone: set features.cache=false (or backbone.freeze=none), or turn "
+            "mixing off"
+        )
+    problems += config.optim.problems(
+        {name: stage.epochs for name, stage in config.strategy.stages.items()}
+    )
+    try:
+        check_lightning_surface(
+            config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode
+        )
+    except ValueError as err:
+        problems.append(str(err))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

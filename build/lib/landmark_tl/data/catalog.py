@@ -1,0 +1,411 @@
+"""The catalog: readable images, their labels and hierarchy, and every file that was skipped.
+
+:func:`build_catalog` reads what a data source (:mod:`landmark_tl.data.sources`) lists:
+every image ends up accounted for, as a record or as a :class:`Problem` with a one-line
+reason (unreadable, truncated, duplicate, unsupported format). A source that cannot be used
+at all raises :class:`CatalogError` naming the file or folder and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, features
+
+from landmark_tl.errors import UserError
+from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.io import (
+    atomic_write_text,
+    bytes_digest,
+    file_digests,
+    printable,
+    require_regular_file,
+)
+
+if TYPE_CHECKING:
+    from landmark_tl.data.sources import Candidate, ImageSource
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
+)
+LAYOUT = "<root>/<category>/<landmark>/<image>"
+WRONG_DEPTH = f"not inside <category>/<landmark>/: images must be at {LAYOUT}; move it there"
+AVIF_HINT = (
+    "AVIF is not supported by this Pillow; install a Pillow built with AVIF "
+    "(features.check('avif') is True) or `pip install pillow-avif-plugin`"
+)
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
+_MAX_LISTED = 10
+
+
+class CatalogError(UserError, ValueError):
+    """The image tree cannot be used; the message names the folder or file and the fix."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One readable image (its path, under the catalog's root) and its two labels."""
+
+    path: Path
+    category: str
+    landmark: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A skipped file and why it was skipped."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class DroppedLandmark:
+    """A whole landmark left out, with how many images it had and why."""
+
+    category: str
+    landmark: str
+    images: int
+    reason: str
+
+
+@dataclass
+class Catalog:
+    """The readable images of a data set, their label hierarchy and what was left out.
+
+    ``source`` reads an image's bytes (None: records are plain files); ``dropped`` lists
+    whole landmarks left out, ``notes`` remarks of the source for the data report.
+    """
+
+    root: Path
+    records: list[ImageRecord]
+    hierarchy: LabelHierarchy
+    problems: list[Problem] = field(default_factory=list)
+    digests: dict[Path, str] = field(default_factory=dict)  # content digest by path
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source: ImageSource | None = None
+
+    def content_digests(self) -> list[str]:
+        """Content digest of each record (read once by the scan, computed here if not)."""
+        missing = [r.path for r in self.records if r.path not in self.digests]
+        if self.source is None:
+            found = file_digests(missing)
+        else:
+            found = [bytes_digest(self.read(path)) for path in missing]
+        self.digests.update(zip(missing, found, strict=True))
+        return [self.digests[r.path] for r in self.records]
+
+    def key(self, path: Path) -> str:
+        """The stable key of an image: its path relative to the root, POSIX style."""
+        return path.relative_to(self.root).as_posix()
+
+    def read(self, path: Path) -> bytes:
+        """The stored bytes of the image at ``path`` (a record's path)."""
+        with self.open(path) as f:
+            return f.read()
+
+    def open(self, path: Path) -> BinaryIO:
+        """The stored bytes of the image at ``path`` (a record's path), as a file to read."""
+        if self.source is None:
+            require_regular_file(path)  # a FIFO would block the open forever
+            return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+        return self.source.open(self.key(path))
+
+    def labels(self) -> tuple[list[int], list[int]]:
+        """Category index and landmark index of each record."""
+        categories = {name: i for i, name in enumerate(self.hierarchy.categories)}
+        landmarks = {pair: i for i, pair in enumerate(self.hierarchy.landmarks)}
+        return (
+            [categories[r.category] for r in self.records],
+            [landmarks[(r.category, r.landmark)] for r in self.records],
+        )
+
+    def write_problem_report(self, path: str | Path) -> None:
+        """Write the problems as CSV ``path,reason`` atomically (header only when none)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "reason"])
+        writer.writerows([str(problem.path), problem.reason] for problem in self.problems)
+        atomic_write_text(path, buffer.getvalue())
+
+
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """Decode an image fully and upright (EXIF orientation applied) as 8-bit RGB.
+
+    Transparent pixels are composited on white; 16-bit, 32-bit and float images are scaled
+    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files, and OSError
+    for a path that is not a regular file (never opened).
+    """
+    if isinstance(path, str | Path):
+        require_regular_file(path)  # a FIFO would block the open forever
+    with Image.open(path) as image:
+        upright = ImageOps.exif_transpose(image)  # a fully decoded copy
+    return _to_rgb(upright)
+
+
+class NamedBytes(io.BytesIO):
+    """Image bytes in memory that show as their file name in Pillow's error messages."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(printable(os.path.basename(self.name)))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _deep_to_l(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return _on_white(image.convert("RGBA"))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _deep_to_l(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit or float grey image to 8 bits.
+
+    ``I;16`` uses the full 16-bit range; ``I`` and ``F`` are read as 8-bit when their values
+    fit, as 16-bit when they fit that, and are scaled by their maximum otherwise.
+    """
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if image.mode.startswith("I;16"):
+        peak = 65535.0
+    else:
+        top = float(values.max(initial=0.0))
+        peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+    return Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).round().astype(np.uint8))
+
+
+def _on_white(rgba: Image.Image) -> Image.Image:
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def avif_supported() -> bool:
+    """Whether Pillow can decode AVIF here (built in, or through ``pillow-avif-plugin``)."""
+    if "avif" in features.modules and features.check_module("avif"):
+        return True
+    try:
+        import pillow_avif  # noqa: F401  (importing registers the plugin with Pillow)
+    except ImportError:
+        return False
+    return True
+
+
+def build_catalog(
+    source: ImageSource, *, verify: bool = True, workers: int | None = None
+) -> Catalog:
+    """Read every image ``source`` lists into a :class:`Catalog`.
+
+    Each image's bytes are read once: hashed (for duplicates and the feature cache) and,
+    with ``verify``, decoded (in ``workers`` threads, default one per CPU) so that
+    unreadable ones become problems; without it only the file names are checked.
+    """
+    listing = source.listing()
+    reasons, digests = _inspect_all(source, listing.candidates, verify=verify, workers=workers)
+    records: list[ImageRecord] = []
+    failed: list[tuple[ImageRecord, str]] = []
+    by_path: dict[Path, str] = {}
+    for candidate, reason, digest in zip(listing.candidates, reasons, digests, strict=True):
+        record = ImageRecord(source.path(candidate.key), candidate.category, candidate.landmark)
+        if reason is None:
+            records.append(record)
+            by_path[record.path] = digest
+        else:
+            failed.append((record, reason))
+    records, duplicates = _without_duplicates(records, by_path)
+    failed += duplicates
+    problems = listing.problems + [Problem(record.path, reason) for record, reason in failed]
+    _check_readable(source.root, records, failed, problems)
+    records.sort(key=lambda r: (r.category, r.landmark, r.path))
+    problems.sort(key=lambda p: str(p.path))
+    hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
+    _log_summary(source.root, records, hierarchy, problems, listing.ignored)
+    return Catalog(
+        source.root,
+        records,
+        hierarchy,
+        problems,
+        {r.path: by_path[r.path] for r in records},
+        dropped=listing.dropped,
+        notes=listing.notes,
+        source=source,
+    )
+
+
+def scan_image_folder(
+    root: str | Path, *, verify: bool = True, workers: int | None = None
+) -> Catalog:
+    """Scan ``<root>/<category>/<landmark>/<image>`` into a :class:`Catalog`."""
+    from landmark_tl.data.sources.folder import FolderSource
+
+    return build_catalog(FolderSource(root), verify=verify, workers=workers)
+
+
+def show(path: str | Path) -> str:
+    """A path as printed in messages (undecodable bytes made printable)."""
+    return printable(str(path))
+
+
+def raise_all(root: Path, errors: Sequence[str]) -> None:
+    """Raise one CatalogError listing every unusable folder (up to a limit)."""
+    if not errors:
+        return
+    if len(errors) == 1:
+        raise CatalogError(errors[0])
+    listed = "\n  ".join(errors[:_MAX_LISTED])
+    more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
+    raise CatalogError(f"{show(root)}: {len(errors)} folders are unusable:\n  {listed}{more}")
+
+
+def _inspect_all(
+    source: ImageSource, candidates: Sequence[Candidate], *, verify: bool, workers: int | None
+) -> tuple[list[str | None], list[str | None]]:
+    """Why each candidate cannot be used (None when it can) and its content digest."""
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
+    with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(inspect, [c.key for c in candidates]))
+    return [reason for reason, _ in results], [digest for _, digest in results]
+
+
+def _inspect(
+    source: ImageSource, key: str, *, avif: bool, verify: bool
+) -> tuple[str | None, str | None]:
+    if not avif and key.lower().endswith(".avif"):
+        return AVIF_HINT, None
+    try:
+        data = source.read(key)
+    except OSError as error:
+        return _unreadable(error), None
+    digest = bytes_digest(data)
+    if verify:
+        try:
+            load_rgb(NamedBytes(data, key))
+        except Exception as error:  # any decoder failure makes this file unusable, not the scan
+            return _unreadable(error), digest
+    return None, digest
+
+
+def _unreadable(error: BaseException) -> str:
+    return f"unreadable: {type(error).__name__}: {_one_line(str(error))}"
+
+
+def _one_line(text: str) -> str:
+    return printable(" ".join(text.split()))
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Make Pillow raise on truncated files (another library may have relaxed that)."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _without_duplicates(
+    records: Sequence[ImageRecord], digests: dict[Path, str]
+) -> tuple[list[ImageRecord], list[tuple[ImageRecord, str]]]:
+    """Drop byte-identical copies: under two landmarks the label is ambiguous, so every copy
+    goes; within one landmark the first stays, so a copy cannot sit in train and test."""
+    labels: dict[str, set[tuple[str, str]]] = {}
+    for record in records:
+        labels.setdefault(digests[record.path], set()).add((record.category, record.landmark))
+    kept: list[ImageRecord] = []
+    dropped: list[tuple[ImageRecord, str]] = []
+    first: dict[str, ImageRecord] = {}
+    for record in records:
+        digest = digests[record.path]
+        if len(labels[digest]) > 1:
+            others = sorted("/".join(map(printable, p)) for p in labels[digest])
+            reason = f"same bytes under several landmarks ({', '.join(others)}): ambiguous label"
+            dropped.append((record, reason))
+        elif digest in first:
+            reason = f"duplicate of {printable(first[digest].path.name)} in the same landmark"
+            dropped.append((record, reason))
+        else:
+            first[digest] = record
+            kept.append(record)
+    return kept, dropped
+
+
+def _check_readable(
+    root: Path,
+    records: Sequence[ImageRecord],
+    failed: Sequence[tuple[ImageRecord, str]],
+    problems: Sequence[Problem],
+) -> None:
+    """Refuse a source with no readable image, or a landmark whose images all failed."""
+    if not records:
+        if not problems:
+            raise CatalogError(f"{show(root)}: lists no images; check data.source and data.root")
+        first = failed[0] if failed else (problems[0], problems[0].reason)
+        raise CatalogError(
+            f"{show(root)}: no readable images: all {len(problems)} image files failed "
+            f"(first: {show(first[0].path)}: {first[1]}); replace or remove the broken files"
+        )
+    readable = {(r.category, r.landmark) for r in records}
+    counts: Counter[tuple[str, str]] = Counter()
+    first_failed: dict[tuple[str, str], tuple[ImageRecord, str]] = {}
+    for record, reason in failed:
+        pair = (record.category, record.landmark)
+        counts[pair] += 1
+        first_failed.setdefault(pair, (record, reason))
+    raise_all(
+        root,
+        [
+            f"{show(record.path.parent)}: landmark {show('/'.join(pair))} has no readable "
+            f"images: all {counts[pair]} image files are unreadable (e.g. "
+            f"{show(record.path.name)}: {reason}); replace them or remove the landmark"
+            for pair, (record, reason) in first_failed.items()
+            if pair not in readable
+        ],
+    )
+
+
+def _log_summary(
+    root: Path,
+    records: Sequence[ImageRecord],
+    hierarchy: LabelHierarchy,
+    problems: Sequence[Problem],
+    ignored: Counter[str],
+) -> None:
+    log.info(
+        "%s: %d images, %d categories, %d landmarks; ignored %d hidden entries and "
+        "%d non-image files",
+        show(root),
+        len(records),
+        hierarchy.num_categories,
+        hierarchy.num_landmarks,
+        ignored["hidden"],
+        ignored["non-image"],
+    )
+    if problems:
+        first = ", ".join(show(p.path) for p in problems[:3])
+        log.warning(
+            "%s: skipped %d image files (first: %s); see Catalog.problems or write_problem_report",
+            show(root),
+            len(problems),
+            first,
+        )

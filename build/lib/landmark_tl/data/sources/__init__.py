@@ -1,0 +1,82 @@
+"""Data sources: where a data set's images are and what their labels are.
+
+A source lists *candidates* — one per image, with a stable key (a POSIX path relative to
+the source's root) and its two labels — plus what it had to skip, and reads an image's bytes
+by its key. :func:`landmark_tl.data.catalog.build_catalog` turns any source into the one
+:class:`~landmark_tl.data.catalog.Catalog` that everything downstream uses. A persistent
+index of files (size, mtime → digest) can sit between the two: it needs only the keys and
+:meth:`ImageSource.read`.
+
+Each kind of source is one module here; :func:`landmark_tl.build.build_source` picks one
+by ``data.source``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+from landmark_tl.data.catalog import DroppedLandmark, Problem
+from landmark_tl.io import require_regular_file
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image a source lists, before it is read: its key under the root and its labels."""
+
+    key: str
+    category: str
+    landmark: str
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the CSV columns that hold an image's path (or id), landmark and category."""
+
+    path: str = "path"
+    landmark: str = "landmark"
+    category: str = "category"
+
+
+@dataclass
+class Listing:
+    """What a source lists: candidates, skipped files, dropped landmarks and remarks."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+
+
+class ImageSource(ABC):
+    """A data set's images: :meth:`listing` names them and their labels, :meth:`read` reads."""
+
+    name: ClassVar[str]
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    @abstractmethod
+    def listing(self) -> Listing:
+        """Every candidate image with its labels, and what was skipped while listing."""
+
+    def path(self, key: str) -> Path:
+        """Where the image of ``key`` is shown to users (and stored, for file sources)."""
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        """The bytes of the image at ``key``, exactly as stored."""
+        path = self.path(key)
+        require_regular_file(path)  # a FIFO would block the read forever
+        return path.read_bytes()
+
+    def open(self, key: str) -> BinaryIO:
+        """The image at ``key`` as a binary file to read (the caller closes it); OSError
+        for anything but a regular file, which is never opened (a FIFO would block)."""
+        path = self.path(key)
+        require_regular_file(path)
+        return open(path, "rb")  # noqa: SIM115

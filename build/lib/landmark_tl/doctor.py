@@ -1,0 +1,214 @@
+"""``python -m landmark_tl.doctor [data=folder|manifest|gldv2] data.root=PATH``: check data first.
+
+Prints images per landmark and everything that training would skip or refuse: unreadable,
+truncated or duplicate files (catalog problems), tiny images, unusual image modes, names
+that collide once normalised, landmarks too small for the split. Exits 1 when training
+could not proceed. Training writes the same report to its run dir (``data_report.md``).
+"""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
+from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sources import ImageSource
+from landmark_tl.data.sources.folder import FolderSource
+from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
+from landmark_tl.errors import UsageError, command
+from landmark_tl.io import printable
+
+if TYPE_CHECKING:
+    from landmark_tl.config import TrainConfig
+
+TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
+USUAL_MODES = frozenset({"RGB", "L"})
+
+
+@dataclass
+class DataReport:
+    """What a data tree holds and what would stop or degrade training."""
+
+    root: Path
+    per_landmark: list[tuple[str, str, int]] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    dropped: list[DroppedLandmark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tiny: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
+    odd_modes: list[tuple[Path, str]] = field(default_factory=list)
+    collisions: list[str] = field(default_factory=list)
+    split_error: str | None = None
+    fatal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether training could proceed on this tree with this split."""
+        return self.fatal is None and self.split_error is None
+
+
+def normalised(name: str) -> str:
+    """A name as people read it: Unicode NFC, case-folded, inner spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", printable(name)).casefold().split())
+
+
+def name_collisions(catalog: Catalog) -> list[str]:
+    """Categories, or landmarks of one category, whose names differ only in case/spacing."""
+    groups: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for category, landmark in catalog.hierarchy.landmarks:
+        groups[("category", normalised(category))].add(category)
+        groups[("landmark", category, normalised(landmark))].add(landmark)
+    return [
+        f"{key[0]} names {sorted(printable(n) for n in names)} differ only in case, "
+        "spacing or Unicode form: rename one, or they stay separate classes"
+        for key, names in groups.items()
+        if len(names) > 1
+    ]
+
+
+def inspect_catalog(
+    catalog: Catalog, split: SplitSpec, split_file: str | Path | None = None
+) -> DataReport:
+    """A report on an already-scanned catalog (image headers are read, not decoded); the
+    split is checked as training would make it: from ``split_file`` when given."""
+    counts = Counter((r.category, r.landmark) for r in catalog.records)
+    report = DataReport(
+        catalog.root,
+        per_landmark=[(c, lm, counts[(c, lm)]) for c, lm in catalog.hierarchy.landmarks],
+        problems=[(p.path, p.reason) for p in catalog.problems],
+        dropped=list(catalog.dropped),
+        notes=list(catalog.notes),
+        collisions=name_collisions(catalog),
+    )
+    for record in catalog.records:
+        with catalog.open(record.path) as f, Image.open(f) as image:
+            if min(image.size) < TINY_PIXELS:
+                report.tiny.append((record.path, image.size))
+            if image.mode not in USUAL_MODES:
+                report.odd_modes.append((record.path, image.mode))
+    try:
+        assign_splits(catalog, split, split_file)
+    except SplitError as err:
+        report.split_error = str(err)
+    return report
+
+
+def inspect_source(
+    source: ImageSource,
+    split: SplitSpec | None = None,
+    split_file: str | Path | None = None,
+    min_images_per_landmark: int = 1,
+) -> DataReport:
+    """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
+    split = split or SplitSpec()
+    try:
+        catalog = drop_small_landmarks(build_catalog(source), min_images_per_landmark, split)
+    except CatalogError as err:
+        return DataReport(source.root, fatal=str(err))
+    return inspect_catalog(catalog, split, split_file)
+
+
+def inspect_tree(
+    root: str | Path, split: SplitSpec | None = None, split_file: str | Path | None = None
+) -> DataReport:
+    """Scan the folder tree ``root`` and report on it."""
+    return inspect_source(FolderSource(root), split, split_file)
+
+
+def _listing(title: str, lines: Sequence[str], limit: int = 20) -> list[str]:
+    if not lines:
+        return []
+    more = [f"- ... and {len(lines) - limit} more"] if len(lines) > limit else []
+    return ["", f"## {title} ({len(lines)})", "", *(f"- {line}" for line in lines[:limit]), *more]
+
+
+def format_report(report: DataReport) -> str:
+    """The report as Markdown: verdict, table per landmark, then each kind of issue."""
+    verdict = "ready to train" if report.ok else "training cannot proceed"
+    lines = [f"# Data report: {printable(str(report.root))}", "", f"**{verdict}**"]
+    if report.fatal:
+        return "\n".join([*lines, "", report.fatal]) + "\n"
+    images = sum(n for *_, n in report.per_landmark)
+    categories = len({c for c, *_ in report.per_landmark})
+    lines += [
+        "",
+        f"{categories} categories, {len(report.per_landmark)} landmarks, {images} usable images.",
+        "",
+        "| category | landmark | images |",
+        "|---|---|--:|",
+        *(f"| {printable(c)} | {printable(lm)} | {n} |" for c, lm, n in report.per_landmark),
+    ]
+    lines += _listing("Split", [report.split_error] if report.split_error else [])
+    lines += _listing(
+        "Dropped landmarks",
+        [
+            f"{printable(d.category + '/' if d.category else '')}{printable(d.landmark)} "
+            f"({d.images} images): {d.reason}"
+            for d in report.dropped
+        ],
+    )
+    lines += _listing(
+        "Skipped files", [f"{printable(str(p))}: {why}" for p, why in report.problems]
+    )
+    lines += _listing("Notes", report.notes)
+    lines += _listing("Name collisions", report.collisions)
+    lines += _listing(
+        f"Tiny images (shorter side < {TINY_PIXELS} px)",
+        [f"{printable(str(p))}: {w}x{h}" for p, (w, h) in report.tiny],
+    )
+    lines += _listing(
+        "Unusual image modes (converted to RGB)",
+        [f"{printable(str(p))}: {mode}" for p, mode in report.odd_modes],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
+    """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
+    composes it; ``data.root=`` without ``data=`` means ``data=folder``. A bad override is
+    a UsageError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from landmark_tl.config import CONFIG_DIR, register_configs, to_train_config
+
+    overrides = list(overrides)
+    if any(o.startswith("data.root=") for o in overrides) and not any(
+        o.startswith("data=") for o in overrides
+    ):
+        overrides.insert(0, "data=folder")
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return to_train_config(compose(config_name="train", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
+
+
+@command
+def main(argv: list[str]) -> int:
+    """Compose the training config from ``argv`` overrides and report on its data."""
+    from landmark_tl.build import build_source
+
+    config = compose_train_config(argv)
+    report = inspect_source(
+        build_source(config),
+        config.data.split.to_spec(),
+        config.data.split_file,
+        config.data.min_images_per_landmark,
+    )
+    print(format_report(report), end="")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

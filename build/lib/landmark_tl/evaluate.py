@@ -1,0 +1,141 @@
+"""``python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JSON]``
+
+Scores a finished run's final model on its own test split (from the run's ``split.csv``)
+or on another folder tree with the same labels; images whose (category, landmark) the run
+does not know are reported and left out. Prints the scores, writes JSON (default
+``<run>/evaluation.json``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from landmark_tl.data.catalog import CatalogError, scan_image_folder
+from landmark_tl.data.splits import read_split_csv
+from landmark_tl.errors import command
+from landmark_tl.inference import Prediction, TrainedRun, load_run
+from landmark_tl.io import atomic_write_json, printable
+from landmark_tl.metrics import (
+    TOP_K,
+    global_average_precision,
+    hierarchy_scores,
+    score_predictions,
+)
+from landmark_tl.predict import output_file, parse_args, predict_files
+
+USAGE = "usage: python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JSON]"
+
+
+def evaluation_images(
+    run: TrainedRun, other_root: str | None
+) -> tuple[list, list[str], Callable[[Path], BinaryIO]]:
+    """(path, category index, landmark index) to score, labels the run does not know, and
+    how to open an image."""
+    from landmark_tl.build import load_catalog
+
+    hierarchy = run.hierarchy
+    if other_root is None:
+        catalog = load_catalog(run.config)
+        assignment = read_split_csv(run.run_dir / "split.csv", catalog)
+        records = [r for r, a in zip(catalog.records, assignment, strict=True) if a == "test"]
+    else:
+        catalog = scan_image_folder(other_root)
+        records = catalog.records
+    categories = {name: i for i, name in enumerate(hierarchy.categories)}
+    landmarks = {pair: i for i, pair in enumerate(hierarchy.landmarks)}
+    unknown = sorted(
+        {
+            f"{printable(r.category)}/{printable(r.landmark)}"
+            for r in records
+            if (r.category, r.landmark) not in landmarks
+        }
+    )
+    items = [
+        (r.path, categories[r.category], landmarks[(r.category, r.landmark)])
+        for r in records
+        if (r.category, r.landmark) in landmarks
+    ]
+    return items, unknown, catalog.open
+
+
+def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
+    """Per-task and hierarchy scores of the run's final model."""
+    items, unknown, open_image = evaluation_images(run, other_root)
+    if not items:
+        where = other_root or "the run's test split"
+        raise CatalogError(
+            f"{where}: no image with a label the run knows: nothing to evaluate; give "
+            "data.root= a tree with the run's <category>/<landmark> folders"
+        )
+    predictions, skipped = predict_files(
+        run, [path for path, _, _ in items], top_k=TOP_K, open_image=open_image
+    )
+    skipped_paths = {path for path, _ in skipped}
+    kept = [item for item in items if item[0] not in skipped_paths]
+    targets = {
+        "category": torch.tensor([c for _, c, _ in kept], dtype=torch.long),
+        "landmark": torch.tensor([lm for _, _, lm in kept], dtype=torch.long),
+    }
+    names = {"category": run.hierarchy.category_names, "landmark": run.hierarchy.landmark_names}
+    preds, test = {}, {}
+    for task in targets:
+        preds[task], test[task] = score_named_predictions(
+            task, predictions, targets[task], names[task]
+        )
+    return {
+        "run": str(run.run_dir),
+        "data": other_root or "the run's own test split",
+        "test": test,
+        "hierarchy": hierarchy_scores(preds, targets, run.hierarchy.parent_tensor()),
+        "unknown_labels": unknown,
+        "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
+    }
+
+
+def score_named_predictions(
+    task: str, predictions: Sequence[Prediction], targets: torch.Tensor, names: Sequence[str]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One task's predicted indices, and their macro F1, accuracy, top-k accuracy and GAP.
+
+    Names are looked up in a dict, so 10k classes cost no more than 10.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    preds = torch.tensor([index[getattr(p, task)] for p in predictions], dtype=torch.long)
+    confidence = torch.tensor([getattr(p, f"{task}_prob") for p in predictions])
+    tops = [p.top_categories if task == "category" else p.top_landmarks for p in predictions]
+    in_top = [
+        any(index[name] == t for name, _ in top)
+        for t, top in zip(targets.tolist(), tops, strict=True)
+    ]
+    scores = score_predictions(preds, targets, len(names))
+    n = scores.pop("n")
+    scores[f"top{TOP_K}_accuracy"] = sum(in_top) / max(len(in_top), 1)
+    scores["gap"] = global_average_precision(preds, confidence, targets)
+    scores["n"] = n
+    return preds, scores
+
+
+@command
+def main(argv: list[str]) -> int:
+    args = parse_args(argv, ("run", "data.root", "out"), ("run",), USAGE)
+    out = output_file(args, Path(args["run"][-1]) / "evaluation.json")
+    run = load_run(args["run"][-1])
+    result = evaluate(run, args.get("data.root", [None])[-1])
+    atomic_write_json(out, result)
+    for task, s in result["test"].items():
+        print(
+            f"{task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}   (n={s['n']})"
+        )
+    for label in result["unknown_labels"]:
+        print(f"unknown label, not scored: {label}", file=sys.stderr)
+    print(f"written to {printable(str(out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The run's Lightning loggers (``logger`` group): CSV, TensorBoard, MLflow, W&B or any other.
+
+Each ``logger.<name>`` entry names its class with ``_target_``; this module fills in what
+depends on the run — the run dir, the stage (one Trainer per stage), the tracking run — so
+the YAML files stay short. Trackers are checked and their run opened when the run starts
+(a missing package or an unreachable tracking URI fails before any training). MLflow
+gets one run per training run, in one experiment per multirun, with the command-line
+overrides as params and the final test/validation scores as metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import (
+    CSVLogger,
+    Logger,
+    MLFlowLogger,
+    TensorBoardLogger,
+    WandbLogger,
+)
+from lightning.pytorch.utilities import rank_zero_only
+
+from landmark_tl.errors import ConfigError
+from landmark_tl.trainer_options import resolve_target
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "landmark_tl"
+# The package each tracker needs, and the extra of landmark_tl that installs it.
+_PACKAGES = {
+    TensorBoardLogger: (("tensorboard", "tensorboardX"), "tensorboard"),
+    MLFlowLogger: (("mlflow",), "mlflow"),
+    WandbLogger: (("wandb",), "wandb"),
+}
+
+
+def default_experiment_name(run_dir: Path) -> str:
+    """The multirun's folder name for a job of a multirun (Hydra writes multirun.yaml in
+    the sweep dir before starting jobs), so one multirun is one experiment; else
+    ``landmark_tl``."""
+    return (
+        run_dir.parent.name if (run_dir.parent / "multirun.yaml").is_file() else DEFAULT_EXPERIMENT
+    )
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    """A local SQLite store under the output dir: works offline, readable by ``mlflow ui``."""
+    path = Path(output_dir).expanduser().resolve() / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class RunLoggers:
+    """The loggers of one training run: checked and opened at start, fresh Lightning
+    loggers for each stage, final scores recorded at the end."""
+
+    def __init__(
+        self, specs: Mapping[str, Mapping[str, Any] | None], run_dir: Path, output_dir: str | Path
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.specs = {name: dict(spec) for name, spec in specs.items() if spec is not None}
+        self.classes = {n: resolve_target("logger", n, s) for n, s in self.specs.items()}
+        self.experiment = DEFAULT_EXPERIMENT
+        self.mlflow: MlflowRun | None = None
+        for name, cls in self.classes.items():
+            if not issubclass(cls, Logger):
+                raise ConfigError(
+                    f"logger.{name}._target_={cls.__name__} is not a Lightning Logger"
+                )
+            _check_package(name, cls)
+            if issubclass(cls, MLFlowLogger) and rank_zero_only.rank == 0:  # one run per run
+                spec = self.specs[name]
+                self.experiment = spec.pop("experiment_name", None) or default_experiment_name(
+                    self.run_dir
+                )
+                uri = spec.pop("tracking_uri", None) or default_tracking_uri(output_dir)
+                self.mlflow = MlflowRun.open(uri, self.experiment, self.run_dir.name)
+
+    def for_stage(self, stage: str) -> list[Logger]:
+        """New logger objects for ``stage``'s Trainer, in the order given."""
+        return [
+            instantiate(self.specs[name], **self._run_arguments(cls, stage))
+            for name, cls in self.classes.items()
+        ]
+
+    def _run_arguments(self, cls: type, stage: str) -> dict[str, Any]:
+        if issubclass(cls, CSVLogger):  # logs/<stage>/metrics.csv: what plots and report read
+            return {"save_dir": str(self.run_dir), "name": "logs", "version": stage}
+        if issubclass(cls, TensorBoardLogger):
+            return {"save_dir": str(self.run_dir), "name": "tensorboard", "version": stage}
+        if issubclass(cls, MLFlowLogger) and self.mlflow is not None:
+            return {
+                "tracking_uri": self.mlflow.tracking_uri,
+                "experiment_name": self.experiment,
+                "run_id": self.mlflow.run_id,
+                "prefix": stage,
+            }
+        if issubclass(cls, WandbLogger):
+            return {
+                "save_dir": str(self.run_dir),
+                "group": self.experiment,
+                "name": f"{self.run_dir.name}-{stage}",
+            }
+        return {}
+
+    def finish(self, metrics: Mapping[str, Any], overrides: Sequence[str]) -> None:
+        """Record the run's overrides and final scores with the trackers that keep them."""
+        if self.mlflow is not None:
+            self.mlflow.finish(run_params(metrics, overrides), final_scores(metrics))
+
+    def fail(self) -> None:
+        """Mark the tracking run failed (training raised)."""
+        if self.mlflow is not None:
+            self.mlflow.terminate("FAILED")
+
+
+def _check_package(name: str, cls: type) -> None:
+    for logger_cls, (modules, extra) in _PACKAGES.items():
+        if issubclass(cls, logger_cls) and not any(importlib.util.find_spec(m) for m in modules):
+            raise ConfigError(
+                f"logger.{name} needs the {modules[0]} package, which is not installed: "
+                f"pip install 'landmark_tl[{extra}]' (or remove logger.{name})"
+            )
+
+
+@contextlib.contextmanager
+def _fail_fast() -> Iterator[None]:
+    """No HTTP retries while checking a tracking server (MLflow retries for minutes)."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class MlflowRun:
+    """One MLflow run that every stage's MLFlowLogger writes into."""
+
+    def __init__(self, client: Any, tracking_uri: str, run_id: str) -> None:
+        self.client = client
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+
+    @classmethod
+    def open(cls, tracking_uri: str, experiment: str, run_name: str) -> MlflowRun:
+        """Create the run (and the experiment if new); refuses an unreachable store."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with _fail_fast():
+                client = MlflowClient(tracking_uri)
+                found = client.get_experiment_by_name(experiment)
+                if found is None:
+                    try:
+                        experiment_id = client.create_experiment(experiment)
+                    except MlflowException:  # a parallel job of the multirun created it
+                        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+                else:
+                    experiment_id = found.experiment_id
+                run = client.create_run(experiment_id, run_name=run_name)
+        except Exception as err:
+            raise ConfigError(
+                f"logger.mlflow.tracking_uri={tracking_uri} cannot be used "
+                f"({type(err).__name__}: {str(err)[:300]}); start the tracking server, fix "
+                "the URI, or leave it null for a local SQLite store"
+            ) from err
+        log.info("MLflow: experiment %s, run %s at %s", experiment, run.info.run_id, tracking_uri)
+        return cls(client, tracking_uri, run.info.run_id)
+
+    def finish(self, params: Mapping[str, str], scores: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric, Param
+
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v, 0, 0) for k, v in scores.items()],
+            params=[Param(k, v[:6000]) for k, v in params.items()],
+        )
+        self.terminate("FINISHED")
+
+    def terminate(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def run_params(metrics: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, str]:
+    """What tells the runs of a multirun apart: the approach, seed and each override."""
+    params = {key: str(metrics[key]) for key in ("approach", "backbone", "seed") if key in metrics}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        params[key.lstrip("+~")] = value
+    return params
+
+
+def final_scores(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The test, validation and hierarchy scores and timings of metrics.json, flat
+    (``test/landmark/macro_f1`` ...)."""
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{prefix}/{key}", item)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[prefix] = float(value)
+
+    for section in ("test", "val", "hierarchy", "timings"):
+        walk(section, metrics.get(section, {}))
+    return flat

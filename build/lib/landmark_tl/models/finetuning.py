@@ -1,0 +1,85 @@
+"""Unfreeze schedules for the backbone, as a Lightning finetuning callback.
+
+``backbone.freeze=schedule`` trains the heads with the backbone frozen for
+``unfreeze_at_epoch`` epochs, then unfreezes the whole backbone or its last K units, which
+join the optimiser as a new parameter group at ``lr_ratio`` × the heads' learning rate.
+Lightning's :class:`BaseFinetuning` keeps that group in checkpoints, so a resumed fit goes
+on with the same optimiser whether it was saved before or after the unfreeze.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+from torch.optim import Optimizer
+
+
+@dataclass(frozen=True)
+class UnfreezeSchedule:
+    """When and how much of the backbone to unfreeze."""
+
+    unfreeze_at_epoch: int = 5
+    last_blocks: int | None = None  # None: the whole backbone
+    lr_ratio: float = 0.1  # backbone learning rate / heads' learning rate
+
+    def __post_init__(self) -> None:
+        if self.unfreeze_at_epoch < 0:
+            raise ValueError("backbone.unfreeze_at_epoch must be >= 0")
+        if self.last_blocks is not None and self.last_blocks < 1:
+            raise ValueError("backbone.unfreeze_last_blocks must be >= 1 or null (all)")
+        if self.lr_ratio <= 0:
+            raise ValueError("backbone.lr_ratio must be > 0")
+
+
+def backbone_units(model: nn.Module) -> list[nn.Module]:
+    """The model's parameter-holding units in forward order.
+
+    Top-level children, with ``Sequential``/``ModuleList`` containers (EfficientNet stages,
+    VGG layers, ResNet layers) expanded one level; units without parameters are skipped.
+    """
+    units: list[nn.Module] = []
+    for child in model.children():
+        parts = list(child) if isinstance(child, nn.Sequential | nn.ModuleList) else [child]
+        units += [p for p in parts if any(True for _ in p.parameters())]
+    return units
+
+
+def units_to_unfreeze(model: nn.Module, last_blocks: int | None) -> list[nn.Module]:
+    """All units, or the last ``last_blocks`` of them."""
+    units = backbone_units(model)
+    return units if last_blocks is None else units[-last_blocks:]
+
+
+class ScheduledUnfreeze(BaseFinetuning):
+    """Freeze ``pl_module.backbone.model`` before training, unfreeze it on schedule."""
+
+    def __init__(self, schedule: UnfreezeSchedule, train_bn: bool = True) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.train_bn = train_bn
+        self.unfrozen = False
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        pl_module.backbone.model.requires_grad_(False)
+
+    def finetune_function(
+        self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer
+    ) -> None:
+        if self.unfrozen or epoch < self.schedule.unfreeze_at_epoch:
+            return
+        modules = units_to_unfreeze(pl_module.backbone.model, self.schedule.last_blocks)
+        if self._group_restored(optimizer, modules):
+            self.make_trainable(modules)  # a resume after the unfreeze: group came back
+        else:
+            lr = optimizer.param_groups[0]["lr"] * self.schedule.lr_ratio
+            self.unfreeze_and_add_param_group(modules, optimizer, lr=lr, train_bn=self.train_bn)
+        self.unfrozen = True
+        pl_module.backbone.train(pl_module.training)  # unfrozen units leave eval mode now
+
+    @staticmethod
+    def _group_restored(optimizer: Optimizer, modules: list[nn.Module]) -> bool:
+        ids = {id(p) for m in modules for p in m.parameters()}
+        return any(id(p) in ids for group in optimizer.param_groups for p in group["params"])

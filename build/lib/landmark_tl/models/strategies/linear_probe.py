@@ -1,0 +1,246 @@
+"""The baseline every comparison carries: linear probes on the frozen features.
+
+``linear_probe`` fits, per task, a multinomial logistic regression on standardised
+backbone features; ``hierarchical_probe`` fits the landmark probe only and takes category
+probabilities as sums over each category's landmarks (as ``hierarchical`` does).
+
+Each probe minimises mean cross-entropy + l2/2 · ‖W‖² (bias not penalised; sklearn's
+``C`` is 1 / (n_train · l2)) full-batch with L-BFGS. Standardisation statistics come from
+the training split only; the strength l2 is chosen from ``l2_grid`` on the validation split
+(highest macro F1 of the task as the model decodes it, ties to the lower validation
+cross-entropy). The problem is strictly convex, so the fit at the chosen strength is the
+refit on train at that strength, whatever it was warm-started from. With fewer training
+images than feature dims the fit runs in the row space of the training features, exactly:
+the penalised optimum's weights lie in that span (representer theorem).
+
+The whole fit happens in ``on_train_start`` (one pass over the train and val loaders);
+the stage's single epoch then only logs train/val scores, and the usual checkpoint, test
+and run-dir files follow. Written in torch rather than with scikit-learn (not a
+dependency) so that it runs on the trainer's device and needs no extra package.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.models.backbone import Backbone
+from landmark_tl.models.strategies.base import TASKS, StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.hierarchical import Hierarchical
+from landmark_tl.models.strategies.multi_output import MultiOutput
+from landmark_tl.stats import macro_f1
+
+DEFAULT_L2_GRID = tuple(10.0 ** (k / 2) for k in range(-10, 5))  # 1e-5 … 100, half decades
+MAX_ITERATIONS = 500  # L-BFGS iterations per fit; weak strengths on separable data stop here
+# A probe returns no loss from training_step on purpose (it is fitted before the epoch).
+warnings.filterwarnings("ignore", message=r"`training_step` returned `None`")
+
+
+def fit_softmax_regression(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    l2: float,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    max_iter: int = MAX_ITERATIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (K, D), bias (K,)) minimising mean CE + l2/2 · ‖weight‖², full batch."""
+    dim = features.shape[1]
+    weight = torch.zeros(num_classes, dim, device=features.device)
+    bias = torch.zeros(num_classes, device=features.device)
+    if init is not None:
+        weight, bias = init[0].detach().clone(), init[1].detach().clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.T + bias, targets)
+        loss = loss + 0.5 * l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+class ProbeFit(TwoLevelStrategy):
+    """Standardised inputs and an L-BFGS fit with the strength chosen on validation, for
+    subclasses whose output layers (:meth:`probe_layers`) sit directly on the features."""
+
+    config_keys = ("l2_grid",)
+    takes_head = False
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        hierarchy: LabelHierarchy,
+        stages: Mapping[str, StageConfig],
+        *,
+        l2_grid: Sequence[float] | None = None,
+    ) -> None:
+        # the strategy this probe is mixed into, with its output layers right on the features
+        super().__init__(backbone, hierarchy, stages, hidden=(), dropout=0.0)
+        self._init_probe(backbone.num_features, l2_grid)
+
+    def _init_probe(self, width: int, l2_grid: Sequence[float] | None) -> None:
+        grid = tuple(DEFAULT_L2_GRID if l2_grid is None else l2_grid)
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"strategy.l2_grid={list(grid)}: give one or more strengths > 0")
+        if not self.backbone.frozen:
+            raise ValueError(
+                f"{type(self).__name__} probes frozen features: set backbone.freeze=all"
+            )
+        self.l2_grid = tuple(sorted(grid, reverse=True))  # strong to weak: warm starts
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_scale", torch.ones(width))
+        # Chosen strength per task (TASKS order), NaN for a task without its own probe.
+        self.register_buffer("chosen_l2", torch.full((len(TASKS),), float("nan")))
+
+    def probe_layers(self) -> dict[str, nn.Linear]:
+        """The linear output layer fitted for each probed task."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features, standardised with the training split's statistics."""
+        return (super().encode(x) - self.feature_mean) / self.feature_scale
+
+    def on_train_start(self) -> None:
+        train, val = (self._raw_features(split) for split in ("train", "val"))
+        self.fit_probes(train, val)
+
+    @torch.no_grad()
+    def _raw_features(self, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """All of a split's (unstandardised) features and targets, from the datamodule's
+        loader read in dataset order (the fit does not depend on the shuffle)."""
+        shuffled = getattr(self.trainer.datamodule, f"{split}_dataloader")()
+        loader = DataLoader(
+            shuffled.dataset, batch_size=shuffled.batch_size, collate_fn=shuffled.collate_fn
+        )
+        xs = [torch.zeros(0, self.feature_mean.numel(), device=self.device)]  # none: empty
+        categories = [torch.zeros(0, dtype=torch.long, device=self.device)]
+        landmarks = [categories[0]]
+        for x, category, landmark in loader:
+            xs.append(TwoLevelStrategy.encode(self, x.to(self.device)).float())
+            categories.append(category.to(self.device))
+            landmarks.append(landmark.to(self.device))
+        targets = {"category": torch.cat(categories), "landmark": torch.cat(landmarks)}
+        return torch.cat(xs), targets
+
+    def fit_probes(
+        self,
+        train: tuple[torch.Tensor, Mapping[str, torch.Tensor]],
+        val: tuple[torch.Tensor, Mapping[str, torch.Tensor]],
+    ) -> dict[str, float]:
+        """Standardise on ``train``, fit each probe at every strength, keep the strength
+        best on ``val``; returns the chosen strength per probed task."""
+        x_train, y_train = train
+        x_val, y_val = val
+        if len(x_val) == 0 and len(self.l2_grid) > 1:
+            raise ValueError(
+                f"strategy.l2_grid has {len(self.l2_grid)} strengths to choose from on the "
+                "validation split, and it has no images: set data.split.val above 0, or give "
+                "strategy.l2_grid one strength"
+            )
+        std = x_train.std(dim=0, unbiased=False)
+        self.feature_mean.copy_(x_train.mean(dim=0))
+        self.feature_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        z_train = (x_train - self.feature_mean) / self.feature_scale
+        z_val = (x_val - self.feature_mean) / self.feature_scale
+        basis = _row_space(z_train)
+        chosen = {}
+        for task, layer in self.probe_layers().items():
+            chosen[task] = self._fit_probe(
+                task, layer, z_train @ basis.T, y_train[task], basis, z_val, y_val
+            )
+            self.chosen_l2[TASKS.index(task)] = chosen[task]
+        return chosen
+
+    def _fit_probe(
+        self,
+        task: str,
+        layer: nn.Linear,
+        train_coords: torch.Tensor,
+        y_train: torch.Tensor,
+        basis: torch.Tensor,
+        z_val: torch.Tensor,
+        y_val: Mapping[str, torch.Tensor],
+    ) -> float:
+        """Fit ``task``'s probe at every strength, strong to weak (warm starts), in the
+        coordinates ``train_coords`` of ``basis``; keep the one best on validation."""
+        classes = self.num_classes[task]
+        best: tuple[tuple[float, float], float, tuple[torch.Tensor, torch.Tensor]] | None = None
+        params = None
+        for l2 in self.l2_grid:
+            params = fit_softmax_regression(train_coords, y_train, classes, l2, init=params)
+            full = (params[0] @ basis, params[1])
+            _set_linear(layer, full)
+            if len(self.l2_grid) == 1:  # nothing to choose (the val split may be empty)
+                return l2
+            with torch.no_grad():
+                logits = self.task_logits(z_val)
+                pred = self.decode(logits)[task]
+                loss = float(F.cross_entropy(logits[task], y_val[task]))
+            score = (macro_f1(pred.cpu().numpy(), y_val[task].cpu().numpy(), classes), -loss)
+            if best is None or score > best[0]:
+                best = (score, l2, full)
+        assert best is not None
+        _set_linear(layer, best[2])
+        return best[1]
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Nothing left to optimise: log the fitted probes' training scores (returning no
+        loss skips the optimiser's update; Lightning still counts the step)."""
+        with torch.no_grad():
+            self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        probed = {f"probe/{t}_l2": self.chosen_l2[TASKS.index(t)] for t in self.probe_layers()}
+        self.log_dict(probed)
+
+
+def _row_space(z: torch.Tensor) -> torch.Tensor:
+    """An orthonormal (r, D) basis of the span of ``z``'s rows when there are fewer rows
+    than dims (else the identity): the weights W' (K, r) of the fit give W = W' · basis."""
+    n, dim = z.shape
+    if n >= dim:
+        return torch.eye(dim, device=z.device, dtype=z.dtype)
+    _, singular, vh = torch.linalg.svd(z, full_matrices=False)
+    return vh[singular > singular.max() * 1e-6]
+
+
+def _set_linear(layer: nn.Linear, params: tuple[torch.Tensor, torch.Tensor]) -> None:
+    with torch.no_grad():
+        layer.weight.copy_(params[0])
+        layer.bias.copy_(params[1])
+
+
+class LinearProbe(ProbeFit, MultiOutput):
+    """One stage, ``joint``: an independent probe per task."""
+
+    def probe_layers(self) -> dict[str, nn.Linear]:
+        return dict(self.net.heads.items())
+
+
+class HierarchicalProbe(ProbeFit, Hierarchical):
+    """One stage, ``landmark``: a landmark probe; categories by summed probabilities."""
+
+    def probe_layers(self) -> dict[str, nn.Linear]:
+        return {"landmark": self.net.heads["landmark"]}

@@ -1,0 +1,296 @@
+"""``python -m landmark_tl.train``: compose the config, train a strategy, write the run dir.
+
+Importable without Hydra: ``train(TrainConfig(...), run_dir)`` does the same from a notebook.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
+from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.longtail import frequency_bucket_scores
+from landmark_tl.data.splits import split_sizes, write_split_csv
+from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.errors import hydra_command, take_debug_flag
+from landmark_tl.fingerprint import (
+    Fingerprint,
+    catalog_digest,
+    check_run_marker,
+    claim_run_dir,
+    code_version,
+    config_items,
+    refuse_changes,
+    split_digest,
+    write_fingerprint,
+)
+from landmark_tl.fit import FitResult, fit_stages
+from landmark_tl.io import atomic_write_json, atomic_write_text, printable
+from landmark_tl.loggers import RunLoggers
+from landmark_tl.metrics import hierarchy_scores
+from landmark_tl.plots import write_run_plots
+from landmark_tl.rundir import read_metrics
+from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
+
+log = logging.getLogger(__name__)
+
+OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+register_configs()
+
+
+def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
+    """One row per test image: true and predicted labels of each task with its probability."""
+    records = datamodule.records("test")
+    hierarchy = datamodule.hierarchy
+    names = {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    tasks = list(fit.test_outputs.preds)
+    writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
+    tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
+    if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
+        log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
+    for i, record in enumerate(records[:tested]):
+        row = [str(record.path.relative_to(datamodule.catalog.root))]
+        for t in tasks:
+            pred = int(fit.test_outputs.preds[t][i])
+            target = int(fit.test_outputs.targets[t][i])
+            prob = float(fit.test_outputs.probs[t][i, pred])
+            row += [names[t][target], names[t][pred], f"{prob:.4f}"]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor:
+    """Number of training images of each landmark index."""
+    _, landmarks = datamodule.catalog.labels()
+    in_train = [lm for lm, s in zip(landmarks, datamodule.assignment, strict=True) if s == "train"]
+    return torch.bincount(
+        torch.tensor(in_train, dtype=torch.long), minlength=datamodule.hierarchy.num_landmarks
+    )
+
+
+def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fingerprint:
+    """What determines the results of training ``config`` on the set-up ``datamodule``."""
+    catalog = datamodule.catalog
+    paths = [r.path.relative_to(catalog.root).as_posix() for r in catalog.records]
+    data = catalog_digest(
+        (p, r.category, r.landmark, d)
+        for p, r, d in zip(paths, catalog.records, catalog.content_digests(), strict=True)
+    )
+    split = split_digest(paths, datamodule.assignment)
+    return Fingerprint(config_items(config), data, split, code_version())
+
+
+def train(
+    config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Train ``config``'s strategy; write split, problems, checkpoints, logs, metrics to run_dir.
+
+    ``overrides`` (the command line's, recorded in metrics.json) let reports tell the
+    points of a sweep apart. A run dir holds one run: a new run refuses a dir with another
+    run's files, and ``config.resume`` continues a run only with the same fingerprint
+    (config, data, split, code). metrics.json is written last, as the mark of a finished run.
+    """
+    run_dir = Path(run_dir)
+    validate_config(config)
+    # Data-parallel ranks > 0 start after rank 0 has claimed the dir and written its files.
+    recorded = claim_run_dir(run_dir, config, config.resume) if is_rank_zero() else None
+    finished = run_dir / "metrics.json"
+    if recorded is not None and finished.is_file():
+        log.info("%s finished before (resume=true): keeping its results", run_dir)
+        metrics = read_metrics(finished)
+        check_run_marker(run_dir, metrics)
+        return metrics
+    start = time.perf_counter()
+    loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
+    try:
+        metrics = _train(config, run_dir, overrides, recorded, loggers, start)
+    except BaseException:
+        loggers.fail()
+        raise
+    loggers.finish(metrics, overrides)
+    return metrics
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    overrides: Sequence[str],
+    recorded: Fingerprint | None,
+    loggers: RunLoggers,
+    start: float,
+) -> dict[str, Any]:
+    """The run itself, once the config is checked and the trackers are open."""
+    backbone, datamodule = prepare_data(config)
+    catalog = datamodule.catalog
+    fingerprint = run_fingerprint(config, datamodule)
+    if recorded is not None:
+        refuse_changes(run_dir, recorded.differences(fingerprint))
+    if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
+        write_fingerprint(run_dir, fingerprint)
+        write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
+        catalog.write_problem_report(run_dir / "problems.csv")
+        atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
+        report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
+        atomic_write_text(run_dir / "data_report.md", format_report(report))
+    setup_seconds = time.perf_counter() - start
+
+    # Seed again: whether features came from the cache must not change the head's init.
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = build_strategy(config, backbone, catalog.hierarchy)
+    if config.optim.class_balance:
+        module.class_weights = training_class_weights(datamodule)
+    fit = fit_stages(
+        module,
+        datamodule,
+        run_dir,
+        seed=config.seed,
+        resume=config.resume,
+        monitor=Monitor.resolve(config.strategy.monitor, config.strategy.monitor_mode),
+        loggers=loggers.for_stage,
+        callbacks=lambda: build_callbacks(config.callbacks),
+        **trainer_arguments(config.trainer, interactive()),
+    )
+    sizes = split_sizes(datamodule.assignment)
+    test = fit.test_outputs
+    metrics = {
+        "fingerprint": fingerprint.digest,
+        "approach": config.strategy.approach,
+        "strategy": config.strategy.name.value,
+        "backbone": config.backbone.name,
+        "seed": config.seed,
+        "overrides": list(overrides),
+        "test": fit.task_scores(),
+        "val": fit.task_val_scores(),
+        # an empty split is stated, never scored: no validation keeps each stage's last epoch
+        "validation": f"best checkpoint by {config.strategy.monitor}"
+        if sizes["val"]
+        else "none: last epoch kept",
+        "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
+        if sizes["test"]
+        else {},
+        "frequency_buckets": frequency_bucket_scores(
+            training_images_per_landmark(datamodule), test.preds, test.targets
+        )
+        if sizes["test"]
+        else {},
+        "data": {
+            "source": config.data.source.value,
+            "root": str(catalog.root),
+            "images": len(catalog.records),
+            "dropped_landmarks": [
+                {
+                    "category": d.category,
+                    "landmark": d.landmark,
+                    "images": d.images,
+                    "reason": d.reason,
+                }
+                for d in catalog.dropped
+            ],
+            "skipped": [{"path": str(p.path), "reason": p.reason} for p in catalog.problems],
+            "split": sizes,
+        },
+        "stages": [
+            {
+                "name": s.name,
+                "tasks": list(s.tasks),
+                "epochs": s.epochs_run,
+                "best_val_loss": s.best_val_loss,
+                "monitor": s.monitor,
+                "best_score": s.best_score,
+                "best_checkpoint": s.best_checkpoint,
+                "seconds": round(s.seconds, 2),
+            }
+            for s in fit.stages
+        ],
+        "timings": {
+            "setup_s": round(setup_seconds, 2),
+            "train_s": round(sum(s.seconds for s in fit.stages), 2),
+            "total_s": round(time.perf_counter() - start, 2),
+        },
+    }
+    if is_rank_zero():
+        atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+        write_run_plots(run_dir)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def interactive() -> bool:
+    """Whether progress bars help: stderr is a terminal."""
+    return sys.stderr.isatty()
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the first of a data-parallel run (or the only one)."""
+    return rank_zero_only.rank == 0
+
+
+def summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    """The lines printed at the end of a run."""
+    lines = [
+        f"{metrics['approach']} on {metrics['backbone']} "
+        f"({metrics['timings']['total_s']:.0f} s, {metrics['data']['images']} images, "
+        f"{len(metrics['data']['skipped'])} skipped)"
+    ]
+    for task, s in metrics["test"].items():
+        lines.append(
+            f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
+            f"   (n={s['n']})"
+        )
+    if not metrics["test"]:
+        lines.append("  no test split (data.split.test=0): no test scores")
+    if not metrics.get("val"):
+        lines.append("  no validation split: each stage kept its last epoch")
+    lines.append(f"run dir: {printable(str(run_dir))}")
+    return "\n".join(lines)
+
+
+def metric_at(metrics: dict[str, Any], dotted: str) -> float:
+    """The value at a dotted path of metrics.json, e.g. ``val.landmark.macro_f1``."""
+    value: Any = metrics
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(
+                f"optimized_metric={dotted}: metrics.json has no '{key}' there; e.g. "
+                "val.landmark.macro_f1, val.category.accuracy, hierarchy.full_path_accuracy"
+            )
+        value = value[key]
+    return float(value)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra_command
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
+    errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
+    with the traceback)."""
+    config = to_train_config(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = train(config, run_dir, HydraConfig.get().overrides.task)
+    if is_rank_zero():
+        print(summary(metrics, run_dir), flush=True)
+    return metric_at(metrics, config.optimized_metric)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *take_debug_flag(sys.argv[1:])]
+    main()
