@@ -7,17 +7,22 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
-from landmark_tl.errors import ConfigError
+from landmark_tl.errors import ConfigError, UsageError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe
 from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
@@ -128,8 +133,10 @@ class StrategyName(str, Enum):
     hierarchical_probe = "hierarchical_probe"
 
 
-# The Hydra config tree ships inside the package, so a plain (non-editable) install trains.
+# The Hydra config tree ships inside the package, so a plain (non-editable) install trains;
+# Hydra finds it as CONFIG_MODULE (pkg://landmark_tl.conf) wherever the package is installed.
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_MODULE = "landmark_tl.conf"
 
 STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
 
@@ -263,6 +270,26 @@ class _ComposedConfig(TrainConfig):
 def register_configs() -> None:
     """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
     ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def compose_dict(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``config_name`` of the package's tree with ``key=value`` overrides, as the
+    command line composes it (unresolved). An override that does not compose (unknown key or
+    group option, wrong type, bad syntax) is a :class:`UsageError` with Hydra's message."""
+    register_configs()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
+
+
+def compose(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The training config of ``overrides`` (e.g. ``["experiment=study_table1",
+    "strategy=hierarchical", "trainer=cpu"]``): the same groups, presets and defaults as
+    ``landmark-tl train``, as a :class:`TrainConfig` for :func:`landmark_tl.train`."""
+    return to_train_config(compose_dict("train", overrides))
 
 
 def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:

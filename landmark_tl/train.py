@@ -11,11 +11,11 @@ import logging
 import secrets
 import sys
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -28,7 +28,7 @@ from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
-from landmark_tl.errors import hydra_command, take_debug_flag
+from landmark_tl.cli import hydra_app
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,
@@ -277,12 +277,11 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
     return float(value)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@hydra_command
+@hydra_app("train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
-    errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
-    with the traceback)."""
+    """``landmark-tl train [key=value ...]`` (or ``python -m landmark_tl.train``); returns
+    ``optimized_metric`` to sweepers. Data, config and run-dir errors print their message
+    alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback)."""
     config = to_train_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
@@ -291,6 +290,17 @@ def main(cfg: DictConfig) -> float:
     return metric_at(metrics, config.optimized_metric)
 
 
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``landmark_tl.train(config, run_dir)`` is :func:`train`
+    (the package attribute ``train`` is this module once it is imported)."""
+
+    def __call__(
+        self, config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        return train(config, run_dir, overrides)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *take_debug_flag(sys.argv[1:])]
-    main()
+    sys.exit(main())
