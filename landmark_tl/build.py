@@ -48,8 +48,8 @@ def resolve_data_root(config: TrainConfig) -> Path:
     if data.source is not DataSource.synthetic:
         if not data.root:
             raise ConfigError(
-                f"data={data.source.value} needs data.root=/path/to/data (see landmark_tl/conf/data/"
-                f"{data.source.value}.yaml)"
+                f"data={data.source.value} needs data.root=/path/to/data (see "
+                f"landmark_tl/conf/data/{data.source.value}.yaml)"
             )
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(

@@ -18,12 +18,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 from PIL import Image
 
+from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
-from landmark_tl.cli import hydra_app
 from landmark_tl.errors import UserError
 from landmark_tl.io import printable
 

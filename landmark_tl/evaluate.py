@@ -18,9 +18,9 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import CatalogError, scan_image_folder
 from landmark_tl.data.splits import read_split_csv
-from landmark_tl.cli import hydra_app
 from landmark_tl.inference import Prediction, TrainedRun, load_run
 from landmark_tl.io import atomic_write_json, printable
 from landmark_tl.metrics import (

@@ -23,12 +23,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.cli import hydra_app
 from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
-from landmark_tl.cli import hydra_app
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,

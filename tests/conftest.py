@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from landmark_tl.config import CONFIG_DIR, TrainConfig, compose
 from landmark_tl.data.synthetic import generate_synthetic_monuments
 
