@@ -77,10 +77,12 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
         raise UsageError(f"see '{PROGRAM} {config_name} --help'") from exit
     if parsed.shell_completion or parsed.info:
         return
-    try:
-        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
-    except HydraException as error:
-        raise UsageError(str(error)) from error
+    overrides = []
+    for text in parsed.overrides:
+        try:
+            overrides += OverridesParser.create().parse_overrides([text])
+        except HydraException as error:
+            raise UsageError(f"{text}: {error}") from error
     checked = [
         text
         for text, override in zip(parsed.overrides, overrides, strict=True)
