@@ -163,7 +163,7 @@ def probe_f1(data: dict, hierarchy_parent: torch.Tensor, classes: dict[str, int]
     class FrozenFeatures(torch.nn.Module):  # all a probe needs of a backbone
         num_features, frozen, schedule = data["train"][0].shape[1], True, None
 
-    probe = LinearProbe(FrozenFeatures(), hierarchy, {"joint": StageConfig(epochs=1)})
+    probe = LinearProbe(FrozenFeatures(), hierarchy, {"joint": StageConfig(epochs=1, lr=0.0)})
     pack = {k: (v[0], {"category": v[1], "landmark": v[2]}) for k, v in data.items()}
     probe.fit_probes(pack["train"], pack["val"])
     pred = probe.eval().decode(probe(data["outer"][0]))["landmark"]

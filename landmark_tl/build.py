@@ -25,7 +25,8 @@ from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.optim import balanced_class_weights
-from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+from landmark_tl.models.strategies import TwoLevelStrategy, registered
+from landmark_tl.models.strategies.registry import strategy_kwargs
 
 
 def cache_dir(config: TrainConfig) -> Path:
@@ -146,14 +147,14 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
-    cls = STRATEGIES[config.strategy.name.value]
+    """The registered strategy ``strategy.name`` with its options and the head config."""
+    cls = registered(config.strategy.name).module
     head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
     module = cls(
         backbone,
         hierarchy,
         config.strategy.stage_configs(),
-        **(head if cls.takes_head else {}),
-        **config.strategy.options(cls.config_keys),
+        **strategy_kwargs(config.strategy, head),
     )
     module.recipe = config.optim
     return module

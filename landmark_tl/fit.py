@@ -6,7 +6,6 @@ import csv
 import io
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,27 +23,6 @@ from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLeve
 from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
 log = logging.getLogger(__name__)
-
-# Lightning notices that say nothing about this run: an advert, an internal deprecation,
-# and the eval-mode warning that a frozen backbone (kept in eval on purpose) triggers.
-_ADVERT = "💡 Tip:"
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_ADVERT)
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Test predictions are gathered from all ranks and de-duplicated (TwoLevelStrategy).
-warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
-warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprec")
-# A resumed stage's earlier log rows are put back afterwards (_prepend_log).
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-# Every stage writes its own <stage>-best.ckpt into the one checkpoints/ folder.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 @dataclass

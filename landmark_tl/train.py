@@ -44,8 +44,11 @@ from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
+from landmark_tl.models.backbone import KEPT_WEIGHTS, save_weights_file
 from landmark_tl.plots import write_run_plots
-from landmark_tl.rundir import read_metrics
+from landmark_tl.provenance import provenance
+from landmark_tl.quiet import quiet_known_notices
+from landmark_tl.rundir import BACKBONE_WEIGHTS, RUN_FORMAT, read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,9 @@ def _train(
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
         report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
         atomic_write_text(run_dir / "data_report.md", format_report(report))
+        if backbone.frozen and config.backbone.weights in KEPT_WEIGHTS:
+            # checkpoints leave a frozen backbone out: keep its weights for offline loading
+            save_weights_file(backbone, run_dir / BACKBONE_WEIGHTS)
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.
@@ -172,12 +178,14 @@ def _train(
     sizes = split_sizes(datamodule.assignment)
     test = fit.test_outputs
     metrics = {
+        "run_format": RUN_FORMAT,
         "fingerprint": fingerprint.digest,
         "approach": config.strategy.approach,
-        "strategy": config.strategy.name.value,
+        "strategy": config.strategy.name,
         "backbone": config.backbone.name,
         "seed": config.seed,
         "overrides": list(overrides),
+        "provenance": provenance(str(config.trainer.accelerator)),
         "test": fit.task_scores(),
         "val": fit.task_val_scores(),
         # an empty split is stated, never scored: no validation keeps each stage's last epoch
@@ -283,6 +291,8 @@ def main(cfg: DictConfig) -> float:
     ``optimized_metric`` to sweepers. Data, config and run-dir errors print their message
     alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback)."""
     config = to_train_config(cfg)
+    if config.extras.quiet:
+        quiet_known_notices()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():

@@ -109,3 +109,22 @@ def test_completion_offers_commands_then_each_commands_keys(capsys, monkeypatch)
     assert "complete -o nospace -o default -F hydra_bash_completion landmark-tl" in (
         capsys.readouterr().out
     )
+
+
+def test_warning_filters_are_opt_in(capsys):
+    import logging
+    import warnings
+
+    import landmark_tl.fit  # noqa: F401  (imported: installs nothing)
+    import landmark_tl.models.strategies.linear_probe  # noqa: F401
+    from landmark_tl.quiet import KNOWN_NOTICES, quiet_known_notices
+
+    def installed() -> set[str]:
+        return {f[1].pattern for f in warnings.filters if f[1] is not None} & set(KNOWN_NOTICES)
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not installed() and not rank_zero.filters
+    assert landmark_tl.compose(["extras.quiet=true"]).extras.quiet
+    quiet_known_notices()  # what train does with extras.quiet=true (pytest restores filters)
+    assert installed() == set(KNOWN_NOTICES) and len(rank_zero.filters) == 1
+    rank_zero.filters.clear()

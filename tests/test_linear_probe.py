@@ -22,7 +22,7 @@ from landmark_tl.models.strategies.linear_probe import fit_softmax_regression
 from landmark_tl.stats import macro_f1
 from landmark_tl.train import train
 
-STAGES = {name: StageConfig(epochs=1) for name in ("joint", "category", "landmark")}
+STAGES = {name: StageConfig(epochs=1, lr=0.0) for name in ("joint", "category", "landmark")}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 # 3 categories x 2 landmarks; landmark k belongs to category k // 2.
 HIERARCHY = LabelHierarchy.from_pairs((f"c{k // 2}", f"l{k}") for k in range(6))

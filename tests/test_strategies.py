@@ -169,10 +169,10 @@ def test_hierarchical_predictions_are_consistent_after_training(backbone, datamo
 
 def test_stage_config_errors_name_the_stages(backbone, datamodule):
     with pytest.raises(ValueError, match=r"missing \['category'\]"):
-        HeadSwap(backbone, datamodule.hierarchy, {"landmark": StageConfig()})
+        HeadSwap(backbone, datamodule.hierarchy, {"landmark": STAGES["landmark"]})
     with pytest.raises(ValueError, match=r"unknown \['landmrk'\]"):
         MultiOutput(
-            backbone, datamodule.hierarchy, {"joint": StageConfig(), "landmrk": StageConfig()}
+            backbone, datamodule.hierarchy, {"joint": STAGES["joint"], "landmrk": STAGES["joint"]}
         )
 
 

@@ -44,10 +44,12 @@ STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
 @dataclass
 class StageConfig:
-    """Optimisation of one stage: its own epochs, learning rate and early stopping."""
+    """Optimisation of one stage: its own epochs, learning rate and early stopping. The
+    numbers live in each strategy's YAML (conf/strategy); a stage a strategy runs must have
+    ``epochs`` and ``lr`` set (None: not given)."""
 
-    epochs: int = 30
-    lr: float = 3e-3
+    epochs: int | None = None
+    lr: float | None = None
     weight_decay: float = 0.0
     patience: int | None = None  # early-stopping patience on val/loss; None: no early stop
 
@@ -68,6 +70,14 @@ def other_task(task: str) -> str:
     return TASKS[1 - TASKS.index(task)]
 
 
+@dataclass
+class LossWeights:
+    """Weight of each task's cross-entropy in a one-stage strategy's loss."""
+
+    category: float = 1.0
+    landmark: float = 1.0
+
+
 def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """Complete and validate per-task loss weights (default 1 each)."""
     merged = {task: 1.0 for task in TASKS} | dict(weights or {})
@@ -82,8 +92,6 @@ def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 class TwoLevelStrategy(L.LightningModule):
     """Backbone + strategy-specific heads, trained stage by stage."""
 
-    config_keys: tuple[str, ...] = ()
-    """Strategy options (beyond stages and head) that this strategy takes from the config."""
     recipe: Recipe = Recipe()
     """Optimiser, schedule and label smoothing of every stage (set by the builder)."""
     class_weights: Mapping[str, torch.Tensor] | None = None
@@ -102,6 +110,18 @@ class TwoLevelStrategy(L.LightningModule):
         super().__init__()
         unknown = sorted(set(stages) - set(STAGE_NAMES))
         missing = [name for name in stage_names if name not in stages]
+        unset = [
+            f"{name}.{key}"
+            for name in stage_names
+            if name in stages
+            for key in ("epochs", "lr")
+            if getattr(stages[name], key) is None
+        ]
+        if unset:
+            raise ConfigError(
+                f"strategy.stages: {type(self).__name__} needs {unset} (each strategy's "
+                "YAML in landmark_tl/conf/strategy sets them; landmark_tl.compose() reads it)"
+            )
         if unknown or missing:
             raise ConfigError(
                 f"strategy.stages: {type(self).__name__} runs stages {list(stage_names)}; "
@@ -398,7 +418,6 @@ class OneStageBothTasks(TwoLevelStrategy):
     of both tasks' cross-entropies; subclasses set the stage name, the default weights and
     build ``self.net``."""
 
-    config_keys = ("loss_weights",)
     stage_name = "joint"
     default_loss_weights: Mapping[str, float] = {"category": 1.0, "landmark": 1.0}
 

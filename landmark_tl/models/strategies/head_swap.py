@@ -10,6 +10,7 @@ test scores are taken at the end of stage 1.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,14 +23,22 @@ from landmark_tl.models.strategies.base import (
     TaskPerStage,
     TrunkAndHeads,
 )
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 STAGE2_PARTS = ("head", "trunk", "backbone")
 
 
+@dataclass
+class HeadSwapConfig(StrategyConfig):
+    name: str = "head_swap"
+    first: str = "landmark"  # category | landmark
+    # what trains in stage 2: head (always; the study's choice), optionally trunk, backbone
+    train_in_stage2: list[str] = field(default_factory=lambda: ["head"])
+
+
+@register_strategy(HeadSwapConfig)
 class HeadSwap(TaskPerStage):
     """Two stages named after their tasks, ``first`` then the other."""
-
-    config_keys = ("first", "train_in_stage2")
 
     def __init__(
         self,

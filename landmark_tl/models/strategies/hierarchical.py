@@ -9,14 +9,29 @@ marginal); w_c = 0 by default (the landmark head alone, as in the issue).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import OneStageBothTasks, StageConfig, TrunkAndHeads
+from landmark_tl.models.strategies.base import (
+    LossWeights,
+    OneStageBothTasks,
+    StageConfig,
+    TrunkAndHeads,
+)
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 
+@dataclass
+class HierarchicalConfig(StrategyConfig):
+    name: str = "hierarchical"
+    # category > 0 adds a cross-entropy on the category marginal
+    loss_weights: LossWeights = field(default_factory=lambda: LossWeights(category=0.0))
+
+
+@register_strategy(HierarchicalConfig)
 class Hierarchical(OneStageBothTasks):
     """One stage, ``landmark``; both tasks are scored."""
 

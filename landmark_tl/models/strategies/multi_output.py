@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import OneStageBothTasks, StageConfig, TrunkAndHeads
+from landmark_tl.models.strategies.base import (
+    LossWeights,
+    OneStageBothTasks,
+    StageConfig,
+    TrunkAndHeads,
+)
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 
+@dataclass
+class MultiOutputConfig(StrategyConfig):
+    name: str = "multi_output"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+
+@register_strategy(MultiOutputConfig)
 class MultiOutput(OneStageBothTasks):
     """loss = w_c · CE(category) + w_l · CE(landmark) over a shared trunk, one stage."""
 
