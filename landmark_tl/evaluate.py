@@ -99,7 +99,7 @@ def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
         "category": torch.tensor([c for _, c, _ in kept], dtype=torch.long),
         "landmark": torch.tensor([lm for _, _, lm in kept], dtype=torch.long),
     }
-    names = {"category": run.hierarchy.category_names, "landmark": run.hierarchy.landmark_names}
+    names = run.hierarchy.names()
     preds, test = {}, {}
     for task in targets:
         preds[task], test[task] = score_named_predictions(

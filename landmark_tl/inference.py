@@ -24,7 +24,7 @@ from landmark_tl.config import BackboneConfig, TrainConfig, to_train_config
 from landmark_tl.data.catalog import load_rgb
 from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
 from landmark_tl.errors import UsageError, UserError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.io import not_regular_reason, printable, special_file_kind
 from landmark_tl.models.backbone import KEPT_WEIGHTS, WeightsSource
 from landmark_tl.models.strategies import TwoLevelStrategy
@@ -100,10 +100,7 @@ class TrainedRun:
         logits = self.model(batch)
         chosen = self.model.decode(logits)
         probs = {task: value.float().softmax(-1) for task, value in logits.items()}
-        names = {
-            "category": self.hierarchy.category_names,
-            "landmark": self.hierarchy.landmark_names,
-        }
+        names = self.hierarchy.names()
         out = []
         for i, source in enumerate(sources):
             top = {
@@ -113,7 +110,7 @@ class TrainedRun:
                         *probs[task][i].topk(min(top_k, probs[task].shape[1])), strict=True
                     )
                 ]
-                for task in ("category", "landmark")
+                for task in TASKS
             }
             c, lm = int(chosen["category"][i]), int(chosen["landmark"][i])
             out.append(

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from landmark_tl.errors import UsageError, UserError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.io import printable
 
-TASKS = ("category", "landmark")
 # The layout of a run dir (metrics.json "run_format"). 2: strategy options typed by the
 # registered strategy's config, frozen hub/file backbone weights kept in BACKBONE_WEIGHTS.
 # Runs without the key are format 1.
@@ -113,7 +112,7 @@ def read_class_names(run_dir: Path) -> dict[str, list[str]] | None:
         hierarchy = LabelHierarchy.from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
         raise MalformedRunError(f"{printable(str(path))}: {error!r}") from error
-    return {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    return hierarchy.names()
 
 
 def read_epoch_metrics(path: Path) -> dict[str, dict[int, float]]:

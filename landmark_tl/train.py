@@ -60,8 +60,7 @@ register_configs()
 def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     """One row per test image: true and predicted labels of each task with its probability."""
     records = datamodule.records("test")
-    hierarchy = datamodule.hierarchy
-    names = {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    names = datamodule.hierarchy.names()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)

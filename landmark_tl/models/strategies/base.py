@@ -21,8 +21,9 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from landmark_tl.data.splits import SPLITS
 from landmark_tl.errors import ConfigError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
@@ -36,9 +37,7 @@ from landmark_tl.models.optim import (
     build_scheduler,
 )
 
-TASKS = ("category", "landmark")
 METRIC_NAMES = ("f1", "acc")  # of task_metrics
-SPLITS = ("train", "val", "test")
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
 
