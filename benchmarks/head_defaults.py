@@ -31,9 +31,9 @@ from omegaconf import OmegaConf
 
 from landmark_tl.build import prepare_data
 from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs
+from landmark_tl.metrics import macro_f1
 from landmark_tl.models.strategies import LinearProbe
 from landmark_tl.models.strategies.base import StageConfig, TrunkAndHeads
-from landmark_tl.stats import macro_f1
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> overrides of a data set; the embedded one and a larger one generated differently.

@@ -15,11 +15,11 @@ from landmark_tl.data.splits import SplitSpec
 from landmark_tl.fit import fit_stages
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.inference import load_run
+from landmark_tl.metrics import macro_f1
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.models.strategies import HierarchicalProbe, LinearProbe
 from landmark_tl.models.strategies.base import StageConfig
 from landmark_tl.models.strategies.linear_probe import fit_softmax_regression
-from landmark_tl.stats import macro_f1
 from landmark_tl.train import train
 
 STAGES = {name: StageConfig(epochs=1, lr=0.0) for name in ("joint", "category", "landmark")}

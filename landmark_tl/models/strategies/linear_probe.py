@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
+from landmark_tl.metrics import macro_f1
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import TASKS, StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
 from landmark_tl.models.strategies.hierarchical import Hierarchical
 from landmark_tl.models.strategies.multi_output import MultiOutput
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
-from landmark_tl.stats import macro_f1
 
 DEFAULT_L2_GRID = tuple(10.0 ** (k / 2) for k in range(-10, 5))  # 1e-5 … 100, half decades
 MAX_ITERATIONS = 500  # L-BFGS iterations per fit; weak strengths on separable data stop here
