@@ -226,6 +226,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     """Rebuild a finished run's model from its dir (config, hierarchy, last best checkpoint);
     a dir that is not a complete finished run raises MalformedRunError naming the file."""
     from landmark_tl.build import build_backbone, build_strategy
+    from landmark_tl.checkpointing import restore_frozen_backbone
     from landmark_tl.fingerprint import check_run_marker
     from landmark_tl.fit import read_checkpoint
 
@@ -250,8 +251,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     )
     model = build_strategy(config, backbone, hierarchy)
     model.begin_stage(last_stage)
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(restore_frozen_backbone(checkpoint, backbone)["state_dict"])
     return TrainedRun(run_dir, config, hierarchy, metrics, model.eval())
 
 

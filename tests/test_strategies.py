@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from landmark_tl.checkpointing import restore_frozen_backbone
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.fit import fit_stages
@@ -183,11 +184,10 @@ def test_checkpoints_leave_out_a_frozen_backbone_and_load_back(backbone, datamod
     assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
     assert checkpoint["frozen_backbone"]["weights_digest"] == backbone.weights_digest
     fresh = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
-    fresh.on_load_checkpoint(checkpoint)
-    fresh.load_state_dict(checkpoint["state_dict"])
+    fresh.load_state_dict(restore_frozen_backbone(checkpoint, backbone)["state_dict"])
     assert torch.equal(fresh.net.heads["landmark"].weight, module.net.heads["landmark"].weight)
     other = create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
     with pytest.raises(ValueError, match="same backbone"):
-        MultiOutput(other, datamodule.hierarchy, STAGES, hidden=[16]).on_load_checkpoint(
-            torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False)
+        restore_frozen_backbone(
+            torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False), other
         )

@@ -8,7 +8,6 @@ the stage order, the tasks of each stage (:meth:`stage_tasks`), what trains in a
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -336,52 +335,6 @@ class TwoLevelStrategy(L.LightningModule):
         total = len(self.trainer.datamodule.datasets["test"])
         return interleaved[:total].cpu()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the random streams (so a resumed fit continues as the uninterrupted one);
-        leave a frozen backbone's weights out (they are the pretrained ones) but record
-        which backbone it was, so a load can check it is given the same one."""
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-        if not self.backbone.frozen:
-            return
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("backbone.")]:
-            del state[key]
-        checkpoint["frozen_backbone"] = {
-            "name": self.backbone.name,
-            "weights_digest": self._frozen_backbone_digest(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the random streams; put this module's frozen backbone back into a
-        checkpoint saved without it."""
-        rng = checkpoint.get("rng_states")
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        if rng is not None and fitting:
-            torch.set_rng_state(rng["torch"])
-            random.setstate(_as_tuple(rng["python"]))
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        saved = checkpoint.get("frozen_backbone")
-        if saved is None:
-            return
-        if saved["weights_digest"] != self._frozen_backbone_digest():
-            raise ValueError(
-                f"checkpoint was trained on frozen backbone {saved['name']} with weights "
-                f"{saved['weights_digest']}; this module's backbone {self.backbone.name} has "
-                f"weights {self.backbone.weights_digest}: build it with the same backbone.*"
-            )
-        prefix = "backbone."
-        checkpoint["state_dict"].update(
-            {prefix + k: v for k, v in self.backbone.state_dict().items()}
-        )
-
-    def _frozen_backbone_digest(self) -> str:
-        if getattr(self, "_backbone_digest", None) is None:
-            self._backbone_digest = self.backbone.weights_digest
-        return self._backbone_digest
-
     def configure_optimizers(self) -> dict[str, Any]:
         """The recipe's optimiser (and schedule) for the current stage's parameters."""
         if not any(p.requires_grad for p in self.parameters()):
@@ -459,11 +412,6 @@ class TaskPerStage(TwoLevelStrategy):
 
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
         return (stage,)
-
-
-def _as_tuple(value: object) -> object:
-    """Lists back to tuples, recursively (a random state saved as plain data)."""
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class TrunkAndHeads(nn.Module):
