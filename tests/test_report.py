@@ -199,7 +199,7 @@ def test_write_report_files(multirun: Path, tmp_path: Path) -> None:
 def test_cli_writes_report_and_prints_table(
     multirun: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(multirun), "--bootstrap", "100", "--seed", "1"]) == 0
+    assert main([f"runs={multirun}", "bootstrap=100", "seed=1"]) == 0
     out = capsys.readouterr().out
     assert "| A | 2 |" in out and "| B | 2 |" in out
     assert (multirun / "table1.md").is_file() and (multirun / "table1.png").is_file()
@@ -210,7 +210,7 @@ def test_cli_exit_code_2_for_a_path_without_runs(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main([str(empty)]) == 2
+    assert main([f"runs={empty}"]) == 2
     assert f"no metrics.json found below {empty}" in capsys.readouterr().err
 
 
@@ -222,7 +222,7 @@ def test_broken_predictions_are_skipped_and_named(
     missing = make_run(multirun, "6", "B", 3, TRUTH)
     (missing / "predictions.csv").unlink()
     out_dir = tmp_path / "report"
-    assert main([str(multirun), "--out", str(out_dir), "--bootstrap", "50"]) == 0
+    assert main([f"runs={multirun}", f"out={out_dir}", "bootstrap=50"]) == 0
     captured = capsys.readouterr()
     for run_dir in (broken, missing):
         assert f"warning: skipped run {run_dir}" in captured.err
