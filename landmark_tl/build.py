@@ -26,7 +26,7 @@ from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.optim import balanced_class_weights
 from landmark_tl.models.strategies import TwoLevelStrategy, registered
-from landmark_tl.models.strategies.registry import strategy_kwargs
+from landmark_tl.models.strategies.registry import as_config_error, strategy_kwargs
 
 
 def cache_dir(config: TrainConfig) -> Path:
@@ -150,12 +150,15 @@ def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> T
     """The registered strategy ``strategy.name`` with its options and the head config."""
     cls = registered(config.strategy.name).module
     head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
-    module = cls(
-        backbone,
-        hierarchy,
-        config.strategy.stage_configs(),
-        **strategy_kwargs(config.strategy, head),
-    )
+    try:
+        module = cls(
+            backbone,
+            hierarchy,
+            config.strategy.stage_configs(),
+            **strategy_kwargs(config.strategy, head),
+        )
+    except ValueError as error:  # the strategy's own argument names, as config keys
+        raise as_config_error(error, config.strategy) from error
     module.recipe = config.optim
     return module
 

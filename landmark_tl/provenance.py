@@ -16,12 +16,16 @@ import torch
 
 from landmark_tl.fingerprint import code_version
 
-PACKAGES = ("torch", "timm", "lightning", "torchmetrics", "hydra-core")
+PACKAGES = ("timm", "lightning", "torchmetrics", "hydra-core")
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages a result depends on (None: not installed)."""
-    found: dict[str, str | None] = {"landmark_tl": code_version()["landmark_tl"]}
+    """Installed versions of the packages a result depends on (None: not installed);
+    torch's with its build (e.g. ``+cu130``)."""
+    found: dict[str, str | None] = {
+        "landmark_tl": code_version()["landmark_tl"],
+        "torch": torch.__version__,
+    }
     for name in PACKAGES:
         try:
             found[name] = version(name)

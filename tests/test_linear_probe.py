@@ -132,7 +132,7 @@ def test_without_validation_images_only_one_strength_can_be_used(backbone):
 
 
 def test_probe_refuses_a_bad_grid_and_a_trainable_backbone(backbone):
-    with pytest.raises(ValueError, match="strategy.l2_grid"):
+    with pytest.raises(ValueError, match=r"^l2_grid=\[0.0\]"):
         LinearProbe(backbone, HIERARCHY, STAGES, l2_grid=[0.0])
     unfrozen = create_backbone("test_resnet", weights="none", input_size=(3, 32, 32), freeze="none")
     with pytest.raises(ValueError, match="backbone.freeze=all"):

@@ -11,6 +11,7 @@ import torch
 
 import landmark_tl
 from landmark_tl.errors import ConfigError, UsageError
+from landmark_tl.models.backbone import create_backbone
 from landmark_tl.models.strategies import (
     STRATEGIES,
     MultiOutput,
@@ -19,7 +20,7 @@ from landmark_tl.models.strategies import (
     register_strategy,
     registered,
 )
-from landmark_tl.models.strategies.base import OneStageBothTasks, TrunkAndHeads
+from landmark_tl.models.strategies.base import OneStageBothTasks
 from tests.conftest import TINY_OVERRIDES
 
 
@@ -47,11 +48,10 @@ class Toy(OneStageBothTasks):
         dropout: float = 0.0,
         temperature: float = 1.0,
     ) -> None:
-        super().__init__(backbone, hierarchy, stages)
+        super().__init__(backbone, hierarchy, stages, hidden=(), dropout=0.0)
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}: must be > 0")
         self.temperature = temperature
-        self.net = TrunkAndHeads(backbone.num_features, (), 0.0, self.num_classes)
 
     def task_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {task: logits / self.temperature for task, logits in self.net(features).items()}
@@ -90,3 +90,14 @@ def test_a_name_registers_one_class():
     with pytest.raises(ValueError, match="'multi_output' is already registered"):
         register_strategy(landmark_tl.models.strategies.multi_output.MultiOutputConfig)(Toy)
     assert STRATEGIES["multi_output"] is MultiOutput
+
+
+def test_the_config_layer_names_keys_where_the_strategy_names_arguments(tiny_config):
+    from landmark_tl.build import build_strategy
+    from landmark_tl.hierarchy import LabelHierarchy
+
+    config = tiny_config("strategy=head_swap", "strategy.first=species")
+    hierarchy = LabelHierarchy.from_pairs([("Gothic", "A"), ("Pyramids", "B")])
+    backbone = create_backbone(weights="none", input_size=(3, 64, 64))
+    with pytest.raises(ConfigError, match=r"^strategy=head_swap: strategy\.first='species'"):
+        build_strategy(config, backbone, hierarchy)

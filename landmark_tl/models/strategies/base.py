@@ -21,7 +21,6 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from landmark_tl.data.splits import SPLITS
-from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
@@ -64,7 +63,7 @@ class TestOutputs:
 def other_task(task: str) -> str:
     """The task that is not ``task``; refuses names that are not tasks."""
     if task not in TASKS:
-        raise ConfigError(f"strategy.first={task!r}: use 'category' or 'landmark'")
+        raise ValueError(f"first={task!r}: use 'category' or 'landmark'")
     return TASKS[1 - TASKS.index(task)]
 
 
@@ -80,8 +79,8 @@ def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """Complete and validate per-task loss weights (default 1 each)."""
     merged = {task: 1.0 for task in TASKS} | dict(weights or {})
     if set(merged) != set(TASKS) or min(merged.values()) < 0 or max(merged.values()) == 0:
-        raise ConfigError(
-            "strategy.loss_weights needs non-negative 'category' and 'landmark' weights, "
+        raise ValueError(
+            "loss_weights needs non-negative 'category' and 'landmark' weights, "
             f"not both zero; got {merged}"
         )
     return merged
@@ -116,13 +115,13 @@ class TwoLevelStrategy(L.LightningModule):
             if getattr(stages[name], key) is None
         ]
         if unset:
-            raise ConfigError(
-                f"strategy.stages: {type(self).__name__} needs {unset} (each strategy's "
-                "YAML in landmark_tl/conf/strategy sets them; landmark_tl.compose() reads it)"
+            raise ValueError(
+                f"stages: {type(self).__name__} needs {unset} (each strategy's YAML in "
+                "landmark_tl/conf/strategy sets them; landmark_tl.compose() reads it)"
             )
         if unknown or missing:
-            raise ConfigError(
-                f"strategy.stages: {type(self).__name__} runs stages {list(stage_names)}; "
+            raise ValueError(
+                f"stages: {type(self).__name__} runs stages {list(stage_names)}; "
                 f"missing {missing}, unknown {unknown} (stage names are {list(STAGE_NAMES)})"
             )
         self.backbone = backbone
@@ -366,9 +365,9 @@ class TwoLevelStrategy(L.LightningModule):
 
 
 class OneStageBothTasks(TwoLevelStrategy):
-    """A single stage that trains ``self.net`` (and an unfrozen backbone) on a weighted sum
-    of both tasks' cross-entropies; subclasses set the stage name, the default weights and
-    build ``self.net``."""
+    """A single stage that trains ``self.net`` (a trunk with the output layers of
+    :meth:`net_outputs`; and an unfrozen backbone) on a weighted sum of both tasks'
+    cross-entropies; subclasses set the stage name and the default weights."""
 
     stage_name = "joint"
     default_loss_weights: Mapping[str, float] = {"category": 1.0, "landmark": 1.0}
@@ -378,12 +377,20 @@ class OneStageBothTasks(TwoLevelStrategy):
         backbone: Backbone,
         hierarchy: LabelHierarchy,
         stages: Mapping[str, StageConfig],
+        *,
+        hidden: Sequence[int] = (512,),
+        dropout: float = 0.1,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(backbone, hierarchy, stages, (self.stage_name,))
         self.loss_weights = check_loss_weights(
             dict(self.default_loss_weights) | dict(loss_weights or {})
         )
+        self.net = TrunkAndHeads(backbone.num_features, hidden, dropout, self.net_outputs())
+
+    def net_outputs(self) -> dict[str, int]:
+        """Classes of each output layer of ``self.net``: by default one layer per task."""
+        return dict(self.num_classes)
 
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
         return TASKS

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import (
@@ -54,8 +53,8 @@ class HeadSwap(TaskPerStage):
         super().__init__(backbone, hierarchy, stages, first)
         parts = set(train_in_stage2)
         if "head" not in parts or not parts <= set(STAGE2_PARTS):
-            raise ConfigError(
-                f"strategy.train_in_stage2={list(train_in_stage2)}: list parts of "
+            raise ValueError(
+                f"train_in_stage2={list(train_in_stage2)}: list parts of "
                 f"{list(STAGE2_PARTS)}, always including 'head' (the new output layer)"
             )
         self.train_in_stage2 = tuple(p for p in STAGE2_PARTS if p in parts)

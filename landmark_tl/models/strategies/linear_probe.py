@@ -100,7 +100,7 @@ class ProbeFit(TwoLevelStrategy):
     def _init_probe(self, width: int, l2_grid: Sequence[float] | None) -> None:
         grid = tuple(DEFAULT_L2_GRID if l2_grid is None else l2_grid)
         if not grid or min(grid) <= 0:
-            raise ValueError(f"strategy.l2_grid={list(grid)}: give one or more strengths > 0")
+            raise ValueError(f"l2_grid={list(grid)}: give one or more strengths > 0")
         if not self.backbone.frozen:
             raise ValueError(
                 f"{type(self).__name__} probes frozen features: set backbone.freeze=all"

@@ -18,6 +18,7 @@ sets the stages and documents the options); without such a YAML it is also store
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib.resources import files
@@ -118,6 +119,14 @@ def registered(name: str) -> Registered:
 def _plain(value: Any) -> Any:
     """Dataclass values as dicts (e.g. loss weights), others as they are."""
     return asdict(value) if is_dataclass(value) else value
+
+
+def as_config_error(error: ValueError, config: StrategyConfig) -> ConfigError:
+    """A strategy's ValueError, which names its own arguments (``first=...``, ``stages``),
+    with them as config keys (``strategy.first=...``, ``strategy.stages``)."""
+    names = "|".join(sorted({f.name for f in fields(config)}, key=len, reverse=True))
+    message = re.sub(rf"(?<![\w.])({names})\b(?=[=:])", r"strategy.\1", str(error))
+    return ConfigError(f"strategy={config.name}: {message}")
 
 
 def strategy_kwargs(config: StrategyConfig, head: Mapping[str, Any]) -> dict[str, Any]:
