@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from landmark_tl import loggers as loggers_module
 from landmark_tl.config import ConfigError, validate_config
+from landmark_tl.errors import UsageError
 from landmark_tl.fit import build_trainer
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.models.strategies.base import StageConfig
@@ -137,8 +138,9 @@ def test_a_monitored_score_picks_the_checkpoint_and_is_recorded(tiny_config, tmp
     ],
 )
 def test_unknown_group_names_fail_at_compose(override, message):
-    with pytest.raises(MissingConfigException, match=message):
+    with pytest.raises(UsageError, match=message) as info:
         compose_config(override)
+    assert isinstance(info.value.__cause__, MissingConfigException)
 
 
 @pytest.mark.parametrize(
