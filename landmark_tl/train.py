@@ -184,6 +184,7 @@ def _train(
         "validation": f"best checkpoint by {config.strategy.monitor}"
         if sizes["val"]
         else "none: last epoch kept",
+        **averaged_scores(fit),
         "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
         if sizes["test"]
         else {},
@@ -232,6 +233,21 @@ def _train(
         write_run_plots(run_dir)
         atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def averaged_scores(fit: FitResult) -> dict[str, Any]:
+    """With callbacks=ema: the test and validation scores of the average of the weights
+    saved with each stage's kept checkpoint, beside the raw weights' ``test`` and ``val``."""
+    test, val = fit.task_scores(ema=True), fit.task_val_scores(ema=True)
+    if not test and not val:
+        return {}
+    return {
+        "test_ema": test,
+        "val_ema": val,
+        "ema": "test/val: the raw weights of each stage's kept checkpoint (what the next "
+        "stage, predict and export use); test_ema/val_ema: the average of the weights "
+        "saved with that checkpoint",
+    }
 
 
 def interactive() -> bool:
