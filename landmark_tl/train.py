@@ -272,6 +272,11 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
             f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
             f"   (n={s['n']})"
         )
+    for task, s in metrics.get("test_ema", {}).items():
+        lines.append(
+            f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
+            "   (average of the weights, callbacks=ema)"
+        )
     if not metrics["test"]:
         lines.append("  no test split (data.split.test=0): no test scores")
     if not metrics.get("val"):

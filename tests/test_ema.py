@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from landmark_tl.config import ConfigError
-from landmark_tl.train import train
+from landmark_tl.train import summary, train
 
 
 class RecordWeights(L.Callback):
@@ -69,6 +69,8 @@ def test_with_no_averaging_the_average_scores_as_the_raw_weights(tiny_config, tm
     assert metrics["val_ema"] == metrics["val"]
     for task, scores in metrics["test"].items():
         assert metrics["test_ema"][task] == pytest.approx(scores)
+    printed = summary(metrics, tmp_path / "run").splitlines()
+    assert sum("(average of the weights, callbacks=ema)" in line for line in printed) == 2
 
 
 def test_an_average_that_never_moves_scores_the_initial_weights(tiny_config, tmp_path):
