@@ -81,7 +81,7 @@ def test_fast_dev_run_through_debug_fdr_with_a_user_callback(tiny_config, tmp_pa
     )
     metrics = train(config, tmp_path / "run")
     assert RecordTrainer.seen == [
-        {"fast_dev_run": True, "gradient_clip_val": None, "monitor": "val/loss", "batches": 1}
+        {"fast_dev_run": True, "gradient_clip_val": None, "monitor": "val/f1", "batches": 1}
     ]
     assert metrics["stages"][0]["best_score"] is None  # fast_dev_run keeps no checkpoint
     assert metrics["stages"][0]["epochs"] == 1
