@@ -135,6 +135,8 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         random_erasing=data.random_erasing,
         batch_size=data.batch_size,
         num_workers=data.num_workers,
+        sampler=data.sampler,
+        balance_power=data.balance_power,
         feature_encoder=backbone if use_features else None,
         feature_cache=FeatureCache(cache_root, encoder_key(backbone, autocast))
         if use_features

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import landmark_tl.conf
+from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.errors import ConfigError, UsageError
@@ -91,6 +92,11 @@ class DataConfig:
     random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
     batch_size: int = 32
     num_workers: int = 0
+    # training batches: shuffled (none) or class-balanced (balanced: items drawn with
+    # probability ∝ n_landmark ** -balance_power, with replacement; torch's
+    # WeightedRandomSampler)
+    sampler: Sampler = Sampler.none
+    balance_power: float = 1.0  # 1: every landmark equally often; 0.5: square root
 
 
 @dataclass
@@ -277,6 +283,12 @@ def _range_problems(config: TrainConfig) -> list[str]:
             ">= 1",
         ),
         ("data.image_size", config.data.image_size, config.data.image_size >= 32, ">= 32"),
+        (
+            "data.balance_power",
+            config.data.balance_power,
+            config.data.balance_power >= 0,
+            ">= 0 (1: balanced, 0: as shuffling)",
+        ),
         (
             "data.noise_variance",
             config.data.noise_variance,

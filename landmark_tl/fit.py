@@ -21,6 +21,7 @@ from landmark_tl.errors import ConfigError
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.backbone import Backbone
+from landmark_tl.models.ema import WeightEMA
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
 from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
@@ -41,6 +42,9 @@ class StageResult:
     seconds: float
     monitor: str | None = "val/loss"  # None: no validation split, the last epoch kept
     best_score: float | None = None  # of the monitor; None: no checkpoint was kept
+    # the same, for the average of the weights saved with that checkpoint (WeightEMA)
+    ema_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    ema_val_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,19 +52,27 @@ class FitResult:
     stages: list[StageResult] = field(default_factory=list)
     test_outputs: TestOutputs = field(default_factory=TestOutputs)
 
-    def task_scores(self) -> dict[str, dict[str, Any]]:
-        """Per task, the test scores from the stage that trained it (the last such stage)."""
+    def task_scores(self, ema: bool = False) -> dict[str, dict[str, Any]]:
+        """Per task, the test scores from the stage that trained it (the last such stage);
+        ``ema``: those of the averaged weights (none without a WeightEMA)."""
         return {
-            t: {**s.scores[t], "stage": s.name}
+            t: {**scores[t], "stage": s.name}
             for s in self.stages
+            for scores in [s.ema_scores if ema else s.scores]
             for t in s.tasks
-            if t in s.scores
+            if t in scores
         }
 
-    def task_val_scores(self) -> dict[str, dict[str, float]]:
+    def task_val_scores(self, ema: bool = False) -> dict[str, dict[str, float]]:
         """Per task, the validation scores of the checkpoint that was tested (none without
-        a validation split)."""
-        return {t: s.val_scores[t] for s in self.stages for t in s.tasks if t in s.val_scores}
+        a validation split); ``ema``: those of its averaged weights."""
+        return {
+            t: scores[t]
+            for s in self.stages
+            for scores in [s.ema_val_scores if ema else s.val_scores]
+            for t in s.tasks
+            if t in scores
+        }
 
 
 class RelocatableCheckpoint(ModelCheckpoint):
@@ -70,6 +82,13 @@ class RelocatableCheckpoint(ModelCheckpoint):
     resume, keeps only ``best_model_path`` — the *old* folder's file. Paths saved under the
     old checkpoint folder are mapped into this one before Lightning restores them.
     """
+
+    @property
+    def state_key(self) -> str:
+        """Names the file too: a stage's best and last checkpoints keep separate states."""
+        return self._generate_state_key(
+            filename=self.filename, monitor=self.monitor, mode=self.mode
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -91,21 +110,26 @@ def _relocated(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     return {**state, **moved, "dirpath": str(new)}
 
 
-def checkpoint_callback(stage: str, run_dir: Path, monitor: Monitor | None) -> ModelCheckpoint:
-    """Keeps ``<stage>-best.ckpt`` by the monitor (the last epoch when it is None: no
-    validation split) and ``<stage>-last.ckpt`` every epoch."""
-    checkpoint = RelocatableCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename=f"{stage}-best",
-        monitor=None if monitor is None else monitor.key,
-        mode="min" if monitor is None else monitor.mode,
-        save_top_k=1,
-        save_last=True,  # <stage>-last.ckpt, every epoch: what a resume starts from
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
+def checkpoint_callbacks(
+    stage: str, run_dir: Path, monitor: Monitor | None
+) -> list[ModelCheckpoint]:
+    """Keep ``<stage>-best.ckpt`` by the monitor (the last epoch when it is None: no
+    validation split; the Trainer's ``checkpoint_callback``) and ``<stage>-last.ckpt``
+    every epoch, what a resume starts from (Lightning's ``save_last`` writes it only in the
+    epochs that improve the best)."""
+    best, last = (
+        RelocatableCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename=f"{stage}-{kind}",
+            monitor=watched,
+            mode="min" if watched is None else monitor.mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        for kind, watched in (("best", monitor and monitor.key), ("last", None))
     )
-    checkpoint.CHECKPOINT_NAME_LAST = f"{stage}-last"
-    return checkpoint
+    return [best, last]
 
 
 def early_stopping(config: StageConfig, monitor: Monitor | None) -> list[L.Callback]:
@@ -150,7 +174,7 @@ def build_trainer(
         **arguments,
         max_epochs=config.epochs,
         callbacks=[
-            checkpoint_callback(stage, run_dir, watched),
+            *checkpoint_callbacks(stage, run_dir, watched),
             RandomStreams(),
             *early_stopping(config, watched),
             *callbacks,
@@ -161,10 +185,13 @@ def build_trainer(
     )
 
 
-def check_monitor(module: TwoLevelStrategy, monitor: Monitor) -> None:
-    """Refuse a monitor that some stage of ``module`` does not log."""
+def check_monitor(module: TwoLevelStrategy, monitor: Monitor, averaging: bool = False) -> None:
+    """Refuse a monitor that some stage of ``module`` does not log (``averaging``: a
+    WeightEMA also scores the averaged weights as val_ema/*)."""
     for stage in module.stage_names:
         logged = module.logged_keys(stage)
+        if averaging and module.averaged_weights(stage):
+            logged += module.logged_keys(stage, "val_ema")
         if monitor.key not in logged:
             raise ConfigError(
                 f"strategy.monitor={monitor.key}: stage '{stage}' of {type(module).__name__} "
@@ -213,7 +240,8 @@ def fit_stages(
     interrupted stage continues from ``checkpoints/<stage>-last.ckpt``.
     """
     run_dir = Path(run_dir)
-    check_monitor(module, monitor)
+    averaging = callbacks is not None and any(isinstance(c, WeightEMA) for c in callbacks())
+    check_monitor(module, monitor, averaging)
     check_stages_fit_split(module, datamodule)
     validate = not split_is_empty(datamodule, "val")
     result = FitResult()
@@ -268,38 +296,38 @@ def _test_stage(
     checkpoint = trainer.checkpoint_callback
     best = "best" if checkpoint.best_model_path else None
     tasks = module.tasks
-    outputs = TestOutputs()
+    outputs, averaged = TestOutputs(), TestOutputs()
     if not split_is_empty(datamodule, "test"):
         trainer.test(
             module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )
-        tested = module.test_outputs
-        outputs = TestOutputs(
-            {t: tested.preds[t] for t in tasks},
-            {t: tested.targets[t] for t in tasks},
-            {t: tested.probs[t] for t in tasks},
-        )
-    val_scores, val_loss = {}, None
+        outputs = _of_tasks(module.test_outputs, tasks)
+        averaged = _of_tasks(module.test_outputs_ema, tasks)
+    val_scores, ema_val_scores, val_loss = {}, {}, None
     if not split_is_empty(datamodule, "val"):
         val = trainer.validate(
             module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
         )[0]
         val_loss = float(val["val/loss"])
-        val_scores = {
-            t: {"macro_f1": float(val[f"val/{t}_f1"]), "accuracy": float(val[f"val/{t}_acc"])}
-            for t in tasks
-        }
+        val_scores, ema_val_scores = (
+            {
+                t: {
+                    "macro_f1": float(val[f"{split}/{t}_f1"]),
+                    "accuracy": float(val[f"{split}/{t}_acc"]),
+                }
+                for t in tasks
+                if f"{split}/{t}_f1" in val
+            }
+            for split in ("val", "val_ema")
+        )
     score = checkpoint.best_model_score if checkpoint.monitor else None
     stage_result = StageResult(
         name=module.stage,
         tasks=tasks,
-        scores={
-            t: score_predictions(
-                outputs.preds[t], outputs.targets[t], module.num_classes[t], outputs.probs[t]
-            )
-            for t in outputs.preds
-        },
+        scores=_scores(module, outputs),
+        ema_scores=_scores(module, averaged),
         val_scores=val_scores,
+        ema_val_scores=ema_val_scores,
         best_checkpoint=Path(checkpoint.best_model_path).relative_to(run_dir.resolve()).as_posix()
         if best
         else "",
@@ -310,6 +338,25 @@ def _test_stage(
         best_score=None if score is None else float(score),
     )
     return stage_result, outputs
+
+
+def _of_tasks(tested: TestOutputs, tasks: tuple[str, ...]) -> TestOutputs:
+    """The outputs of ``tasks`` (none when ``tested`` has none, e.g. no average)."""
+    present = [t for t in tasks if t in tested.preds]
+    return TestOutputs(
+        {t: tested.preds[t] for t in present},
+        {t: tested.targets[t] for t in present},
+        {t: tested.probs[t] for t in present},
+    )
+
+
+def _scores(module: TwoLevelStrategy, outputs: TestOutputs) -> dict[str, dict[str, float]]:
+    return {
+        t: score_predictions(
+            outputs.preds[t], outputs.targets[t], module.num_classes[t], outputs.probs[t]
+        )
+        for t in outputs.preds
+    }
 
 
 def _merge(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:

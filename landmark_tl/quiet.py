@@ -22,6 +22,8 @@ KNOWN_NOTICES = (
     r"Experiment logs directory .* exists and is not empty",
     # every stage writes its own <stage>-best.ckpt into the one checkpoints/ folder
     r"Checkpoint directory .* exists and is not empty",
+    # the first of a stage's two checkpoint callbacks is the best one (fit.checkpoint_callbacks)
+    r".*called with Trainer configured with multiple `ModelCheckpoint`",
     # a probe is fitted before its epoch and returns no loss from training_step
     r"`training_step` returned `None`",
 )

@@ -191,6 +191,7 @@ def _train(
         "validation": f"best checkpoint by {config.strategy.monitor}"
         if sizes["val"]
         else "none: last epoch kept",
+        **averaged_scores(fit),
         "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
         if sizes["test"]
         else {},
@@ -241,6 +242,21 @@ def _train(
     return metrics
 
 
+def averaged_scores(fit: FitResult) -> dict[str, Any]:
+    """With callbacks=ema: the test and validation scores of the average of the weights
+    saved with each stage's kept checkpoint, beside the raw weights' ``test`` and ``val``."""
+    test, val = fit.task_scores(ema=True), fit.task_val_scores(ema=True)
+    if not test and not val:
+        return {}
+    return {
+        "test_ema": test,
+        "val_ema": val,
+        "ema": "test/val: the raw weights of each stage's kept checkpoint (what the next "
+        "stage, predict and export use); test_ema/val_ema: the average of the weights "
+        "saved with that checkpoint",
+    }
+
+
 def interactive() -> bool:
     """Whether progress bars help: stderr is a terminal."""
     return sys.stderr.isatty()
@@ -262,6 +278,11 @@ def summary(metrics: dict[str, Any], run_dir: Path) -> str:
         lines.append(
             f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
             f"   (n={s['n']})"
+        )
+    for task, s in metrics.get("test_ema", {}).items():
+        lines.append(
+            f"  test {task:<9} macro F1 {s['macro_f1']:.3f}   accuracy {s['accuracy']:.3f}"
+            "   (average of the weights, callbacks=ema)"
         )
     if not metrics["test"]:
         lines.append("  no test split (data.split.test=0): no test scores")

@@ -39,8 +39,11 @@ class Monitor:
     @classmethod
     def resolve(cls, key: str, mode: str = "auto") -> Monitor:
         """``mode=auto``: min for a loss, max for a score."""
-        if not key.startswith("val/"):
-            raise ConfigError(f"strategy.monitor={key}: name a validation value, e.g. val/loss")
+        if not key.startswith(("val/", "val_ema/")):
+            raise ConfigError(
+                f"strategy.monitor={key}: name a validation value, e.g. val/loss (or "
+                "val_ema/loss for the averaged weights of callbacks=ema)"
+            )
         if mode == "auto":
             mode = "min" if key.endswith("loss") else "max"
         if mode not in ("min", "max"):

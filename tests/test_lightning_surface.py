@@ -82,7 +82,7 @@ def test_fast_dev_run_through_debug_fdr_with_a_user_callback(tiny_config, tmp_pa
     )
     metrics = train(config, tmp_path / "run")
     assert RecordTrainer.seen == [
-        {"fast_dev_run": True, "gradient_clip_val": None, "monitor": "val/loss", "batches": 1}
+        {"fast_dev_run": True, "gradient_clip_val": None, "monitor": "val/f1", "batches": 1}
     ]
     assert metrics["stages"][0]["best_score"] is None  # fast_dev_run keeps no checkpoint
     assert metrics["stages"][0]["epochs"] == 1
@@ -116,7 +116,8 @@ def test_trainer_keys_and_callbacks_reach_the_stage_trainer(tmp_path):
     assert trainer.gradient_clip_val == 0.5 and trainer.accumulate_grad_batches == 2
     assert trainer.limit_train_batches == 3 and trainer.max_epochs == 4
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
-    (checkpoint,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    checkpoint, last = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert trainer.checkpoint_callback is checkpoint and last.monitor is None  # every epoch
     (stopping,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
     assert (checkpoint.monitor, checkpoint.mode) == ("val/landmark_f1", "max")
     assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/landmark_f1", "max", 2)

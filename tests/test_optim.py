@@ -121,13 +121,3 @@ def test_bad_recipe_values_fail_at_start_naming_the_key(overrides, message):
 def test_balanced_class_weights_follow_the_training_counts():
     weights = balanced_class_weights([0, 0, 0, 1], num_classes=3)
     assert weights.tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
-
-
-def test_ema_weights_are_validated_tested_and_kept_beside_the_live_ones(tiny_config, tmp_path):
-    config = tiny_config("callbacks=[ema]", "optim.class_balance=true")
-    metrics = train(config, tmp_path / "run")
-    best = torch.load(tmp_path / "run/checkpoints/joint-best.ckpt", weights_only=True)
-    averaged, live = best["state_dict"], best["current_model_state"]
-    head = [k for k in averaged if k.startswith("net.") and k.endswith("weight")][0]
-    assert not torch.equal(averaged[head], live[head])
-    assert 0.0 <= metrics["test"]["landmark"]["macro_f1"] <= 1.0

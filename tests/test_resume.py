@@ -125,3 +125,43 @@ def test_checkpoint_needing_arbitrary_code_is_refused(tmp_path):
     torch.save({"state_dict": {}, "payload": NeedsCode()}, path)
     with pytest.raises(RuntimeError, match="cannot be loaded safely"):
         read_checkpoint(path)
+
+
+def _rates(run_dir: Path, stage: str) -> dict[int, tuple[str, ...]]:
+    """Per optimiser step, the learning rates LearningRateMonitor logged."""
+    import csv
+
+    with open(run_dir / "logs" / stage / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = sorted(c for c in rows[0] if c.startswith("lr-"))
+    return {int(r["step"]): tuple(r[c] for c in columns) for r in rows if r[columns[0]]}
+
+
+def _average(checkpoint: Path) -> dict:
+    import torch
+
+    state = torch.load(checkpoint, weights_only=True)["callbacks"]
+    (key,) = [k for k in state if k.startswith("WeightEMA")]
+    return state[key]
+
+
+def test_a_killed_run_continues_its_schedule_and_average_exactly(args, tmp_path):
+    """Cosine with a warmup epoch (per step) and an average of the weights: killed in the
+    third epoch of the first stage, resumed from the second's checkpoint, same results."""
+    from tests.conftest import compose_config
+
+    args = [*args, "optim=timm", "callbacks=[ema,lr_monitor]", "callbacks.ema.decay=0.5"]
+    reference = train(compose_config(*args), tmp_path / "uninterrupted")
+    run_dir = tmp_path / "killed"
+    assert _kill_during(args, run_dir, "landmark", 2, tmp_path) == -signal.SIGKILL
+    assert _average(run_dir / "checkpoints" / "landmark-last.ckpt")["steps"] == 2 * 3
+    resumed = train(compose_config(*args, "resume=true"), run_dir)
+    for key in ("test", "val", "test_ema", "val_ema"):
+        assert resumed[key] == reference[key], key
+    for stage in ("landmark", "category"):
+        rates = _rates(run_dir, stage)
+        assert rates == _rates(tmp_path / "uninterrupted", stage) and len(rates) == 4 * 3
+        last = f"checkpoints/{stage}-last.ckpt"
+        ours, theirs = _average(run_dir / last), _average(tmp_path / "uninterrupted" / last)
+        assert ours["steps"] == theirs["steps"] == 4 * 3
+        assert all(ours["average"][k].equal(v) for k, v in theirs["average"].items())

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from landmark_tl.data.catalog import Catalog, CatalogError, ImageRecord, build_catalog, load_rgb
 from landmark_tl.data.features import FeatureCache, view_features
 from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.sampling import BalancedSampler, Sampler
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
@@ -78,6 +79,14 @@ class FeatureDataset(TensorDataset):
 
 def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
+
+
+def item_landmarks(dataset: Dataset) -> torch.Tensor:
+    """The landmark index of every item of a dataset of this module, in item order."""
+    if isinstance(dataset, FeatureDataset):
+        return dataset.tensors[2]
+    per_image = dataset.landmarks  # ViewDataset: item i is a view of image i // V
+    return per_image.repeat_interleave(len(dataset) // max(1, len(per_image)))
 
 
 class ViewDataset(Dataset):
@@ -145,6 +154,8 @@ class LandmarkDataModule(L.LightningDataModule):
         random_erasing: float = 0.25,
         batch_size: int = 32,
         num_workers: int = 0,
+        sampler: Sampler | str = Sampler.none,
+        balance_power: float = 1.0,
         feature_encoder: Backbone | None = None,
         feature_cache: FeatureCache | None = None,
         feature_device: torch.device | str = "cpu",
@@ -168,6 +179,8 @@ class LandmarkDataModule(L.LightningDataModule):
         self.random_views = random_views
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.sampler = Sampler(sampler)
+        self.balance_power = balance_power
         self.feature_encoder = feature_encoder
         self.feature_cache = feature_cache
         self.feature_device = feature_device
@@ -277,14 +290,23 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        sampler = None
+        if shuffle and self.sampler is Sampler.balanced:
+            sampler = BalancedSampler(item_landmarks(dataset), self.balance_power, self.seed)
+            shuffle = False
         if isinstance(dataset, FeatureDataset):  # tensors in memory: no workers, no collation
             return DataLoader(
-                dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_already_batched
+                dataset,
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                sampler=sampler,
+                collate_fn=_already_batched,
             )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

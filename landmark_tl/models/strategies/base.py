@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,7 @@ from landmark_tl.models.optim import (
 )
 
 METRIC_NAMES = ("f1", "acc")  # of task_metrics
+AVERAGED_SPLITS = ("val_ema", "test_ema")  # scores of an average of the weights (WeightEMA)
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
 
@@ -132,19 +134,22 @@ class TwoLevelStrategy(L.LightningModule):
             "category": hierarchy.num_categories,
             "landmark": hierarchy.num_landmarks,
         }
+        splits = (*SPLITS, *AVERAGED_SPLITS)
         self.metrics = nn.ModuleDict(
             {
                 f"{split}_{task}": task_metrics(self.num_classes[task])
-                for split in SPLITS
+                for split in splits
                 for task in TASKS
             }
         )
         self.losses = nn.ModuleDict(
-            {f"{split}_{name}": MeanMetric() for split in SPLITS for name in ("loss", *TASKS)}
+            {f"{split}_{name}": MeanMetric() for split in splits for name in ("loss", *TASKS)}
         )
         self.stage = self.stage_names[0]
-        self.test_outputs = TestOutputs()
-        self._test_batches: list[dict[str, tuple[torch.Tensor, ...]]] = []
+        self.test_outputs = TestOutputs()  # of the raw weights
+        self.test_outputs_ema = TestOutputs()  # of the averaged weights (when a WeightEMA ran)
+        self._test_batches: dict[str, list[dict[str, tuple[torch.Tensor, ...]]]] = {}
+        self._evaluated: set[str] = set()  # splits with batches since their last log
 
     # --- what subclasses define -------------------------------------------------------
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
@@ -231,14 +236,45 @@ class TwoLevelStrategy(L.LightningModule):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.task_logits(self.encode(x))
 
-    def _step(self, batch: tuple[torch.Tensor, ...], split: str) -> torch.Tensor:
+    def averaged_weights(self, stage: str) -> dict[str, torch.Tensor]:
+        """Parameters and floating buffers of what trains in ``stage``, by name: what an
+        average of the weights (:class:`~landmark_tl.models.ema.WeightEMA`) covers."""
+        trained = [
+            m
+            for m in self.trainable_in_stage(stage)
+            if m is not self.backbone or self._backbone_trains(stage)
+        ]
+        ids = {id(t) for m in trained for t in chain(m.parameters(), m.buffers())}
+        return {
+            name: t
+            for name, t in chain(self.named_parameters(), self.named_buffers())
+            if id(t) in ids and t.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def evaluate_with(
+        self, weights: Mapping[str, torch.Tensor], batch: tuple[torch.Tensor, ...], split: str
+    ) -> None:
+        """Score ``batch`` for ``split`` (val_ema, test_ema) with ``weights`` in place of the
+        module's own of the same names (the others are the module's)."""
+        self._step(batch, split, weights)
+
+    def _step(
+        self,
+        batch: tuple[torch.Tensor, ...],
+        split: str,
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Loss of the stage's tasks; metrics accumulate here and are logged per epoch."""
         x, category, landmark = batch
         targets = {"category": category, "landmark": landmark}
         mixed = None
         if split == "train" and self.recipe.mixes:
             x, mixed = self._mixup(x, landmark)
-        logits = self(x)
+        if weights is None:
+            logits = self(x)
+        else:
+            logits = torch.func.functional_call(self, dict(weights), (x,), strict=False)
         preds = self.decode(logits)
         loss = torch.zeros((), device=x.device)
         for task in self.tasks:
@@ -250,8 +286,9 @@ class TwoLevelStrategy(L.LightningModule):
             self.metrics[f"{split}_{task}"].update(preds[task], targets[task])
             self.losses[f"{split}_{task}"].update(task_loss.detach(), len(x))
         self.losses[f"{split}_loss"].update(loss.detach(), len(x))
-        if split == "test":
-            self._test_batches.append(
+        self._evaluated.add(split)
+        if split.startswith("test"):
+            self._test_batches.setdefault(split, []).append(
                 {t: (logits[t].detach(), preds[t], targets[t]) for t in self.tasks}
             )
         return loss
@@ -287,9 +324,11 @@ class TwoLevelStrategy(L.LightningModule):
                 [values[f"{split}/{task}_{name}"] for task in self.tasks]
             ).mean()
         self.log_dict(values, prog_bar=split == "val", sync_dist=True)
-        for key, metric in (*self.metrics.items(), *self.losses.items()):
-            if key.startswith(f"{split}_"):
-                metric.reset()
+        for task in TASKS:
+            self.metrics[f"{split}_{task}"].reset()
+        for name in ("loss", *TASKS):
+            self.losses[f"{split}_{name}"].reset()
+        self._evaluated.discard(split)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -304,24 +343,30 @@ class TwoLevelStrategy(L.LightningModule):
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        for split in ("val", "val_ema"):
+            if split in self._evaluated:
+                self._log_epoch(split)
 
     def on_test_epoch_start(self) -> None:
-        self._test_batches = []
+        self._test_batches = {}
+        self.test_outputs_ema = TestOutputs()
 
     def on_test_epoch_end(self) -> None:
         """Log the test scores; collect the test predictions of the stage's tasks, from
         every process under data parallelism, in the test set's order."""
-        self._log_epoch("test")
-        for task in self.tasks:
-            logits, preds, targets = (
-                self._gather_in_order(torch.cat([b[task][i] for b in self._test_batches]))
-                for i in range(3)
-            )
-            self.test_outputs.probs[task] = logits.float().softmax(-1)
-            self.test_outputs.preds[task] = preds
-            self.test_outputs.targets[task] = targets
-        self._test_batches = []
+        for split, outputs in (("test", self.test_outputs), ("test_ema", self.test_outputs_ema)):
+            if split not in self._evaluated:
+                continue
+            self._log_epoch(split)
+            batches = self._test_batches.pop(split)
+            for task in self.tasks:
+                logits, preds, targets = (
+                    self._gather_in_order(torch.cat([b[task][i] for b in batches]))
+                    for i in range(3)
+                )
+                outputs.probs[task] = logits.float().softmax(-1)
+                outputs.preds[task] = preds
+                outputs.targets[task] = targets
 
     def _gather_in_order(self, local: torch.Tensor) -> torch.Tensor:
         """Undo a non-shuffling DistributedSampler: rank r held items r, r + W, r + 2W ...

@@ -115,6 +115,10 @@ class ProbeFit(TwoLevelStrategy):
         """The linear output layer fitted for each probed task."""
         raise NotImplementedError
 
+    def averaged_weights(self, stage: str) -> dict[str, torch.Tensor]:
+        """None: a probe is fitted, not stepped, so an average of its weights is the fit."""
+        return {}
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features, standardised with the training split's statistics."""
         return (super().encode(x) - self.feature_mean) / self.feature_scale
