@@ -227,6 +227,15 @@ class PathsConfig:
 
 
 @dataclass
+class ExtrasConfig:
+    """Per-run outputs beyond the results that cost time but change no number."""
+
+    # curves and confusion PNGs in <run>/plots; false in sweeps keeps them off the hot
+    # path (python -m landmark_tl.report --run-plots DIR draws them later)
+    plots: bool = True
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -236,6 +245,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
     # Lightning loggers and extra callbacks by name, each built from its _target_
     # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
     # The CSV log is always there (plots and reports read it): ~logger.csv removes it.

@@ -144,13 +144,7 @@ def _train(
     if recorded is not None:
         refuse_changes(run_dir, recorded.differences(fingerprint))
     if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
-        write_fingerprint(run_dir, fingerprint)
-        write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
-        catalog.write_problem_report(run_dir / "problems.csv")
-        atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
-        report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
-        atomic_write_text(run_dir / "data_report.md", format_report(report))
+        write_run_setup(run_dir, config, datamodule, fingerprint)
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.
@@ -169,6 +163,38 @@ def _train(
         callbacks=lambda: build_callbacks(config.callbacks),
         **trainer_arguments(config.trainer, interactive()),
     )
+    metrics = run_metrics(config, datamodule, fingerprint, fit, overrides, setup_seconds, start)
+    if is_rank_zero():
+        write_run_results(run_dir, config, datamodule, fit, metrics)
+    return metrics
+
+
+def write_run_setup(
+    run_dir: Path, config: TrainConfig, datamodule: LandmarkDataModule, fingerprint: Fingerprint
+) -> None:
+    """The files a run writes before training: fingerprint, split, problems, hierarchy,
+    config and data report."""
+    catalog = datamodule.catalog
+    write_fingerprint(run_dir, fingerprint)
+    write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
+    catalog.write_problem_report(run_dir / "problems.csv")
+    atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
+    report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
+    atomic_write_text(run_dir / "data_report.md", format_report(report))
+
+
+def run_metrics(
+    config: TrainConfig,
+    datamodule: LandmarkDataModule,
+    fingerprint: Fingerprint,
+    fit: FitResult,
+    overrides: Sequence[str],
+    setup_seconds: float,
+    start: float,
+) -> dict[str, Any]:
+    """metrics.json of a finished fit (``start``: when the run began, for total_s)."""
+    catalog = datamodule.catalog
     sizes = split_sizes(datamodule.assignment)
     test = fit.test_outputs
     metrics = {
@@ -227,11 +253,22 @@ def _train(
             "total_s": round(time.perf_counter() - start, 2),
         },
     }
-    if is_rank_zero():
-        atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
-        write_run_plots(run_dir)
-        atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_run_results(
+    run_dir: Path,
+    config: TrainConfig,
+    datamodule: LandmarkDataModule,
+    fit: FitResult,
+    metrics: dict[str, Any],
+) -> None:
+    """predictions.csv, the plots (unless ``extras.plots=false``) and metrics.json, last:
+    the mark of a finished run."""
+    atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+    if config.extras.plots:
+        write_run_plots(run_dir)
+    atomic_write_json(run_dir / "metrics.json", metrics)
 
 
 def interactive() -> bool:

@@ -1,0 +1,542 @@
+"""One stage of many runs' heads trained at once: stacked parameters, one vectorised loop.
+
+Every member is a strategy module built exactly as its own run builds it (same seed, so the
+same initial weights). Their head parameters are stacked along a new first dimension and
+each step runs all members' forward passes as one ``torch.func.vmap`` of the strategy's
+own ``forward`` (``functional_call`` on a template member), so a strategy's logits, loss
+weights and decoding are its own code, not a copy.
+
+Why a plain loop and not a Lightning ``Trainer`` per member: with a frozen backbone a
+step of a tiny head costs microseconds, and ``Trainer.fit`` adds about 5 ms of fixed work
+per step (hooks, logging, checkpoint callbacks) and seconds per fit — paid once per run
+and stage, that is what made sweeps cost several feature passes. Here the loop does
+only what a separate run does to its numbers, for all members in one go.
+
+Equivalence with separate runs (same seeds): each member has its own random stream
+(``torch.Generator``) that consumes numbers in the order a separate run's global stream
+does — the DataLoader's base seed and the RandomSampler's seed at each epoch's start,
+every dropout mask (``bernoulli_`` of the same shape, in the order the dropouts run), the
+validation loader's base seed — so batch orders and dropout masks are the same. Adam is
+the same arithmetic as ``torch.optim.Adam``'s single-tensor path, with a learning rate per
+member. Only floating-point summation order may differ (batched matmuls), well inside
+the tolerance the tests check (same test predictions on >= 99% of images).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from landmark_tl.metrics import macro_f1_from_counts
+from landmark_tl.models.optim import OptimizerName, Recipe
+from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
+
+BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as timm's create_optimizer_v2 leaves them
+EPS = 1e-8
+
+
+@dataclass
+class StageSettings:
+    """What one member does in a stage: its own optimisation and random stream."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    patience: int | None
+    seed: int  # the stage's seed (run seed + stage index)
+    loss_weights: dict[str, float]
+    dropout: float
+
+
+@dataclass
+class MemberOutcome:
+    """One member's stage: chosen and last weights, log rows, or why it failed."""
+
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_score: float | None = None  # val/loss of the kept weights (None: no validation)
+    epochs_run: int = 0
+    steps: int = 0
+    rows: list[dict[str, float | int]] = field(default_factory=list)
+    failed: str | None = None
+
+
+@dataclass
+class SplitTensors:
+    """A split's inputs (features) and targets, in dataset order."""
+
+    x: torch.Tensor
+    targets: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class _MaskedDropouts:
+    """Replaces the template's dropout modules by multiplication with given masks.
+
+    The masks are drawn outside ``vmap`` from each member's own generator (a vmapped
+    dropout cannot use per-member generators); a member without dropout gets masks of ones.
+    """
+
+    def __init__(self, template: nn.Module) -> None:
+        self.modules = [m for m in template.modules() if isinstance(m, nn.Dropout)]
+        self.masks: dict[int, torch.Tensor] | None = None
+
+    def __enter__(self) -> _MaskedDropouts:
+        for key, module in enumerate(self.modules):
+            module.forward = self._forward(key, module)  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module in self.modules:
+            del module.forward
+
+    def _forward(self, key: int, module: nn.Dropout):  # noqa: ANN202
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if self.masks is None or key not in self.masks:  # eval, or fixed in this stage
+                return x
+            return x * self.masks[key]
+
+        return forward
+
+    def active_widths(self, template: nn.Module, width: int) -> list[tuple[int, int]]:
+        """(key, input width) of the dropouts that run in training mode, in the order they
+        run (a forward pass of two dummy rows with hooks records it)."""
+        order: list[tuple[int, int]] = []
+        hooks = [
+            module.register_forward_hook(
+                lambda mod, args, out, key=key: (
+                    order.append((key, args[0].shape[-1])) if mod.training else None
+                )
+            )
+            for key, module in enumerate(self.modules)
+        ]
+        try:
+            with torch.no_grad():
+                template(torch.zeros(2, width))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return order
+
+
+def head_parameters(module: TwoLevelStrategy) -> list[tuple[str, nn.Parameter]]:
+    """The parameters outside the backbone, in registration order."""
+    return [(n, p) for n, p in module.named_parameters() if not n.startswith("backbone.")]
+
+
+def _cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Per-member mean cross-entropy of (M, B, K) logits and (M, B) targets: (M,)."""
+    m, b, k = logits.shape
+    losses = F.cross_entropy(
+        logits.reshape(m * b, k),
+        targets.reshape(m * b),
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction="none",
+    ).reshape(m, b)
+    if weight is None:
+        return losses.mean(dim=1)
+    return losses.sum(dim=1) / weight[targets].sum(dim=1)
+
+
+def _counts(preds: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per member (hits, predicted, actual) class counts of (M, N) labels: (M, 3, K), one
+    ``bincount`` per kind for all members (class ``k`` of member ``m`` is bin ``m·K + k``)."""
+    members = len(preds)
+    offset = torch.arange(members, device=preds.device)[:, None] * classes
+    p, t = (preds.long() + offset).reshape(-1), (targets.long() + offset).reshape(-1)
+    size = members * classes
+    kinds = (
+        torch.bincount(t[p == t], minlength=size),
+        torch.bincount(p, minlength=size),
+        torch.bincount(t, minlength=size),
+    )
+    return torch.stack(kinds).reshape(3, members, classes).transpose(0, 1)
+
+
+def _scores(counts: torch.Tensor) -> tuple[float, float]:
+    """(macro F1, accuracy) from one member's (3, K) counts, as the logged metrics."""
+    hits, predicted, actual = counts
+    f1 = macro_f1_from_counts(hits, predicted, actual)
+    accuracy = hits.sum() / actual.sum().clamp(min=1)
+    return float(f1.float()), float(accuracy.float())
+
+
+class VectorisedStage:
+    """Train one stage of every member together; see the module docstring."""
+
+    def __init__(
+        self,
+        modules: Sequence[TwoLevelStrategy],
+        settings: Sequence[StageSettings],
+        recipe: Recipe,
+        batch_size: int,
+        class_weights: dict[str, torch.Tensor] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.modules = list(modules)
+        self.settings = list(settings)
+        self.recipe = recipe
+        self.batch_size = batch_size
+        self.class_weights = class_weights
+        self.device = torch.device(device)
+        # the template carries the dropout modules when any member has them
+        self.template = max(self.modules, key=lambda m: sum(1 for _ in _dropouts(m)))
+        self.names = [name for name, _ in head_parameters(self.template)]
+        self.trainable = [n for n, p in head_parameters(self.template) if p.requires_grad]
+        self.tasks = self.template.tasks
+        self.stage = self.template.stage
+
+    # --- stacking --------------------------------------------------------------------------
+    def _stack(self) -> dict[str, torch.Tensor]:
+        """Each member's head parameters, matched to the template's names by position."""
+        stacked: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
+        for module in self.modules:
+            params = head_parameters(module)
+            if len(params) != len(self.names):
+                raise ValueError(
+                    f"head.hidden: members of a head batch need the same layers; "
+                    f"{len(params)} vs {len(self.names)} parameter tensors"
+                )
+            for name, (_, p) in zip(self.names, params, strict=True):
+                stacked[name].append(p.detach())
+        return {
+            name: torch.stack(values).to(self.device).requires_grad_(name in self.trainable)
+            for name, values in stacked.items()
+        }
+
+    def unstack(self, params: dict[str, torch.Tensor], member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s head parameters under its own module's names."""
+        own = [name for name, _ in head_parameters(self.modules[member])]
+        return {
+            mine: params[name][member].detach().cpu().clone()
+            for mine, name in zip(own, self.names, strict=True)
+        }
+
+    # --- forward ---------------------------------------------------------------------------
+    def _logits(
+        self,
+        dropouts: _MaskedDropouts,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        masks: dict[int, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits of every member: (M, N, K) per task, ``x`` (M, N, D) or shared (N, D)."""
+
+        def one(p: dict[str, torch.Tensor], xs: torch.Tensor, ms: dict | None) -> dict:
+            dropouts.masks = ms
+            try:
+                return functional_call(self.template, p, (xs,))
+            finally:
+                dropouts.masks = None
+
+        x_dim = 0 if x.ndim == 3 else None
+        mask_dim = None if masks is None else 0
+        return vmap(one, in_dims=(0, x_dim, mask_dim))(params, x, masks)
+
+    def _loss(
+        self,
+        logits: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+        weights: torch.Tensor,
+        train: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per member the stage loss (M,) and each task's loss, as the strategies compute
+        them (training: label smoothing and class weights; else plain cross-entropy)."""
+        per_task = {}
+        total = torch.zeros(len(self.modules), device=self.device)
+        for i, task in enumerate(self.tasks):
+            weight = None
+            if train and self.class_weights is not None:
+                weight = self.class_weights[task].to(self.device)
+            smoothing = self.recipe.label_smoothing if train else 0.0
+            per_task[task] = _cross_entropy(logits[task], targets[task], weight, smoothing)
+            total = total + weights[:, i] * per_task[task]
+        return total, per_task
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(
+        self, train: SplitTensors, val: SplitTensors | None
+    ) -> tuple[list[MemberOutcome], dict[str, torch.Tensor], float]:
+        """Train every member; returns their outcomes, the final stacked parameters (for
+        testing with chosen weights use ``best_state``) and the wall time in seconds."""
+        start = time.perf_counter()
+        members = len(self.modules)
+        outcomes = [MemberOutcome() for _ in range(members)]
+        params = self._stack()
+        state = {
+            n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in self.trainable
+        }
+        lr = torch.tensor([s.lr for s in self.settings], dtype=torch.float64)
+        decay = torch.tensor([s.weight_decay for s in self.settings], dtype=torch.float64)
+        loss_weights = torch.tensor(
+            [[s.loss_weights[t] for t in self.tasks] for s in self.settings], device=self.device
+        )
+        generators = [torch.Generator().manual_seed(s.seed) for s in self.settings]
+        running = [True] * members
+        waits = [0] * members
+        best = [math.inf] * members
+        epochs = max(s.epochs for s in self.settings)
+        n = len(train)
+        steps_per_epoch = math.ceil(n / self.batch_size)
+        x_train = train.x.to(self.device)
+        targets_train = {t: y.to(self.device) for t, y in train.targets.items()}
+        step = 0
+        with _MaskedDropouts(self.template) as dropouts:
+            self.template.train()
+            order = dropouts.active_widths(self.template, x_train.shape[1])
+            for epoch in range(epochs):
+                if not any(running):
+                    break
+                permutations = []
+                for g in generators:
+                    torch.empty((), dtype=torch.int64).random_(generator=g)  # loader base seed
+                    seed = int(torch.empty((), dtype=torch.int64).random_(generator=g).item())
+                    permutations.append(
+                        torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+                    )
+                perm = torch.stack(permutations).to(self.device)
+                sums = torch.zeros(
+                    members, 1 + len(self.tasks), device=self.device, dtype=torch.float64
+                )
+                counts = {t: 0 for t in self.tasks}
+                for b in range(steps_per_epoch):
+                    index = perm[:, b * self.batch_size : (b + 1) * self.batch_size]
+                    rows = index.shape[1]
+                    x = x_train[index]
+                    y = {t: v[index] for t, v in targets_train.items()}
+                    masks = self._masks(order, generators, rows)
+                    self.template.train()
+                    logits = self._logits(dropouts, params, x, masks)
+                    total, per_task = self._loss(logits, y, loss_weights, train=True)
+                    grads = torch.autograd.grad(total.sum(), [params[t] for t in self.trainable])
+                    step += 1
+                    self._adam(
+                        params,
+                        state,
+                        dict(zip(self.trainable, grads, strict=True)),
+                        lr,
+                        decay,
+                        step,
+                    )
+                    with torch.no_grad():
+                        sums[:, 0] += total.detach().double() * rows
+                        for i, task in enumerate(self.tasks):
+                            sums[:, 1 + i] += per_task[task].detach().double() * rows
+                        preds = self.template.decode({t: v.detach() for t, v in logits.items()})
+                        for task in self.tasks:
+                            c = _counts(preds[task], y[task], logits[task].shape[-1])
+                            counts[task] = counts[task] + c.cpu()
+                for m in range(members):  # a diverged member stops; the others go on
+                    if running[m] and not bool(torch.isfinite(sums[m]).all()):
+                        running[m] = False
+                        outcomes[m].failed = (
+                            f"stage {self.stage}: the training loss became "
+                            f"{float(sums[m, 0] / n)} in epoch {epoch} (diverged); lower the "
+                            f"learning rate (strategy.lr) or check the data"
+                        )
+                val_rows = (
+                    self._validate(dropouts, params, val, loss_weights, generators)
+                    if val is not None
+                    else None
+                )
+                for m in range(members):
+                    if not running[m]:
+                        continue
+                    row_step = (epoch + 1) * steps_per_epoch - 1
+                    train_row: dict[str, float | int] = {"epoch": epoch, "step": row_step}
+                    train_row.update(
+                        self._row("train", sums[m] / n, {t: counts[t][m] for t in self.tasks})
+                    )
+                    if val_rows is not None:
+                        outcomes[m].rows.append({"epoch": epoch, "step": row_step, **val_rows[m]})
+                    outcomes[m].rows.append(train_row)
+                    outcomes[m].epochs_run = epoch + 1
+                    outcomes[m].steps = (epoch + 1) * steps_per_epoch
+                    self._keep(outcomes[m], params, m, epoch, val_rows, best, waits, running)
+        return outcomes, params, time.perf_counter() - start
+
+    def _masks(
+        self, order: list[tuple[int, int]], generators: list[torch.Generator], rows: int
+    ) -> dict[int, torch.Tensor] | None:
+        """Each member's dropout masks of this step, drawn as ``nn.Dropout`` draws them."""
+        if not order:
+            return None
+        masks: dict[int, list[torch.Tensor]] = {key: [] for key, _ in order}
+        for setting, g in zip(self.settings, generators, strict=True):
+            p = setting.dropout
+            for key, width in order:
+                if p > 0:
+                    noise = torch.empty(rows, width).bernoulli_(1 - p, generator=g)
+                    masks[key].append(noise.div_(1 - p))
+                else:
+                    masks[key].append(torch.ones(rows, width))
+        return {key: torch.stack(v).to(self.device) for key, v in masks.items()}
+
+    def _adam(
+        self,
+        params: dict[str, torch.Tensor],
+        state: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        grads: dict[str, torch.Tensor],
+        lr: torch.Tensor,
+        decay: torch.Tensor,
+        step: int,
+    ) -> None:
+        """torch.optim.Adam / AdamW (single-tensor path) with a learning rate per member;
+        no weight decay on biases and 1-d tensors (timm's parameter groups)."""
+        beta1, beta2 = BETAS
+        correction1 = 1 - beta1**step
+        correction2_sqrt = (1 - beta2**step) ** 0.5
+        decoupled = self.recipe.optimizer is OptimizerName.adamw
+        with torch.no_grad():
+            for name, grad in grads.items():
+                p = params[name]
+                shape = (-1,) + (1,) * (p.ndim - 1)
+                decays = p.ndim > 2 and not name.endswith(".bias")
+                if decays and bool((decay > 0).any()):
+                    wd = decay.to(p.dtype).to(self.device).view(shape)
+                    if decoupled:
+                        p.mul_(1 - (lr * decay).to(p.dtype).to(self.device).view(shape))
+                    else:
+                        grad = grad + p * wd
+                exp_avg, exp_avg_sq = state[name]
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(EPS)
+                step_size = (-(lr / correction1)).to(p.dtype).to(self.device).view(shape)
+                p.add_(exp_avg * step_size / denom)
+
+    def evaluate(
+        self,
+        params: dict[str, torch.Tensor],
+        split: SplitTensors,
+        loss_weights: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, dict]:
+        """Eval-mode logits (M, N, K), decoded predictions, stage loss (M,), task losses."""
+        dropouts = _MaskedDropouts(self.template)
+        self.template.eval()
+        try:
+            with torch.no_grad():
+                logits = self._logits(dropouts, params, split.x.to(self.device), None)
+                targets = {
+                    t: y.to(self.device).expand(len(self.modules), -1)
+                    for t, y in split.targets.items()
+                }
+                total, per_task = self._loss(logits, targets, loss_weights, train=False)
+                preds = self.template.decode(logits)
+        finally:
+            self.template.train()
+        return logits, preds, total, per_task
+
+    def _validate(
+        self,
+        dropouts: _MaskedDropouts,
+        params: dict[str, torch.Tensor],
+        val: SplitTensors,
+        loss_weights: torch.Tensor,
+        generators: list[torch.Generator],
+    ) -> list[dict[str, float]]:
+        """The epoch's validation values of each member (and the val loader's base seed)."""
+        for g in generators:
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+        _, preds, total, per_task = self.evaluate(params, val, loss_weights)
+        return self.rows("val", val, preds, total, per_task)
+
+    def rows(
+        self,
+        split: str,
+        data: SplitTensors,
+        preds: dict[str, torch.Tensor],
+        total: torch.Tensor,
+        per_task: dict[str, torch.Tensor],
+    ) -> list[dict[str, float]]:
+        """Each member's logged values of ``split`` from its predictions and losses."""
+        counts = {
+            t: _counts(
+                preds[t],
+                data.targets[t].to(preds[t].device).expand_as(preds[t]),
+                self.template.num_classes[t],
+            ).cpu()
+            for t in self.tasks
+        }
+        return [
+            self._row(
+                split,
+                torch.stack([total[m]] + [per_task[t][m] for t in self.tasks]).cpu(),
+                {t: counts[t][m] for t in self.tasks},
+            )
+            for m in range(len(self.modules))
+        ]
+
+    def _row(self, split: str, losses: torch.Tensor, counts: dict[str, torch.Tensor]) -> dict:
+        """Logged values as ``TwoLevelStrategy._log_epoch`` names them (float32 values)."""
+        values: dict[str, float] = {f"{split}/loss": _f32(losses[0])}
+        scores = {}
+        for i, task in enumerate(self.tasks):
+            values[f"{split}/{task}_loss"] = _f32(losses[1 + i])
+            f1, acc = _scores(counts[task])
+            scores[task] = {"f1": f1, "acc": acc}
+            values[f"{split}/{task}_f1"], values[f"{split}/{task}_acc"] = _f32(f1), _f32(acc)
+        for name in METRIC_NAMES:
+            values[f"{split}/{name}"] = _f32(
+                torch.tensor([scores[t][name] for t in self.tasks], dtype=torch.float32).mean()
+            )
+        return values
+
+    def _keep(
+        self,
+        outcome: MemberOutcome,
+        params: dict[str, torch.Tensor],
+        m: int,
+        epoch: int,
+        val_rows: list[dict[str, float]] | None,
+        best: list[float],
+        waits: list[int],
+        running: list[bool],
+    ) -> None:
+        """ModelCheckpoint and EarlyStopping of one member after an epoch: keep the weights
+        when val/loss improved (the first epoch always; every epoch without validation);
+        stop after ``patience`` epochs without improvement or at its own last epoch."""
+        setting = self.settings[m]
+        weights = self.unstack(params, m)
+        outcome.last_state = weights
+        score = None if val_rows is None else val_rows[m]["val/loss"]
+        if score is None or outcome.best_epoch is None or score < best[m]:
+            outcome.best_state, outcome.best_epoch = weights, epoch
+            if score is not None:
+                outcome.best_score = score
+        if score is not None and setting.patience is not None:
+            if score < best[m]:
+                waits[m] = 0
+            else:
+                waits[m] += 1
+            if waits[m] >= setting.patience or not math.isfinite(score):
+                running[m] = False
+        if score is not None and score < best[m]:
+            best[m] = score
+        if epoch + 1 >= setting.epochs:
+            running[m] = False
+
+
+def _dropouts(module: nn.Module) -> list[nn.Dropout]:
+    return [m for m in module.modules() if isinstance(m, nn.Dropout)]
+
+
+def _f32(value: float | torch.Tensor) -> float:
+    """A value as Lightning logs it: a float32 tensor's ``item()``."""
+    return float(torch.as_tensor(value, dtype=torch.float32).item())
