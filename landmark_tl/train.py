@@ -50,7 +50,8 @@ from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_argume
 
 log = logging.getLogger(__name__)
 
-OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+if not OmegaConf.has_resolver("run_id"):  # run as __main__, this module may be imported again
+    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 register_configs()
 
 

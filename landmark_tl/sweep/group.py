@@ -215,7 +215,7 @@ def _train_stage(
         modules[0].class_weights,
         device,
     )
-    outcomes, _, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
+    outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
     for state, outcome in zip(todo, outcomes, strict=True):
         if outcome.failed is not None:
             state.error = MemberFailed(f"{state.member.run_dir}: {outcome.failed}")
@@ -236,7 +236,7 @@ def _train_stage(
         modules[0].class_weights,
         device,
     )
-    params = tested._stack()
+    params = tested.stack()
     weights = torch.tensor(
         [[st.loss_weights[t] for t in tested.tasks] for st in tested.settings], device=tested.device
     )

@@ -92,12 +92,16 @@ class _MaskedDropouts:
         self.masks: dict[int, torch.Tensor] | None = None
 
     def __enter__(self) -> _MaskedDropouts:
+        # an instance already in place (evaluation inside the training loop) stays: its
+        # masks are None between steps, so every dropout is the identity there
+        self.patched = [m for m in self.modules if "forward" not in vars(m)]
         for key, module in enumerate(self.modules):
-            module.forward = self._forward(key, module)  # type: ignore[method-assign]
+            if module in self.patched:
+                module.forward = self._forward(key, module)  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for module in self.modules:
+        for module in self.patched:
             del module.forward
 
     def _forward(self, key: int, module: nn.Dropout):  # noqa: ANN202
@@ -203,7 +207,7 @@ class VectorisedStage:
         self.stage = self.template.stage
 
     # --- stacking --------------------------------------------------------------------------
-    def _stack(self) -> dict[str, torch.Tensor]:
+    def stack(self) -> dict[str, torch.Tensor]:
         """Each member's head parameters, matched to the template's names by position."""
         stacked: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
         for module in self.modules:
@@ -272,104 +276,110 @@ class VectorisedStage:
     # --- the loop ----------------------------------------------------------------------------
     def run(
         self, train: SplitTensors, val: SplitTensors | None
-    ) -> tuple[list[MemberOutcome], dict[str, torch.Tensor], float]:
-        """Train every member; returns their outcomes, the final stacked parameters (for
-        testing with chosen weights use ``best_state``) and the wall time in seconds."""
+    ) -> tuple[list[MemberOutcome], float]:
+        """Train every member; returns their outcomes and the wall time in seconds."""
         start = time.perf_counter()
         members = len(self.modules)
         outcomes = [MemberOutcome() for _ in range(members)]
-        params = self._stack()
-        state = {
-            n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in self.trainable
-        }
-        lr = torch.tensor([s.lr for s in self.settings], dtype=torch.float64)
-        decay = torch.tensor([s.weight_decay for s in self.settings], dtype=torch.float64)
+        params = self.stack()
+        kept = {n: p.detach().clone() for n, p in params.items()}  # each member's best
+        last = {n: p.detach().clone() for n, p in params.items()}  # ... and final weights
+        optimiser = _StackedAdam(params, self.trainable, self.settings, self.recipe, self.device)
         loss_weights = torch.tensor(
             [[s.loss_weights[t] for t in self.tasks] for s in self.settings], device=self.device
         )
         generators = [torch.Generator().manual_seed(s.seed) for s in self.settings]
-        running = [True] * members
-        waits = [0] * members
-        best = [math.inf] * members
-        epochs = max(s.epochs for s in self.settings)
-        n = len(train)
-        steps_per_epoch = math.ceil(n / self.batch_size)
-        x_train = train.x.to(self.device)
-        targets_train = {t: y.to(self.device) for t, y in train.targets.items()}
-        step = 0
+        tracker = _Stopping(self.settings)
+        steps_per_epoch = math.ceil(len(train) / self.batch_size)
+        train = SplitTensors(
+            train.x.to(self.device), {t: y.to(self.device) for t, y in train.targets.items()}
+        )
         with _MaskedDropouts(self.template) as dropouts:
-            self.template.train()
-            order = dropouts.active_widths(self.template, x_train.shape[1])
-            for epoch in range(epochs):
-                if not any(running):
+            self.template.train()  # the stage's modes: dropout where a separate run has it
+            order = dropouts.active_widths(self.template, train.x.shape[1])
+            for epoch in range(max(s.epochs for s in self.settings)):
+                if not any(tracker.running):
                     break
-                permutations = []
-                for g in generators:
-                    torch.empty((), dtype=torch.int64).random_(generator=g)  # loader base seed
-                    seed = int(torch.empty((), dtype=torch.int64).random_(generator=g).item())
-                    permutations.append(
-                        torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-                    )
-                perm = torch.stack(permutations).to(self.device)
-                sums = torch.zeros(
-                    members, 1 + len(self.tasks), device=self.device, dtype=torch.float64
+                losses, counts = self._train_epoch(
+                    dropouts, params, optimiser, train, generators, order, loss_weights
                 )
-                counts = {t: 0 for t in self.tasks}
-                for b in range(steps_per_epoch):
-                    index = perm[:, b * self.batch_size : (b + 1) * self.batch_size]
-                    rows = index.shape[1]
-                    x = x_train[index]
-                    y = {t: v[index] for t, v in targets_train.items()}
-                    masks = self._masks(order, generators, rows)
-                    self.template.train()
-                    logits = self._logits(dropouts, params, x, masks)
-                    total, per_task = self._loss(logits, y, loss_weights, train=True)
-                    grads = torch.autograd.grad(total.sum(), [params[t] for t in self.trainable])
-                    step += 1
-                    self._adam(
-                        params,
-                        state,
-                        dict(zip(self.trainable, grads, strict=True)),
-                        lr,
-                        decay,
-                        step,
-                    )
-                    with torch.no_grad():
-                        sums[:, 0] += total.detach().double() * rows
-                        for i, task in enumerate(self.tasks):
-                            sums[:, 1 + i] += per_task[task].detach().double() * rows
-                        preds = self.template.decode({t: v.detach() for t, v in logits.items()})
-                        for task in self.tasks:
-                            c = _counts(preds[task], y[task], logits[task].shape[-1])
-                            counts[task] = counts[task] + c.cpu()
                 for m in range(members):  # a diverged member stops; the others go on
-                    if running[m] and not bool(torch.isfinite(sums[m]).all()):
-                        running[m] = False
+                    if tracker.running[m] and not bool(torch.isfinite(losses[m]).all()):
+                        tracker.running[m] = False
                         outcomes[m].failed = (
                             f"stage {self.stage}: the training loss became "
-                            f"{float(sums[m, 0] / n)} in epoch {epoch} (diverged); lower the "
-                            f"learning rate (strategy.lr) or check the data"
+                            f"{float(losses[m, 0])} in epoch {epoch} (diverged); lower the "
+                            "learning rate (strategy.lr) or check the data"
                         )
-                val_rows = (
-                    self._validate(dropouts, params, val, loss_weights, generators)
-                    if val is not None
-                    else None
-                )
+                val_rows = None
+                if val is not None:
+                    for g in generators:  # the validation loader's base seed
+                        torch.empty((), dtype=torch.int64).random_(generator=g)
+                    _, preds, total, per_task = self.evaluate(params, val, loss_weights)
+                    val_rows = self.rows("val", val, preds, total, per_task)
+                improved, stopped = [], []
                 for m in range(members):
-                    if not running[m]:
+                    if not tracker.running[m]:
                         continue
-                    row_step = (epoch + 1) * steps_per_epoch - 1
-                    train_row: dict[str, float | int] = {"epoch": epoch, "step": row_step}
-                    train_row.update(
-                        self._row("train", sums[m] / n, {t: counts[t][m] for t in self.tasks})
-                    )
+                    step = (epoch + 1) * steps_per_epoch
+                    rows = outcomes[m].rows
                     if val_rows is not None:
-                        outcomes[m].rows.append({"epoch": epoch, "step": row_step, **val_rows[m]})
-                    outcomes[m].rows.append(train_row)
-                    outcomes[m].epochs_run = epoch + 1
-                    outcomes[m].steps = (epoch + 1) * steps_per_epoch
-                    self._keep(outcomes[m], params, m, epoch, val_rows, best, waits, running)
-        return outcomes, params, time.perf_counter() - start
+                        rows.append({"epoch": epoch, "step": step - 1, **val_rows[m]})
+                    member_counts = {t: counts[t][m] for t in self.tasks}
+                    train_row = self._row("train", losses[m], member_counts)
+                    rows.append({"epoch": epoch, "step": step - 1, **train_row})
+                    outcomes[m].epochs_run, outcomes[m].steps = epoch + 1, step
+                    score = None if val_rows is None else val_rows[m]["val/loss"]
+                    if tracker.update(m, epoch, score):
+                        improved.append(m)
+                        outcomes[m].best_epoch, outcomes[m].best_score = epoch, score
+                    if not tracker.running[m]:
+                        stopped.append(m)
+                _copy_members(kept, params, improved)
+                _copy_members(last, params, stopped)
+        for m, outcome in enumerate(outcomes):
+            outcome.best_state = self.unstack(kept, m)
+            outcome.last_state = self.unstack(last, m)
+        return outcomes, time.perf_counter() - start
+
+    def _train_epoch(
+        self,
+        dropouts: _MaskedDropouts,
+        params: dict[str, torch.Tensor],
+        optimiser: _StackedAdam,
+        train: SplitTensors,
+        generators: list[torch.Generator],
+        order: list[tuple[int, int]],
+        loss_weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One epoch of every member, each in its own batch order; returns per member the
+        epoch's mean losses (M, 1 + tasks) and class counts of its predictions per task."""
+        n = len(train)
+        permutations = []
+        for g in generators:  # the DataLoader's base seed, then the RandomSampler's seed
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+            seed = int(torch.empty((), dtype=torch.int64).random_(generator=g).item())
+            permutations.append(torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
+        perm = torch.stack(permutations).to(self.device)
+        sums = torch.zeros(len(generators), 1 + len(self.tasks), device=self.device)
+        counts: dict[str, torch.Tensor] = {}
+        for start in range(0, n, self.batch_size):
+            index = perm[:, start : start + self.batch_size]
+            rows = index.shape[1]
+            targets = {t: v[index] for t, v in train.targets.items()}
+            masks = self._masks(order, generators, rows)
+            logits = self._logits(dropouts, params, train.x[index], masks)
+            total, per_task = self._loss(logits, targets, loss_weights, train=True)
+            grads = torch.autograd.grad(total.sum(), [params[t] for t in self.trainable])
+            optimiser.step(dict(zip(self.trainable, grads, strict=True)))
+            with torch.no_grad():
+                losses = torch.stack([total] + [per_task[t] for t in self.tasks], dim=1)
+                sums += losses * rows
+                preds = self.template.decode({t: v.detach() for t, v in logits.items()})
+                for task in self.tasks:
+                    c = _counts(preds[task], targets[task], logits[task].shape[-1])
+                    counts[task] = c if task not in counts else counts[task] + c
+        return (sums / n).cpu(), {t: c.cpu() for t, c in counts.items()}
 
     def _masks(
         self, order: list[tuple[int, int]], generators: list[torch.Generator], rows: int
@@ -388,39 +398,6 @@ class VectorisedStage:
                     masks[key].append(torch.ones(rows, width))
         return {key: torch.stack(v).to(self.device) for key, v in masks.items()}
 
-    def _adam(
-        self,
-        params: dict[str, torch.Tensor],
-        state: dict[str, tuple[torch.Tensor, torch.Tensor]],
-        grads: dict[str, torch.Tensor],
-        lr: torch.Tensor,
-        decay: torch.Tensor,
-        step: int,
-    ) -> None:
-        """torch.optim.Adam / AdamW (single-tensor path) with a learning rate per member;
-        no weight decay on biases and 1-d tensors (timm's parameter groups)."""
-        beta1, beta2 = BETAS
-        correction1 = 1 - beta1**step
-        correction2_sqrt = (1 - beta2**step) ** 0.5
-        decoupled = self.recipe.optimizer is OptimizerName.adamw
-        with torch.no_grad():
-            for name, grad in grads.items():
-                p = params[name]
-                shape = (-1,) + (1,) * (p.ndim - 1)
-                decays = p.ndim > 2 and not name.endswith(".bias")
-                if decays and bool((decay > 0).any()):
-                    wd = decay.to(p.dtype).to(self.device).view(shape)
-                    if decoupled:
-                        p.mul_(1 - (lr * decay).to(p.dtype).to(self.device).view(shape))
-                    else:
-                        grad = grad + p * wd
-                exp_avg, exp_avg_sq = state[name]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(EPS)
-                step_size = (-(lr / correction1)).to(p.dtype).to(self.device).view(shape)
-                p.add_(exp_avg * step_size / denom)
-
     def evaluate(
         self,
         params: dict[str, torch.Tensor],
@@ -428,34 +405,16 @@ class VectorisedStage:
         loss_weights: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, dict]:
         """Eval-mode logits (M, N, K), decoded predictions, stage loss (M,), task losses."""
-        dropouts = _MaskedDropouts(self.template)
-        self.template.eval()
-        try:
-            with torch.no_grad():
-                logits = self._logits(dropouts, params, split.x.to(self.device), None)
-                targets = {
-                    t: y.to(self.device).expand(len(self.modules), -1)
-                    for t, y in split.targets.items()
-                }
-                total, per_task = self._loss(logits, targets, loss_weights, train=False)
-                preds = self.template.decode(logits)
-        finally:
-            self.template.train()
+        # no masks: every dropout is the identity, as in eval mode (the heads have no other
+        # layer that trains differently)
+        with torch.no_grad(), _MaskedDropouts(self.template) as dropouts:
+            logits = self._logits(dropouts, params, split.x.to(self.device), None)
+            targets = {
+                t: y.to(self.device).expand(len(self.modules), -1) for t, y in split.targets.items()
+            }
+            total, per_task = self._loss(logits, targets, loss_weights, train=False)
+            preds = self.template.decode(logits)
         return logits, preds, total, per_task
-
-    def _validate(
-        self,
-        dropouts: _MaskedDropouts,
-        params: dict[str, torch.Tensor],
-        val: SplitTensors,
-        loss_weights: torch.Tensor,
-        generators: list[torch.Generator],
-    ) -> list[dict[str, float]]:
-        """The epoch's validation values of each member (and the val loader's base seed)."""
-        for g in generators:
-            torch.empty((), dtype=torch.int64).random_(generator=g)
-        _, preds, total, per_task = self.evaluate(params, val, loss_weights)
-        return self.rows("val", val, preds, total, per_task)
 
     def rows(
         self,
@@ -498,39 +457,96 @@ class VectorisedStage:
             )
         return values
 
-    def _keep(
+
+class _StackedAdam:
+    """torch.optim.Adam / AdamW (its single-tensor path, the CPU default) on stacked
+    parameters with a learning rate and weight decay per member; no weight decay on biases
+    and 1-d tensors (timm's parameter groups). Own code: torch's optimisers take one
+    learning rate per parameter tensor, and here one tensor holds every member."""
+
+    def __init__(
         self,
-        outcome: MemberOutcome,
         params: dict[str, torch.Tensor],
-        m: int,
-        epoch: int,
-        val_rows: list[dict[str, float]] | None,
-        best: list[float],
-        waits: list[int],
-        running: list[bool],
+        trainable: Sequence[str],
+        settings: Sequence[StageSettings],
+        recipe: Recipe,
+        device: torch.device,
     ) -> None:
-        """ModelCheckpoint and EarlyStopping of one member after an epoch: keep the weights
-        when val/loss improved (the first epoch always; every epoch without validation);
-        stop after ``patience`` epochs without improvement or at its own last epoch."""
+        self.params = params
+        self.state = {
+            n: (torch.zeros_like(params[n]), torch.zeros_like(params[n])) for n in trainable
+        }
+        self.lr = torch.tensor([s.lr for s in settings], dtype=torch.float64)
+        self.decay = torch.tensor([s.weight_decay for s in settings], dtype=torch.float64)
+        self.decoupled = recipe.optimizer is OptimizerName.adamw
+        self.device = device
+        self.steps = 0
+
+    def _per_member(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.to(like.dtype).to(self.device).view((-1,) + (1,) * (like.ndim - 1))
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, torch.Tensor]) -> None:
+        self.steps += 1
+        beta1, beta2 = BETAS
+        correction1 = 1 - beta1**self.steps
+        correction2_sqrt = (1 - beta2**self.steps) ** 0.5
+        for name, grad in grads.items():
+            p = self.params[name]
+            decays = p.ndim > 2 and not name.endswith(".bias")  # member dims > 1
+            if decays and bool((self.decay > 0).any()):
+                if self.decoupled:
+                    p.mul_(1 - self._per_member(self.lr * self.decay, p))
+                else:
+                    grad = grad + p * self._per_member(self.decay, p)
+            exp_avg, exp_avg_sq = self.state[name]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(EPS)
+            step_size = self._per_member(-(self.lr / correction1), p)
+            p.addcdiv_(exp_avg * step_size, denom)
+
+
+class _Stopping:
+    """ModelCheckpoint and EarlyStopping of each member on val/loss: the weights are kept
+    when it improved (the first epoch always; every epoch without validation); a member
+    stops after ``patience`` epochs without improvement, on a non-finite loss, or at its
+    own last epoch."""
+
+    def __init__(self, settings: Sequence[StageSettings]) -> None:
+        self.settings = list(settings)
+        self.running = [True] * len(settings)
+        self.best = [math.inf] * len(settings)
+        self.waits = [0] * len(settings)
+        self.kept_any = [False] * len(settings)
+
+    def update(self, m: int, epoch: int, score: float | None) -> bool:
+        """Record member ``m``'s epoch; whether its weights are the new best."""
         setting = self.settings[m]
-        weights = self.unstack(params, m)
-        outcome.last_state = weights
-        score = None if val_rows is None else val_rows[m]["val/loss"]
-        if score is None or outcome.best_epoch is None or score < best[m]:
-            outcome.best_state, outcome.best_epoch = weights, epoch
-            if score is not None:
-                outcome.best_score = score
+        better = score is not None and score < self.best[m]
+        keep = score is None or not self.kept_any[m] or better
+        self.kept_any[m] = True
         if score is not None and setting.patience is not None:
-            if score < best[m]:
-                waits[m] = 0
-            else:
-                waits[m] += 1
-            if waits[m] >= setting.patience or not math.isfinite(score):
-                running[m] = False
-        if score is not None and score < best[m]:
-            best[m] = score
+            self.waits[m] = 0 if better else self.waits[m] + 1
+            if self.waits[m] >= setting.patience or not math.isfinite(score):
+                self.running[m] = False
+        if better:
+            self.best[m] = score
         if epoch + 1 >= setting.epochs:
-            running[m] = False
+            self.running[m] = False
+        return keep
+
+
+def _copy_members(
+    into: dict[str, torch.Tensor], source: dict[str, torch.Tensor], members: list[int]
+) -> None:
+    """Copy the slices of ``members`` from ``source`` into ``into``."""
+    if not members:
+        return
+    index = torch.tensor(members, device=next(iter(source.values())).device)
+    with torch.no_grad():
+        for name, value in source.items():
+            into[name].index_copy_(0, index, value.detach().index_select(0, index))
 
 
 def _dropouts(module: nn.Module) -> list[nn.Dropout]:
