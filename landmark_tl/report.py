@@ -27,7 +27,7 @@ import numpy as np
 
 from landmark_tl.errors import command
 from landmark_tl.io import atomic_write_text, printable
-from landmark_tl.plots import bar_chart_figure, save_png
+from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
 from landmark_tl.rundir import TASKS, NoRunsError, Run, collect_runs
 from landmark_tl.stats import (
     Comparison,
@@ -535,6 +535,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default: the first DIR)")
     parser.add_argument("--bootstrap", type=_positive, default=2000, help="resamples B")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    parser.add_argument(
+        "--run-plots",
+        action="store_true",
+        help="also draw each run's curves and confusion plots where its plots/ folder is "
+        "missing (runs made with extras.plots=false)",
+    )
     return parser.parse_args(argv)
 
 
@@ -552,6 +558,10 @@ def main(argv: list[str]) -> int:
     if not runs:
         print("error: every run found was skipped; nothing to report", file=sys.stderr)
         return 2
+    if args.run_plots:
+        for run in runs:
+            if not (run.directory / "plots").is_dir():
+                write_run_plots(run.directory)
     table = summarise(runs, bootstrap=args.bootstrap, seed=args.seed)
     first = args.dirs[0]
     files = write_report(table, args.out or (first if first.is_dir() else first.parent), skipped)

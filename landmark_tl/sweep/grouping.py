@@ -46,7 +46,7 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
     optim = config.optim
     checks = [
         (
-            strategy is None or not issubclass(strategy, BATCHED_STRATEGIES),
+            strategy not in BATCHED_STRATEGIES,  # exactly these: a subclass may fit otherwise
             f"strategy={config.strategy.name.value} is not a batched head strategy",
         ),
         (
