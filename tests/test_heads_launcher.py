@@ -228,7 +228,7 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "head batch of 2 jobs: #0, #2" in output
+    assert "head batch of 2 jobs: #0, #1" in output
     assert "(runs alone: strategy=hierarchical_probe is not a batched head strategy)" in output
     for job in range(4):
         assert (sweep / str(job) / ".hydra" / "overrides.yaml").is_file()
