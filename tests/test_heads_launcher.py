@@ -44,13 +44,19 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("heads-cache")
+
+
 @pytest.fixture
-def config_args(tiny_tree: Path, tmp_path: Path, weights_file: Path):
+def config_args(tiny_tree: Path, feature_cache: Path, weights_file: Path):
     def make(*overrides: str) -> list[str]:
         return [
             *TINY_OVERRIDES,
             f"data.root={tiny_tree}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.cache_dir={feature_cache}",
+            "head.hidden=[32]",
             "backbone.weights=file",
             f"backbone.weights_file={weights_file}",
             "extras.plots=false",
