@@ -333,27 +333,34 @@ _NOTES = """
   scan and verify every image, digest the files, decode and resize once, run the backbone,
   write the cache; against `extract_features` on random uint8 tensors of the same shape
   and count (the bare timm forward, the limit).
-- **b** `python -m landmark_tl.train -m experiment=study_table1` (18 runs, basic launcher)
-  with an empty feature cache, against the pipeline time of **a** (one feature pass over
-  all images; the default `augment=none` has one view per image).
+- **b** `python -m landmark_tl.train -m experiment=study_table1` (24 runs) with an empty
+  feature cache, with the heads launcher (`hydra/launcher=heads extras.plots=false`; the
+  ratio) and with the basic launcher (`basic_ratio`), against the pipeline time of **a**
+  (one feature pass over all images; the default `augment=none` has one view per image).
 - **c** one `Trainer.fit` epoch of `multi_output` on cached features against one epoch
   that runs the frozen backbone on the decoded images (`features.cache=false`).
-- **d** `-m sweep=study_grid hydra/launcher=joblib` (27 points, 2 processes here) against
-  one `python -m landmark_tl.train`, both with an empty feature cache.
+- **d** `-m sweep=study_grid` (27 points) with the heads launcher (the ratio; 3 groups of
+  9 by batch size) and with `hydra/launcher=joblib` (`joblib_ratio`, 2 processes here),
+  against one `python -m landmark_tl.train`, each with an empty feature cache.
 - **e** training steps of the unfrozen backbone + heads (batch 16, `augment=random`, images
   decoded once in memory, augmented per step in the loading loop) against the same steps
   on one ready batch; rounds are interleaved so that drift affects both alike.
+- **s** heads-launcher sweeps of 9 (lr x dropout), 27 (study_grid) and 81 (study_grid x 3
+  seeds) points on a warm cache: `per_point_s` = (t81 - t9) / 72, the cost of one more
+  point; the ratio divides it by one single run.
 - **f** `ru_maxrss` of the section's process and its children.
 
 ## Where the time goes (b, d)
 
-With a frozen backbone the one feature pass is the floor. Every run then pays fixed costs
-that do not shrink with the data: a `Trainer.fit` per stage (about 5 ms per optimisation
-step of a tiny head, 40 epochs), testing and validating the best checkpoint, three PNG
-plots, and the run dir files. On 2 CPU cores these add up to a few seconds per run, so a
-comparison of 18 runs costs several feature passes; on a GPU machine, or with more
-images per run, the feature pass dominates and the ratio falls. The multirun callback
-`WarmFeatureCache` makes sure the pass happens once, before parallel jobs start.
+With a frozen backbone the one feature pass is the floor. With the basic or joblib
+launcher every run then pays fixed costs that do not shrink with the data: the imports of
+a process, a `Trainer.fit` per stage (about 5 ms per optimisation step of a tiny head, 40
+epochs), testing and validating the best checkpoint, three PNG plots, and the run dir
+files. The heads launcher removes the per-run fixed costs: one process, one data set-up
+per group, one vectorised loop per stage for all members (stacked parameters, fused Adam),
+no plots in sweeps. What remains is the heads' arithmetic itself (a 1280 x 512 trunk per
+member: forward, backward and Adam over 0.66 M weights per step), which grows with the
+number of members; on 2 shared CPU cores it is the larger part of b and d.
 """
 
 if __name__ == "__main__":
