@@ -43,7 +43,7 @@ GOALS = {
     "e": ("fine-tune steps/s with loading / bare", ">= 0.85", lambda r: r >= 0.85),
     "s": ("seconds per extra sweep point / single run", "—", None),
 }
-# Sweeps off the hot path: no per-run plots (python -m landmark_tl.report --run-plots DIR).
+# Sweeps off the hot path: no per-run plots (landmark-tl report runs=DIR run_plots=true).
 HEADS = ["hydra/launcher=heads", "extras.plots=false"]
 
 
@@ -143,7 +143,7 @@ def section_c(work: Path) -> dict:
 
     backbone = create_backbone()
     root = _data_root(work)
-    stages = {"joint": StageConfig(epochs=1)}
+    stages = {"joint": StageConfig(epochs=1, lr=3e-3)}
     epochs = {}
     for name, encoder in (("cached", backbone), ("recomputed", None)):
         dm = LandmarkDataModule(root, backbone.preprocessing, feature_encoder=encoder)
@@ -221,7 +221,7 @@ def section_e(work: Path, steps: int = 3, rounds: int = 3, batch_size: int = 16)
     backbone = create_backbone(freeze="none")
     dm = LandmarkDataModule(_data_root(work), backbone.preprocessing, augment="random")
     dm.setup("fit")
-    module = MultiOutput(backbone, dm.hierarchy, {"joint": StageConfig()}).train()
+    module = MultiOutput(backbone, dm.hierarchy, {"joint": StageConfig(epochs=30, lr=3e-3)}).train()
     module.begin_stage("joint")
     optimizer = module.configure_optimizers()
     if isinstance(optimizer, dict):  # with a learning-rate schedule: Lightning's dict form

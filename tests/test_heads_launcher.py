@@ -213,7 +213,7 @@ def test_a_killed_batched_fit_resumes_every_unfinished_member(config_args, tmp_p
 def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
     """``hydra/launcher=heads`` end to end: head strategies batched, probes run as usual;
     every job has its run dir (Hydra's files included); plots
-    left out of the sweep are drawn by ``report --run-plots``."""
+    left out of the sweep are drawn by ``report run_plots=true``."""
     sweep = tmp_path / "sweep"
     args = config_args()
     done = subprocess.run(
@@ -244,5 +244,5 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
     train(compose_config(*args, "+approach=hierarchical_probe", "seed=1"), separate)
     same, delta = _agreement(sweep / "3", separate)
     assert same >= 0.99 and max(delta.values()) <= 0.005
-    assert report_main([str(sweep), "--bootstrap", "20", "--run-plots"]) == 0
+    assert report_main([f"runs={sweep}", "bootstrap=20", "run_plots=true"]) == 0
     assert (sweep / "0" / "plots" / "curves_joint.png").is_file()

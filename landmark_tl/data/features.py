@@ -23,13 +23,13 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from landmark_tl.data.transforms import View
 from landmark_tl.errors import UserError
 from landmark_tl.io import atomic_write_bytes, printable
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
-View = Callable[[torch.Tensor], torch.Tensor]
 _MAGIC = b"LTLF1"
 _HEADER = struct.Struct("<5sI")  # magic, feature width
 _CHECKSUM = struct.Struct("<I")

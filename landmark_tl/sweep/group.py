@@ -121,7 +121,7 @@ def run_group(
         state.fingerprint = run_fingerprint(config, datamodule)
         if state.recorded is not None:
             refuse_changes(state.member.run_dir, state.recorded.differences(state.fingerprint))
-        write_run_setup(state.member.run_dir, config, datamodule, state.fingerprint)
+        write_run_setup(state.member.run_dir, config, datamodule, state.fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
     hierarchy = datamodule.catalog.hierarchy
     for state in pending:

@@ -42,12 +42,12 @@ class GroupError(ConfigError):
 
 def unbatchable_reason(config: TrainConfig) -> str | None:
     """Why ``config``'s run cannot join a head batch (it then runs as usual), or None."""
-    strategy = STRATEGIES.get(config.strategy.name.value)
+    strategy = STRATEGIES.get(config.strategy.name)
     optim = config.optim
     checks = [
         (
             strategy not in BATCHED_STRATEGIES,  # exactly these: a subclass may fit otherwise
-            f"strategy={config.strategy.name.value} is not a batched head strategy",
+            f"strategy={config.strategy.name} is not a batched head strategy",
         ),
         (
             config.backbone.freeze is not FreezePolicy.all
