@@ -5,7 +5,6 @@ there when it starts, so this one stays light: landmark_tl and torch load only w
 multirun launches). The work is done by :mod:`landmark_tl.sweep.launch`.
 """
 
-
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
