@@ -14,12 +14,12 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check landmark_tl tests benchmarks
-	$(VENV)/bin/ruff format --check landmark_tl tests benchmarks
+	$(VENV)/bin/ruff check landmark_tl tests benchmarks hydra_plugins
+	$(VENV)/bin/ruff format --check landmark_tl tests benchmarks hydra_plugins
 
 format: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff format landmark_tl tests benchmarks
-	$(VENV)/bin/ruff check --fix landmark_tl tests benchmarks
+	$(VENV)/bin/ruff format landmark_tl tests benchmarks hydra_plugins
+	$(VENV)/bin/ruff check --fix landmark_tl tests benchmarks hydra_plugins
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -5,10 +5,13 @@
 
 a  extraction: the data pipeline (scan, digest, decode, resize, backbone) vs the bare timm
    forward on ready tensors of the same shape              goal: throughput ratio >= 0.85
-b  the whole study_table1 (6 approaches x 3 seeds) vs one feature pass    goal: <= 1.5x
+b  the whole study_table1 (8 approaches x 3 seeds) vs one feature pass    goal: <= 1.5x
+   (heads launcher; the basic launcher's figure beside it)
 c  one training epoch from cached features vs recomputing them          goal: >= 50x faster
-d  the 27-point study_grid sweep (joblib) vs a single run                goal: <= 3x
+d  the 27-point study_grid sweep (heads launcher) vs a single run        goal: <= 3x
+   (the joblib launcher's figure beside it)
 e  fine-tuning steps/s with data loading vs bare forward+backward       goal: ratio >= 0.85
+s  heads-launcher sweeps of 9, 27 and 81 points: seconds per extra point (no goal)
 f  peak memory (max RSS) of each section, children included
 
 Each section runs in its own process on the embedded data set, with a fresh feature cache.
@@ -31,14 +34,17 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = "abcde"
+SECTIONS = "abcdes"
 GOALS = {
     "a": ("pipeline / bare throughput", ">= 0.85", lambda r: r >= 0.85),
     "b": ("study_table1 / one feature pass", "<= 1.5", lambda r: r <= 1.5),
     "c": ("recompute epoch / cached epoch", ">= 50", lambda r: r >= 50),
     "d": ("27-point sweep / single run", "<= 3", lambda r: r <= 3),
     "e": ("fine-tune steps/s with loading / bare", ">= 0.85", lambda r: r >= 0.85),
+    "s": ("seconds per extra sweep point / single run", "—", None),
 }
+# Sweeps off the hot path: no per-run plots (landmark-tl report runs=DIR run_plots=true).
+HEADS = ["hydra/launcher=heads", "extras.plots=false"]
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -93,19 +99,23 @@ def section_a(work: Path) -> dict:
 def section_b(work: Path) -> dict:
     root = _data_root(work)
     feature_pass = _pipeline_vs_bare(work)["pipeline_s"]
-    table1 = _train_cli(
-        "-m",
-        "experiment=study_table1",
-        "data=folder",
-        f"data.root={root}",
-        f"paths.cache_dir={work / 'cache-b'}",
-        f"paths.output_dir={work / 'out'}",
-    )
+    common = ["-m", "experiment=study_table1", "data=folder", f"data.root={root}"]
+    table1 = {
+        name: _train_cli(
+            *common,
+            *launcher,
+            f"paths.cache_dir={work / f'cache-b-{name}'}",
+            f"paths.output_dir={work / f'out-{name}'}",
+        )
+        for name, launcher in (("basic", []), ("heads", HEADS))
+    }
     return {
-        "runs": 18,
-        "table1_s": table1,
+        "runs": 24,
         "feature_pass_s": feature_pass,
-        "ratio": table1 / feature_pass,
+        "table1_basic_s": table1["basic"],
+        "table1_heads_s": table1["heads"],
+        "basic_ratio": table1["basic"] / feature_pass,
+        "ratio": table1["heads"] / feature_pass,
     }
 
 
@@ -152,14 +162,52 @@ def section_d(work: Path) -> dict:
     root = _data_root(work)
     common = ["data=folder", f"data.root={root}", f"paths.output_dir={work / 'out'}"]
     single = _train_cli(*common, f"paths.cache_dir={work / 'cache-single'}")
-    sweep = _train_cli(
-        "-m",
-        "sweep=study_grid",
-        "hydra/launcher=joblib",
-        *common,
-        f"paths.cache_dir={work / 'cache-sweep'}",
-    )
-    return {"points": 27, "single_s": single, "sweep_s": sweep, "ratio": sweep / single}
+    sweeps = {
+        name: _train_cli(
+            "-m",
+            "sweep=study_grid",
+            *launcher,
+            *common,
+            f"paths.cache_dir={work / f'cache-{name}'}",
+        )
+        for name, launcher in (("joblib", ["hydra/launcher=joblib"]), ("heads", HEADS))
+    }
+    return {
+        "points": 27,
+        "single_s": single,
+        "sweep_joblib_s": sweeps["joblib"],
+        "sweep_heads_s": sweeps["heads"],
+        "joblib_ratio": sweeps["joblib"] / single,
+        "ratio": sweeps["heads"] / single,
+    }
+
+
+# 9, 27 and 81 points: learning rate x dropout (x batch size (x seed)), heads launcher.
+SCALING_GRIDS = {
+    9: ["strategy.lr=0.0003,0.001,0.003", "head.dropout=0.0,0.1,0.3"],
+    27: ["sweep=study_grid"],
+    81: ["sweep=study_grid", "seed=0,1,2"],
+}
+
+
+def section_s(work: Path) -> dict:
+    """Time per extra point of a heads-launcher sweep, from 9 to 27 and 81 points."""
+    root = _data_root(work)
+    common = ["data=folder", f"data.root={root}", f"paths.output_dir={work / 'out'}"]
+    cache = f"paths.cache_dir={work / 'cache'}"
+    single = _train_cli(*common, cache)  # also fills the cache the sweeps then read
+    seconds = {
+        n: _train_cli("-m", *grid, *HEADS, *common, cache) for n, grid in SCALING_GRIDS.items()
+    }
+    per_point = (seconds[81] - seconds[9]) / (81 - 9)
+    return {
+        "single_s": single,
+        **{f"sweep_{n}_s": t for n, t in seconds.items()},
+        "per_point_9_27_s": (seconds[27] - seconds[9]) / 18,
+        "per_point_27_81_s": (seconds[81] - seconds[27]) / 54,
+        "per_point_s": per_point,
+        "ratio": per_point / single,
+    }
 
 
 def section_e(work: Path, steps: int = 3, rounds: int = 3, batch_size: int = 16) -> dict:
@@ -231,6 +279,7 @@ def _markdown(results: dict[str, dict], seconds: float) -> str:
     ]
     for name, r in results.items():
         what, goal, met = GOALS[name]
+        verdict = "—" if met is None else ("yes" if met(r["ratio"]) else "no")
         details = ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
             for k, v in r.items()
@@ -238,7 +287,7 @@ def _markdown(results: dict[str, dict], seconds: float) -> str:
         )
         lines.append(
             f"| {name} | {what} | {details} | {r['ratio']:.2f} | {goal} | "
-            f"{'yes' if met(r['ratio']) else 'no'} | {r['peak_rss_mib']:.0f} MiB |"
+            f"{verdict} | {r['peak_rss_mib']:.0f} MiB |"
         )
     return "\n".join(lines) + "\n"
 
@@ -284,27 +333,34 @@ _NOTES = """
   scan and verify every image, digest the files, decode and resize once, run the backbone,
   write the cache; against `extract_features` on random uint8 tensors of the same shape
   and count (the bare timm forward, the limit).
-- **b** `python -m landmark_tl.train -m experiment=study_table1` (18 runs, basic launcher)
-  with an empty feature cache, against the pipeline time of **a** (one feature pass over
-  all images; the default `augment=none` has one view per image).
+- **b** `python -m landmark_tl.train -m experiment=study_table1` (24 runs) with an empty
+  feature cache, with the heads launcher (`hydra/launcher=heads extras.plots=false`; the
+  ratio) and with the basic launcher (`basic_ratio`), against the pipeline time of **a**
+  (one feature pass over all images; the default `augment=none` has one view per image).
 - **c** one `Trainer.fit` epoch of `multi_output` on cached features against one epoch
   that runs the frozen backbone on the decoded images (`features.cache=false`).
-- **d** `-m sweep=study_grid hydra/launcher=joblib` (27 points, 2 processes here) against
-  one `python -m landmark_tl.train`, both with an empty feature cache.
+- **d** `-m sweep=study_grid` (27 points) with the heads launcher (the ratio; 3 groups of
+  9 by batch size) and with `hydra/launcher=joblib` (`joblib_ratio`, 2 processes here),
+  against one `python -m landmark_tl.train`, each with an empty feature cache.
 - **e** training steps of the unfrozen backbone + heads (batch 16, `augment=random`, images
   decoded once in memory, augmented per step in the loading loop) against the same steps
   on one ready batch; rounds are interleaved so that drift affects both alike.
+- **s** heads-launcher sweeps of 9 (lr x dropout), 27 (study_grid) and 81 (study_grid x 3
+  seeds) points on a warm cache: `per_point_s` = (t81 - t9) / 72, the cost of one more
+  point; the ratio divides it by one single run.
 - **f** `ru_maxrss` of the section's process and its children.
 
 ## Where the time goes (b, d)
 
-With a frozen backbone the one feature pass is the floor. Every run then pays fixed costs
-that do not shrink with the data: a `Trainer.fit` per stage (about 5 ms per optimisation
-step of a tiny head, 40 epochs), testing and validating the best checkpoint, three PNG
-plots, and the run dir files. On 2 CPU cores these add up to a few seconds per run, so a
-comparison of 18 runs costs several feature passes; on a GPU machine, or with more
-images per run, the feature pass dominates and the ratio falls. The multirun callback
-`WarmFeatureCache` makes sure the pass happens once, before parallel jobs start.
+With a frozen backbone the one feature pass is the floor. With the basic or joblib
+launcher every run then pays fixed costs that do not shrink with the data: the imports of
+a process, a `Trainer.fit` per stage (about 5 ms per optimisation step of a tiny head, 40
+epochs), testing and validating the best checkpoint, three PNG plots, and the run dir
+files. The heads launcher removes the per-run fixed costs: one process, one data set-up
+per group, one vectorised loop per stage for all members (stacked parameters, fused Adam),
+no plots in sweeps. What remains is the heads' arithmetic itself (a 1280 x 512 trunk per
+member: forward, backward and Adam over 0.66 M weights per step), which grows with the
+number of members; on 2 shared CPU cores it is the larger part of b and d.
 """
 
 if __name__ == "__main__":

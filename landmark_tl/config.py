@@ -169,9 +169,12 @@ class PathsConfig:
 
 @dataclass
 class ExtrasConfig:
-    """Conveniences of the command line that never change a result."""
+    """Conveniences of the command line and per-run outputs that never change a result."""
 
     quiet: bool = False  # hide warnings and adverts that say nothing about the run
+    # curves and confusion PNGs in <run>/plots; false in sweeps keeps them off the hot
+    # path (landmark-tl report runs=DIR run_plots=true draws them later)
+    plots: bool = True
 
 
 @dataclass

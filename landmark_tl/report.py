@@ -29,7 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from landmark_tl.cli import as_list, hydra_app
 from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
-from landmark_tl.plots import bar_chart_figure, save_png
+from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
 from landmark_tl.rundir import TASKS, Run, collect_runs
 from landmark_tl.stats import (
     Comparison,
@@ -529,6 +529,7 @@ class ReportArgs:
     out: str | None = None  # default: the first of runs
     bootstrap: int = 2000
     seed: int = 0
+    run_plots: bool = False  # draw each run's missing plots/ (runs with extras.plots=false)
 
 
 ConfigStore.instance().store(name="report_schema", node=ReportArgs)
@@ -546,6 +547,10 @@ def main(cfg: DictConfig) -> None:
         print(f"warning: {line}", file=sys.stderr)
     if not runs:
         raise UsageError("every run found was skipped; nothing to report")
+    if args.run_plots:  # runs made with extras.plots=false (sweeps) get their plots now
+        for run in runs:
+            if not (run.directory / "plots").is_dir():
+                write_run_plots(run.directory)
     table = summarise(runs, bootstrap=args.bootstrap, seed=args.seed)
     first = dirs[0]
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent)

@@ -44,7 +44,7 @@ from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
-from landmark_tl.models.backbone import KEPT_WEIGHTS, save_weights_file
+from landmark_tl.models.backbone import KEPT_WEIGHTS, Backbone, save_weights_file
 from landmark_tl.plots import write_run_plots
 from landmark_tl.provenance import provenance
 from landmark_tl.quiet import quiet_known_notices
@@ -53,7 +53,8 @@ from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_argume
 
 log = logging.getLogger(__name__)
 
-OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+if not OmegaConf.has_resolver("run_id"):  # run as __main__, this module may be imported again
+    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 register_configs()
 
 
@@ -146,16 +147,7 @@ def _train(
     if recorded is not None:
         refuse_changes(run_dir, recorded.differences(fingerprint))
     if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
-        write_fingerprint(run_dir, fingerprint)
-        write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
-        catalog.write_problem_report(run_dir / "problems.csv")
-        atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
-        report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
-        atomic_write_text(run_dir / "data_report.md", format_report(report))
-        if backbone.frozen and config.backbone.weights in KEPT_WEIGHTS:
-            # checkpoints leave a frozen backbone out: keep its weights for offline loading
-            save_weights_file(backbone, run_dir / BACKBONE_WEIGHTS)
+        write_run_setup(run_dir, config, datamodule, fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.
@@ -174,6 +166,46 @@ def _train(
         callbacks=lambda: build_callbacks(config.callbacks),
         **trainer_arguments(config.trainer, interactive()),
     )
+    metrics = run_metrics(config, datamodule, fingerprint, fit, overrides, setup_seconds, start)
+    if is_rank_zero():
+        write_run_results(run_dir, config, datamodule, fit, metrics)
+    return metrics
+
+
+def write_run_setup(
+    run_dir: Path,
+    config: TrainConfig,
+    datamodule: LandmarkDataModule,
+    fingerprint: Fingerprint,
+    backbone: Backbone,
+) -> None:
+    """The files a run writes before training: fingerprint, split, problems, hierarchy,
+    config, data report (and a frozen backbone's weights where they are not kept
+    elsewhere)."""
+    catalog = datamodule.catalog
+    write_fingerprint(run_dir, fingerprint)
+    write_split_csv(run_dir / "split.csv", catalog, datamodule.assignment)
+    catalog.write_problem_report(run_dir / "problems.csv")
+    atomic_write_json(run_dir / "hierarchy.json", catalog.hierarchy.to_dict())
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
+    report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
+    atomic_write_text(run_dir / "data_report.md", format_report(report))
+    if backbone.frozen and config.backbone.weights in KEPT_WEIGHTS:
+        # checkpoints leave a frozen backbone out: keep its weights for offline loading
+        save_weights_file(backbone, run_dir / BACKBONE_WEIGHTS)
+
+
+def run_metrics(
+    config: TrainConfig,
+    datamodule: LandmarkDataModule,
+    fingerprint: Fingerprint,
+    fit: FitResult,
+    overrides: Sequence[str],
+    setup_seconds: float,
+    start: float,
+) -> dict[str, Any]:
+    """metrics.json of a finished fit (``start``: when the run began, for total_s)."""
+    catalog = datamodule.catalog
     sizes = split_sizes(datamodule.assignment)
     test = fit.test_outputs
     metrics = {
@@ -235,10 +267,6 @@ def _train(
             "total_s": round(time.perf_counter() - start, 2),
         },
     }
-    if is_rank_zero():
-        atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
-        write_run_plots(run_dir)
-        atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -255,6 +283,21 @@ def averaged_scores(fit: FitResult) -> dict[str, Any]:
         "stage, predict and export use); test_ema/val_ema: the average of the weights "
         "saved with that checkpoint",
     }
+
+
+def write_run_results(
+    run_dir: Path,
+    config: TrainConfig,
+    datamodule: LandmarkDataModule,
+    fit: FitResult,
+    metrics: dict[str, Any],
+) -> None:
+    """predictions.csv, the plots (unless ``extras.plots=false``) and metrics.json, last:
+    the mark of a finished run."""
+    atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
+    if config.extras.plots:
+        write_run_plots(run_dir)
+    atomic_write_json(run_dir / "metrics.json", metrics)
 
 
 def interactive() -> bool:

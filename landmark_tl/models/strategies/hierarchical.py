@@ -54,5 +54,6 @@ class Hierarchical(OneStageBothTasks):
     def task_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         landmark = self.net(features)["landmark"]
         log_p = landmark.log_softmax(-1)
-        category = torch.logsumexp(log_p[:, :, None] + self.log_membership[None], dim=1)
+        # (..., L, 1) + (L, C), summed over L: any leading dims (stacked heads of a sweep)
+        category = torch.logsumexp(log_p[..., :, None] + self.log_membership, dim=-2)
         return {"category": category, "landmark": landmark}

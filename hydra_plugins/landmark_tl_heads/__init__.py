@@ -1,0 +1,1 @@
+"""The ``heads`` Hydra launcher of landmark_tl (``hydra/launcher=heads``)."""
