@@ -44,7 +44,7 @@ from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_t
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.rundir import read_metrics
-from landmark_tl.sweep.grouping import check_group
+from landmark_tl.sweep.grouping import check_group, group_monitor
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
     SplitTensors,
@@ -214,6 +214,7 @@ def _train_stage(
         configs[0].data.batch_size,
         modules[0].class_weights,
         device,
+        group_monitor(configs[0]),
     )
     outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
     for state, outcome in zip(todo, outcomes, strict=True):
@@ -292,7 +293,7 @@ def _finish_stage(
         best_val_loss=None if val_row is None else val_row["val/loss"],
         epochs_run=outcome.epochs_run,
         seconds=seconds,
-        monitor="val/loss" if validate else None,
+        monitor=group_monitor(state.member.config).key if validate else None,
         best_score=outcome.best_score,
     )
     steps_per_epoch = outcome.steps // max(outcome.epochs_run, 1)

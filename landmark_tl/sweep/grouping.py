@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from landmark_tl.config import TrainConfig
+from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.transforms import Augment
 from landmark_tl.errors import ConfigError
 from landmark_tl.fingerprint import config_items
@@ -24,6 +25,8 @@ from landmark_tl.models.strategies import (
     Hierarchical,
     MultiOutput,
 )
+from landmark_tl.models.strategies.base import METRIC_NAMES
+from landmark_tl.trainer_options import Monitor
 
 # Strategies whose heads are plain functions of the cached features (the probes fit in
 # closed form per run and run as usual; a strategy not listed here runs as usual too).
@@ -33,6 +36,8 @@ BATCHED_STRATEGIES = (MultiOutput, HeadSwap, FeatureChain, Hierarchical)
 MEMBER_KEYS = ("seed", "strategy.lr", "head.dropout")
 MEMBER_PREFIXES = ("strategy.loss_weights.",)
 STAGE_MEMBER_FIELDS = ("lr", "weight_decay", "patience", "epochs")
+# The values every stage logs, so the vectorised loop can keep and stop on them
+BATCHED_MONITORS = ("val/loss", *(f"val/{name}" for name in METRIC_NAMES))
 DEFAULT_LOGGER = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
 
 
@@ -63,12 +68,20 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
         (bool(config.callbacks), "extra callbacks"),
         (config.logger != DEFAULT_LOGGER, "trackers beside the CSV log"),
         (bool(config.trainer.extra), "extra Trainer arguments"),
-        (config.strategy.monitor != "val/loss", f"strategy.monitor={config.strategy.monitor}"),
-        (config.strategy.monitor_mode not in ("auto", "min"), "strategy.monitor_mode"),
+        (
+            config.strategy.monitor not in BATCHED_MONITORS,
+            f"strategy.monitor={config.strategy.monitor}",
+        ),
+        (config.data.sampler is not Sampler.none, f"data.sampler={config.data.sampler.value}"),
         (config.trainer.num_nodes != 1 or config.trainer.strategy != "auto", "data parallel"),
     ]
     reasons = [why for failed, why in checks if failed]
     return "; ".join(reasons) or None
+
+
+def group_monitor(config: TrainConfig) -> Monitor:
+    """The value a group keeps each member's best weights by and stops it early on."""
+    return Monitor.resolve(config.strategy.monitor, config.strategy.monitor_mode)
 
 
 def _is_member_key(key: str) -> bool:

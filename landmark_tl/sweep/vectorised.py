@@ -37,6 +37,7 @@ from torch.func import functional_call
 
 from landmark_tl.models.optim import OptimizerName, Recipe
 from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
+from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as timm's create_optimizer_v2 leaves them
 EPS = 1e-8
@@ -62,7 +63,7 @@ class MemberOutcome:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     last_state: dict[str, torch.Tensor] = field(default_factory=dict)
     best_epoch: int | None = None
-    best_score: float | None = None  # val/loss of the kept weights (None: no validation)
+    best_score: float | None = None  # the monitor of the kept weights (None: no validation)
     epochs_run: int = 0
     steps: int = 0
     rows: list[dict[str, float | int]] = field(default_factory=list)
@@ -208,8 +209,10 @@ class VectorisedStage:
         batch_size: int,
         class_weights: dict[str, torch.Tensor] | None = None,
         device: torch.device | str = "cpu",
+        monitor: Monitor = VAL_LOSS,
     ) -> None:
         self.modules = list(modules)
+        self.monitor = monitor
         self.settings = list(settings)
         self.recipe = recipe
         self.batch_size = batch_size
@@ -301,7 +304,7 @@ class VectorisedStage:
             [[s.loss_weights[t] for t in self.tasks] for s in self.settings], device=self.device
         )
         generators = [torch.Generator().manual_seed(s.seed) for s in self.settings]
-        tracker = _Stopping(self.settings)
+        tracker = _Stopping(self.settings, self.monitor.mode)
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         train = SplitTensors(
             train.x.to(self.device), {t: y.to(self.device) for t, y in train.targets.items()}
@@ -341,7 +344,7 @@ class VectorisedStage:
                     train_row = self._row("train", losses[m], member_counts)
                     rows.append({"epoch": epoch, "step": step - 1, **train_row})
                     outcomes[m].epochs_run, outcomes[m].steps = epoch + 1, step
-                    score = None if val_rows is None else val_rows[m]["val/loss"]
+                    score = None if val_rows is None else val_rows[m][self.monitor.key]
                     if tracker.update(m, epoch, score):
                         improved.append(m)
                         outcomes[m].best_epoch, outcomes[m].best_score = epoch, score
@@ -531,13 +534,14 @@ class _StackedAdam:
 
 
 class _Stopping:
-    """ModelCheckpoint and EarlyStopping of each member on val/loss: the weights are kept
-    when it improved (the first epoch always; every epoch without validation); a member
-    stops after ``patience`` epochs without improvement, on a non-finite loss, or at its
-    own last epoch."""
+    """ModelCheckpoint and EarlyStopping of each member on the monitor (``mode`` min or
+    max, strict improvement as Lightning's): the weights are kept when it improved (the
+    first epoch always; every epoch without validation); a member stops after ``patience``
+    epochs without improvement, on a non-finite score, or at its own last epoch."""
 
-    def __init__(self, settings: Sequence[StageSettings]) -> None:
+    def __init__(self, settings: Sequence[StageSettings], mode: str = "min") -> None:
         self.settings = list(settings)
+        self.sign = 1.0 if mode == "min" else -1.0  # compare sign * score, lower is better
         self.running = [True] * len(settings)
         self.best = [math.inf] * len(settings)
         self.waits = [0] * len(settings)
@@ -546,15 +550,16 @@ class _Stopping:
     def update(self, m: int, epoch: int, score: float | None) -> bool:
         """Record member ``m``'s epoch; whether its weights are the new best."""
         setting = self.settings[m]
-        better = score is not None and score < self.best[m]
+        signed = None if score is None else self.sign * score
+        better = signed is not None and signed < self.best[m]
         keep = score is None or not self.kept_any[m] or better
         self.kept_any[m] = True
-        if score is not None and setting.patience is not None:
+        if signed is not None and setting.patience is not None:
             self.waits[m] = 0 if better else self.waits[m] + 1
-            if self.waits[m] >= setting.patience or not math.isfinite(score):
+            if self.waits[m] >= setting.patience or not math.isfinite(signed):
                 self.running[m] = False
         if better:
-            self.best[m] = score
+            self.best[m] = signed
         if epoch + 1 >= setting.epochs:
             self.running[m] = False
         return keep
