@@ -41,6 +41,7 @@ COSMETIC_KEYS = frozenset(
         "paths.cache_dir",
         "features.cache",
         "features.batch_size",
+        "features.memory_mb",
         "trainer.enable_progress_bar",
         "trainer.log_every_n_steps",
     }

@@ -17,8 +17,7 @@ USAGE = "usage: python -m landmark_tl.shards out=DIR [per_shard=1000] data=... d
 
 @command
 def main(argv: list[str]) -> int:
-    from landmark_tl.build import build_source
-    from landmark_tl.data.catalog import build_catalog
+    from landmark_tl.build import read_catalog
     from landmark_tl.data.sources.shards import write_shards
     from landmark_tl.doctor import compose_train_config
 
@@ -27,7 +26,7 @@ def main(argv: list[str]) -> int:
     if "out" not in own or not own.get("per_shard", "1").isdigit():
         raise UsageError(USAGE)
     config = compose_train_config([a for a in argv if not a.startswith(ours)])
-    catalog = build_catalog(build_source(config))  # everything: filters apply when training
+    catalog = read_catalog(config)  # everything: filters apply when training
     shards = write_shards(catalog, own["out"], int(own.get("per_shard", 1000)), config.seed)
     for problem in catalog.problems:
         print(f"skipped {printable(str(problem.path))}: {problem.reason}", file=sys.stderr)
