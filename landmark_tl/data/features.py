@@ -404,8 +404,15 @@ class _PassImages(Dataset):
         return i, digest, torch.stack([view(image) for view in self.views])
 
 
-def _as_list(batch: list) -> list:
-    return batch
+def _collate(
+    batch: list[tuple[int, str | None, torch.Tensor | str]],
+) -> tuple[list[tuple[int, str]], torch.Tensor | None, dict[int, str]]:
+    """(image index, digest) of the decoded images, their views as one tensor (one transfer
+    from the worker), and the reason each other image failed."""
+    ready = [(i, digest) for i, digest, _ in batch if digest is not None]
+    views = [x for _, digest, x in batch if digest is not None]
+    failed = {i: f"unreadable now ({x})" for i, digest, x in batch if digest is None}
+    return ready, torch.cat(views) if views else None, failed
 
 
 def fill_store(
@@ -486,21 +493,20 @@ def _run_pass(
 ) -> None:
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_as_list)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     writers = {name: store.writer(name) for name in names}
     device_type = torch.device(device).type
     batches = tqdm(
         loader, desc="features", unit="batch", disable=not sys.stderr.isatty(), leave=False
     )
     with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-        for batch in batches:
-            ready = [(i, digest, x) for i, digest, x in batch if digest is not None]
-            result.failed.update({i: f"unreadable now ({x})" for i, d, x in batch if d is None})
+        for ready, x, failed in batches:
+            result.failed.update(failed)
             if not ready:
                 continue
-            x = torch.cat([x for _, _, x in ready]).to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True)
             features = backbone(x).float().cpu().numpy().reshape(len(ready), len(names), -1)
-            for (i, digest, _), rows in zip(ready, features, strict=True):
+            for (i, digest), rows in zip(ready, features, strict=True):
                 for name, row in zip(names, rows, strict=True):
                     writers[name].add(digest, row)  # keyed by the bytes that were encoded
                 if digest != digests[i]:

@@ -73,7 +73,7 @@ class ImageSource(ABC):
     def stamp(self, key: str) -> Stamp:
         """Size and modification time of the image at ``key`` (OSError when it is gone):
         while they are unchanged, the catalog index's row for it holds."""
-        stat = os.stat(self.path(key))
+        stat = os.stat(os.path.join(self.root, key))
         return Stamp(stat.st_size, stat.st_mtime_ns)
 
     def read(self, key: str) -> bytes:
