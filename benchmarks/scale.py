@@ -232,7 +232,8 @@ def table(results: list[dict]) -> str:
         rss = {m: r[m]["rss_mib"] / first[m]["rss_mib"] for m in ("cold", "warm", "finetune")}
         lines.append(
             f"| {r['images']:,} "
-            f"| {r['cold']['rss_mib']:.0f} MiB ({r['cold']['worker_rss_mib']:.0f}) x{rss['cold']:.2f} "
+            f"| {r['cold']['rss_mib']:.0f} MiB ({r['cold']['worker_rss_mib']:.0f}) "
+            f"x{rss['cold']:.2f} "
             f"| {r['warm']['rss_mib']:.0f} MiB x{rss['warm']:.2f} "
             f"| {r['finetune']['rss_mib']:.0f} MiB ({r['finetune']['worker_rss_mib']:.0f}) "
             f"x{rss['finetune']:.2f} "
@@ -256,11 +257,11 @@ def write_doc(results: list[dict], seconds: float) -> None:
             f"Measured by `python benchmarks/scale.py` on {platform.machine()}, "
             f"{os.cpu_count()} CPU cores (shared), torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d')}; {seconds:.0f} s in all. Unique 640x480 JPEGs, "
-            "backbone test_convnext (random) at 32 px; fine-tuning cut at 30 steps. xN: peak RSS against the smallest "
-            "size (goal <= 1.2 at 100k); warm setup: scan through the index, split, "
-            "fingerprint, data report and feature rows located (goal <= 100 µs); cold pass "
-            "/ bare decode: images/s of the feature pass against PIL decode in the same "
-            "number of workers (goal >= 0.85).",
+            "backbone test_convnext (random) at 32 px; fine-tuning cut at 30 steps. xN: peak "
+            "RSS against the smallest size (goal <= 1.2 at 100k); warm setup: scan through "
+            "the index, split, fingerprint, data report and feature rows located (goal <= "
+            "100 µs); cold pass / bare decode: images/s of the feature pass against PIL "
+            "decode to the model's geometry in the same number of workers (goal >= 0.85).",
             "",
             table(results),
             "",

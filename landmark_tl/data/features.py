@@ -499,7 +499,10 @@ def _run_pass(
     batches = tqdm(
         loader, desc="features", unit="batch", disable=not sys.stderr.isatty(), leave=False
     )
-    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)):
+    with (
+        _threads_beside(num_workers if device_type == "cpu" else 0),
+        torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)),
+    ):
         for ready, x, failed in batches:
             result.failed.update(failed)
             if not ready:
@@ -516,6 +519,19 @@ def _run_pass(
     for writer in writers.values():
         writer.flush()
     backbone.train(was_training)
+
+
+@contextlib.contextmanager
+def _threads_beside(workers: int) -> Iterator[None]:
+    """Leave the cores the decoding workers use to them: a CPU forward pass with as many
+    threads as cores, beside busy workers, runs several times slower (threads wait on
+    each other), so it takes the cores the workers leave (at least one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before - workers) if workers else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.inference_mode()

@@ -15,7 +15,9 @@ from pathlib import Path
 def connect(path: Path, *, schema: str, check: bool) -> sqlite3.Connection:
     """A connection to ``path`` with ``schema`` in place; ``check`` also runs SQLite's
     ``quick_check`` (DatabaseError when the file is damaged). ``with db:`` is one
-    transaction."""
+    transaction. A new file gets the mode ``open()`` would give (0666 less the umask), and
+    SQLite gives its WAL files the same, so a group can share a cache."""
+    path.touch(mode=0o666)
     db = sqlite3.connect(path, timeout=600, isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout = 600000")
