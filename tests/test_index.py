@@ -217,7 +217,7 @@ def test_doctor_reads_sizes_and_modes_from_the_index(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(catalog_module.Image, "open", no_open)
     report = inspect_catalog(catalog, SplitSpec(1, 1))
-    assert [(p.name, size) for p, size in report.tiny] == [("dot.png", (4, 4))]
+    assert ("dot.png", (4, 4)) in [(p.name, size) for p, size in report.tiny]
     assert [(p.name, mode) for p, mode in report.odd_modes] == [("cmyk.jpg", "CMYK")]
     assert doctor(args) == 0  # warm: the same report without opening an image
     assert "cmyk.jpg: CMYK" in capsys.readouterr().out
