@@ -130,14 +130,14 @@ class FeatureStore:
     def index_path(self) -> Path:
         return self.dir / "index.sqlite"
 
-    def lock(self, timeout: float = -1) -> FileLock:
+    def lock(self) -> FileLock:
         """An inter-process lock on this store (held while computing and committing)."""
         if self._lock is None:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise _store_problem(self.dir, error, "creating the store") from error
-            self._lock = FileLock(self.dir / ".lock", timeout=timeout)  # one object: reentrant
+            self._lock = FileLock(self.dir / ".lock")  # one object per store: reentrant
         return self._lock
 
     @contextlib.contextmanager
