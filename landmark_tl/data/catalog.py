@@ -54,6 +54,7 @@ AVIF_HINT = (
 )
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _MAX_LISTED = 10
+_CHUNK = 4096  # images read (and recorded in the index) at a time
 
 
 class CatalogError(UserError, ValueError):
@@ -314,8 +315,11 @@ def _inspect_all(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
+    found: list[Inspection] = []
     with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(inspect, keys))
+        for start in range(0, len(keys), _CHUNK):  # a chunk at a time: few pending futures
+            found += pool.map(inspect, keys[start : start + _CHUNK])
+    return found
 
 
 def _inspect(source: ImageSource, key: str, *, avif: bool, verify: bool) -> Inspection:
@@ -364,15 +368,17 @@ def _inspect_indexed(
         with index.lock():
             found, stale = index.known(keys, stamps, verify)
             todo = [i for i in range(len(keys)) if i not in found and i not in gone]
-            if todo:
+            for start in range(0, len(todo), _CHUNK):  # recorded as read: a kill keeps them
+                part = todo[start : start + _CHUNK]
                 read_ns = time.time_ns()
                 results = _inspect_all(
-                    source, [keys[i] for i in todo], verify=verify, workers=workers
+                    source, [keys[i] for i in part], verify=verify, workers=workers
                 )
                 index.record(
-                    [keys[i] for i in todo], [stamps[i] for i in todo], results, verify, read_ns
+                    [keys[i] for i in part], [stamps[i] for i in part], results, verify, read_ns
                 )
-                found.update(zip(todo, results, strict=True))
+                found.update(zip(part, results, strict=True))
+            if todo:
                 log.info(
                     "%s: read %d new or changed files; %d unchanged since indexed",
                     show(source.root),
