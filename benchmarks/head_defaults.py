@@ -31,9 +31,9 @@ from omegaconf import OmegaConf
 
 from landmark_tl.build import prepare_data
 from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs
+from landmark_tl.metrics import macro_f1
 from landmark_tl.models.strategies import LinearProbe
 from landmark_tl.models.strategies.base import StageConfig, TrunkAndHeads
-from landmark_tl.stats import macro_f1
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> overrides of a data set; the embedded one and a larger one generated differently.
@@ -168,7 +168,7 @@ def probe_f1(data: dict, hierarchy_parent: torch.Tensor, classes: dict[str, int]
     class FrozenFeatures(torch.nn.Module):  # all a probe needs of a backbone
         num_features, frozen, schedule = data["train"][0].shape[1], True, None
 
-    probe = LinearProbe(FrozenFeatures(), hierarchy, {"joint": StageConfig(epochs=1)})
+    probe = LinearProbe(FrozenFeatures(), hierarchy, {"joint": StageConfig(epochs=1, lr=0.0)})
     pack = {k: (v[0], {"category": v[1], "landmark": v[2]}) for k, v in data.items()}
     probe.fit_probes(pack["train"], pack["val"])
     pred = probe.eval().decode(probe(data["outer"][0]))["landmark"]

@@ -103,8 +103,8 @@ def _peak() -> dict[str, float]:
 
 def mode_cold(root: Path, work: Path) -> dict:
     from landmark_tl.build import prepare_data
+    from landmark_tl.config import compose
     from landmark_tl.data import datamodule
-    from landmark_tl.doctor import compose_train_config
 
     cache = work / "cache"
     timed = {}
@@ -119,7 +119,7 @@ def mode_cold(root: Path, work: Path) -> dict:
 
     datamodule.fill_store = timed_fill
     start = time.perf_counter()
-    _, dm = prepare_data(compose_train_config(overrides(root, cache, work / "out")))
+    _, dm = prepare_data(compose(overrides(root, cache, work / "out")))
     total = time.perf_counter() - start
     files = [p for p in cache.rglob("*") if p.is_file()]
     return {
@@ -132,19 +132,19 @@ def mode_cold(root: Path, work: Path) -> dict:
 
 
 def mode_warm(root: Path, work: Path) -> dict:
-    from landmark_tl.doctor import compose_train_config
+    from landmark_tl.config import compose
     from landmark_tl.train import train
 
-    config = compose_train_config(overrides(root, work / "cache", work / "out"))
+    config = compose(overrides(root, work / "cache", work / "out"))
     metrics = train(config, work / "out" / f"warm-{time.time_ns()}")
     return {"setup_s": metrics["timings"]["setup_s"], "total_s": metrics["timings"]["total_s"]}
 
 
 def mode_finetune(root: Path, work: Path) -> dict:
-    from landmark_tl.doctor import compose_train_config
+    from landmark_tl.config import compose
     from landmark_tl.train import train
 
-    config = compose_train_config(
+    config = compose(
         overrides(
             root,
             work / "cache",
@@ -175,11 +175,11 @@ def mode_bare(root: Path, work: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from landmark_tl.build import build_backbone
+    from landmark_tl.config import compose
     from landmark_tl.data.datamodule import default_workers
     from landmark_tl.data.transforms import geometry_transform
-    from landmark_tl.doctor import compose_train_config
 
-    config = compose_train_config(overrides(root, work / "cache", work / "out"))
+    config = compose(overrides(root, work / "cache", work / "out"))
     geometry = geometry_transform(build_backbone(config).preprocessing)
     paths = sorted(root.rglob("*.jpg"))
     sample = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:3000]]

@@ -134,7 +134,7 @@ def section_c(work: Path) -> dict:
 
     backbone = create_backbone()
     root = _data_root(work)
-    stages = {"joint": StageConfig(epochs=1)}
+    stages = {"joint": StageConfig(epochs=1, lr=3e-3)}
     epochs = {}
     for name, encoder in (("cached", backbone), ("recomputed", None)):
         store = FeatureStore(work / "features-c", encoder_key(backbone)) if encoder else None
@@ -177,7 +177,7 @@ def section_e(work: Path, steps: int = 3, rounds: int = 3, batch_size: int = 16)
     backbone = create_backbone(freeze="none")
     dm = LandmarkDataModule(_data_root(work), backbone.preprocessing, augment="random")
     dm.setup("fit")
-    module = MultiOutput(backbone, dm.hierarchy, {"joint": StageConfig()}).train()
+    module = MultiOutput(backbone, dm.hierarchy, {"joint": StageConfig(epochs=30, lr=3e-3)}).train()
     module.begin_stage("joint")
     optimizer = module.configure_optimizers()
     if isinstance(optimizer, dict):  # with a learning-rate schedule: Lightning's dict form

@@ -26,7 +26,8 @@ from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.optim import balanced_class_weights
-from landmark_tl.models.strategies import STRATEGIES, TwoLevelStrategy
+from landmark_tl.models.strategies import TwoLevelStrategy, registered
+from landmark_tl.models.strategies.registry import as_config_error, strategy_kwargs
 
 
 def cache_dir(config: TrainConfig) -> Path:
@@ -49,8 +50,8 @@ def resolve_data_root(config: TrainConfig) -> Path:
     if data.source is not DataSource.synthetic:
         if not data.root:
             raise ConfigError(
-                f"data={data.source.value} needs data.root=/path/to/data (see landmark_tl/conf/data/"
-                f"{data.source.value}.yaml)"
+                f"data={data.source.value} needs data.root=/path/to/data (see "
+                f"landmark_tl/conf/data/{data.source.value}.yaml)"
             )
         return Path(data.root).expanduser()
     return ensure_synthetic_dataset(
@@ -161,15 +162,18 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
 
 
 def build_strategy(config: TrainConfig, backbone: Backbone, hierarchy: Any) -> TwoLevelStrategy:
-    cls = STRATEGIES[config.strategy.name.value]
+    """The registered strategy ``strategy.name`` with its options and the head config."""
+    cls = registered(config.strategy.name).module
     head = {"hidden": config.head.hidden, "dropout": config.head.dropout}
-    module = cls(
-        backbone,
-        hierarchy,
-        config.strategy.stage_configs(),
-        **(head if cls.takes_head else {}),
-        **config.strategy.options(cls.config_keys),
-    )
+    try:
+        module = cls(
+            backbone,
+            hierarchy,
+            config.strategy.stage_configs(),
+            **strategy_kwargs(config.strategy, head),
+        )
+    except ValueError as error:  # the strategy's own argument names, as config keys
+        raise as_config_error(error, config.strategy) from error
     module.recipe = config.optim
     return module
 

@@ -7,20 +7,27 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+import landmark_tl.conf
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
-from landmark_tl.errors import ConfigError
+from landmark_tl.errors import ConfigError, UsageError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe
-from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
+from landmark_tl.models.strategies import StrategyConfig, registered
+from landmark_tl.models.strategies.base import STAGE_NAMES
 from landmark_tl.trainer_options import check_lightning_surface
 
 
@@ -43,19 +50,14 @@ class SplitConfig:
     small: SmallLandmarks = SmallLandmarks.error
 
     def to_spec(self) -> SplitSpec:
-        def amount(key: str, value: float) -> int | float:
-            if value >= 1 and value != int(value):
-                raise ConfigError(
-                    f"data.split.{key}={value}: give a whole count of images per landmark "
-                    "or a fraction below 1"
-                )
-            return int(value) if value >= 1 or value == 0 else value
+        """The split as the library takes it (whole numbers as image counts); SplitSpec
+        refuses what cannot work, naming the key."""
+
+        def amount(value: float) -> int | float:
+            return int(value) if float(value).is_integer() else value
 
         return SplitSpec(
-            val=amount("val", self.val),
-            test=amount("test", self.test),
-            seed=self.seed,
-            small=self.small,
+            val=amount(self.val), test=amount(self.test), seed=self.seed, small=self.small
         )
 
 
@@ -113,77 +115,10 @@ class HeadConfig:
     dropout: float = 0.1
 
 
-@dataclass
-class LossWeights:
-    category: float = 1.0
-    landmark: float = 1.0
-
-
-class StrategyName(str, Enum):
-    multi_output = "multi_output"
-    head_swap = "head_swap"
-    feature_chain = "feature_chain"
-    hierarchical = "hierarchical"
-    linear_probe = "linear_probe"
-    hierarchical_probe = "hierarchical_probe"
-
-
-# The Hydra config tree ships inside the package, so a plain (non-editable) install trains.
-CONFIG_DIR = Path(__file__).resolve().parent / "conf"
-
-STRATEGY_OPTIONS = ("first", "train_in_stage2", "loss_weights", "l2_grid")
-
-
-def default_stages() -> dict[str, StageConfig]:
-    """Every stage name a strategy may use; each strategy takes the ones it runs."""
-    return {
-        "joint": StageConfig(epochs=40, lr=1e-3),
-        "landmark": StageConfig(epochs=40, lr=1e-3),
-        "category": StageConfig(epochs=20, lr=1e-3),
-    }
-
-
-@dataclass
-class StrategyConfig:
-    """A strategy, its stages, and the options that apply to it (None: not used)."""
-
-    name: StrategyName = StrategyName.multi_output
-    first: str | None = None  # head_swap, feature_chain: category | landmark
-    train_in_stage2: list[str] | None = None  # head_swap: head [, trunk, backbone]
-    loss_weights: LossWeights | None = None  # multi_output, hierarchical
-    l2_grid: list[float] | None = None  # linear_probe, hierarchical_probe: strengths tried
-    stages: dict[str, StageConfig] = field(default_factory=default_stages)
-    lr: float | None = None  # when set, the learning rate of every stage (for sweeps)
-    # what each stage keeps (best checkpoint) and stops on (early stopping): val/loss or a
-    # validation score every stage logs (val/macro_f1, val/accuracy: mean over the stage's
-    # tasks; val/landmark_f1 ... where every stage trains that task)
-    monitor: str = "val/loss"
-    monitor_mode: str = "auto"  # auto: min for a loss, max for a score; or min | max
-
-    def stage_configs(self) -> dict[str, StageConfig]:
-        """The stages, with ``lr`` applied to each when it is set."""
-        if self.lr is None:
-            return dict(self.stages)
-        return {name: replace(stage, lr=self.lr) for name, stage in self.stages.items()}
-
-    def options(self, accepted: tuple[str, ...]) -> dict[str, Any]:
-        """Keyword arguments for the strategy; refuses options it does not take."""
-        given = {k: getattr(self, k) for k in STRATEGY_OPTIONS if getattr(self, k) is not None}
-        unused = sorted(set(given) - set(accepted))
-        if unused:
-            raise ConfigError(
-                f"strategy.{unused[0]} does not apply to strategy={self.name.value} "
-                f"(it takes {list(accepted) or 'no options'}); remove it"
-            )
-        if "loss_weights" in given:
-            weights = given["loss_weights"]
-            given["loss_weights"] = {"category": weights.category, "landmark": weights.landmark}
-        return given
-
-    @property
-    def approach(self) -> str:
-        """A readable name of the approach, e.g. ``head_swap (landmark first)``."""
-        return f"{self.name.value} ({self.first} first)" if self.first else self.name.value
+# The Hydra config tree ships inside the package, so a plain (non-editable) install trains;
+# Hydra finds it as CONFIG_MODULE (pkg://landmark_tl.conf) wherever the package is installed.
+CONFIG_DIR = Path(landmark_tl.conf.__file__).resolve().parent
+CONFIG_MODULE = landmark_tl.conf.__name__
 
 
 @dataclass
@@ -229,6 +164,13 @@ class PathsConfig:
 
 
 @dataclass
+class ExtrasConfig:
+    """Conveniences of the command line that never change a result."""
+
+    quiet: bool = False  # hide warnings and adverts that say nothing about the run
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -251,6 +193,7 @@ class TrainConfig:
     resume: bool = False
     # metrics.json value a run returns to sweepers (Optuna), as a dotted path
     optimized_metric: str = "val.landmark.macro_f1"
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
 
 
 @dataclass
@@ -265,6 +208,26 @@ class _ComposedConfig(TrainConfig):
 def register_configs() -> None:
     """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
     ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def compose_dict(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``config_name`` of the package's tree with ``key=value`` overrides, as the
+    command line composes it (unresolved). An override that does not compose (unknown key or
+    group option, wrong type, bad syntax) is a :class:`UsageError` with Hydra's message."""
+    register_configs()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
+
+
+def compose(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The training config of ``overrides`` (e.g. ``["experiment=study_table1",
+    "strategy=hierarchical", "trainer=cpu"]``): the same groups, presets and defaults as
+    ``landmark-tl train``, as a :class:`TrainConfig` for :func:`landmark_tl.train`."""
+    return to_train_config(compose_dict("train", overrides))
 
 
 def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
@@ -282,6 +245,12 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
             del trainer[key]
         trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
     schema = OmegaConf.structured(TrainConfig)
+    strategy = plain.get("strategy")
+    if strategy is not None:  # typed by the registered strategy's config dataclass
+        known = {f.name for f in fields(registered(strategy.get("name", "multi_output")).config)}
+        for key in [k for k in strategy if k not in known and strategy[k] is None]:
+            del strategy[key]  # an option another strategy takes, unset (older config.yaml)
+        schema.strategy = OmegaConf.structured(registered(strategy.name).config)
     for key in ("logger", "callbacks"):  # named objects: what was composed replaces the default
         if key in plain:
             schema[key] = {}
@@ -351,8 +320,8 @@ def _range_problems(config: TrainConfig) -> list[str]:
     for name, stage in config.strategy.stages.items():
         key = f"strategy.stages.{name}"
         checks += [
-            (f"{key}.epochs", stage.epochs, stage.epochs >= 1, ">= 1"),
-            (f"{key}.lr", stage.lr, stage.lr >= 0, ">= 0"),
+            (f"{key}.epochs", stage.epochs, stage.epochs is None or stage.epochs >= 1, ">= 1"),
+            (f"{key}.lr", stage.lr, stage.lr is None or stage.lr >= 0, ">= 0"),
             (f"{key}.weight_decay", stage.weight_decay, stage.weight_decay >= 0, ">= 0"),
         ]
         if stage.patience is not None:
@@ -363,7 +332,7 @@ def _range_problems(config: TrainConfig) -> list[str]:
 def _conflicts(config: TrainConfig) -> list[str]:
     """Options that cannot take effect together with the rest of the config."""
     problems = []
-    stage2 = config.strategy.train_in_stage2 or []
+    stage2 = getattr(config.strategy, "train_in_stage2", None) or []
     if "backbone" in stage2 and config.backbone.freeze is FreezePolicy.all:
         problems.append(
             f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
@@ -388,7 +357,7 @@ def validate_config(config: TrainConfig) -> None:
             "mixing off"
         )
     problems += config.optim.problems(
-        {name: stage.epochs for name, stage in config.strategy.stages.items()}
+        {n: stage.epochs for n, stage in config.strategy.stages.items() if stage.epochs is not None}
     )
     try:
         check_lightning_surface(

@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.doctor [data=folder|manifest|gldv2] data.root=PATH``: check data first.
+"""``landmark-tl doctor [data=folder|manifest|gldv2|shards] data.root=PATH``: check data first.
 
 Prints images per landmark and everything that training would skip or refuse: unreadable,
 truncated or duplicate files (catalog problems), tiny images, unusual image modes, names
@@ -14,19 +14,18 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from omegaconf import DictConfig
+
+from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
 from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.splits import SplitError, SplitSpec, assign_splits
-from landmark_tl.errors import UsageError, command
+from landmark_tl.errors import UserError
 from landmark_tl.io import printable
-
-if TYPE_CHECKING:
-    from landmark_tl.config import TrainConfig
 
 TINY_PIXELS = 32  # shorter side below this: upscaled a lot by the backbone's resize
 USUAL_MODES = frozenset({"RGB", "L"})
@@ -174,36 +173,24 @@ def format_report(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compose_train_config(overrides: Sequence[str]) -> TrainConfig:
-    """The training config of ``key=value`` overrides, as ``python -m landmark_tl.train``
-    composes it; ``data.root=`` without ``data=`` means ``data=folder``. A bad override is
-    a UsageError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from landmark_tl.config import CONFIG_DIR, register_configs, to_train_config
-
+def folder_by_default(overrides: Sequence[str]) -> list[str]:
+    """``overrides``, where ``data.root=`` without ``data=`` means ``data=folder`` (doctor
+    and shards are pointed at a tree)."""
     overrides = list(overrides)
     if any(o.startswith("data.root=") for o in overrides) and not any(
         o.startswith("data=") for o in overrides
     ):
         overrides.insert(0, "data=folder")
-    register_configs()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return to_train_config(compose(config_name="train", overrides=overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        cause = f"\n{error.__cause__}" if error.__cause__ else ""
-        raise UsageError(f"{error}{cause}") from error
+    return overrides
 
 
-@command
-def main(argv: list[str]) -> int:
-    """Compose the training config from ``argv`` overrides and report on its data."""
+@hydra_app("doctor")
+def check_data(cfg: DictConfig) -> None:
+    """Report on the data of the training config ``cfg``; a UserError when it cannot train."""
     from landmark_tl.build import build_source, catalog_index
+    from landmark_tl.config import to_train_config
 
-    config = compose_train_config(argv)
+    config = to_train_config(cfg)
     source = build_source(config)
     report = inspect_source(
         source,
@@ -213,7 +200,13 @@ def main(argv: list[str]) -> int:
         catalog_index(config, source),
     )
     print(format_report(report), end="")
-    return 0 if report.ok else 1
+    if not report.ok:
+        raise UserError("training cannot proceed on this data: see the report above")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``landmark-tl doctor`` (see conf/doctor.yaml); 1 when training could not proceed."""
+    return check_data(folder_by_default(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JSON]``
+"""``landmark-tl evaluate run=DIR [data.root=OTHER] [out=JSON]`` (or ``python -m``)
 
 Scores a finished run's final model on its own test split (from the run's ``split.csv``)
 or on another folder tree with the same labels; images whose (category, landmark) the run
@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import CatalogError, scan_image_folder
 from landmark_tl.data.splits import read_split_csv
-from landmark_tl.errors import command
 from landmark_tl.inference import Prediction, TrainedRun, load_run
 from landmark_tl.io import atomic_write_json, printable
 from landmark_tl.metrics import (
@@ -26,9 +29,24 @@ from landmark_tl.metrics import (
     hierarchy_scores,
     score_predictions,
 )
-from landmark_tl.predict import output_file, parse_args, predict_files
+from landmark_tl.predict import output_file, predict_files
 
-USAGE = "usage: python -m landmark_tl.evaluate run=DIR [data.root=OTHER] [out=JSON]"
+
+@dataclass
+class EvaluateData:
+    root: str | None = None  # another folder tree with the run's labels
+
+
+@dataclass
+class EvaluateArgs:
+    """The keys of ``landmark-tl evaluate`` (documented in conf/evaluate.yaml)."""
+
+    run: str = MISSING
+    data: EvaluateData = field(default_factory=EvaluateData)
+    out: str | None = None
+
+
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateArgs)
 
 
 def evaluation_images(
@@ -81,7 +99,7 @@ def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
         "category": torch.tensor([c for _, c, _ in kept], dtype=torch.long),
         "landmark": torch.tensor([lm for _, _, lm in kept], dtype=torch.long),
     }
-    names = {"category": run.hierarchy.category_names, "landmark": run.hierarchy.landmark_names}
+    names = run.hierarchy.names()
     preds, test = {}, {}
     for task in targets:
         preds[task], test[task] = score_named_predictions(
@@ -120,12 +138,12 @@ def score_named_predictions(
     return preds, scores
 
 
-@command
-def main(argv: list[str]) -> int:
-    args = parse_args(argv, ("run", "data.root", "out"), ("run",), USAGE)
-    out = output_file(args, Path(args["run"][-1]) / "evaluation.json")
-    run = load_run(args["run"][-1])
-    result = evaluate(run, args.get("data.root", [None])[-1])
+@hydra_app("evaluate")
+def main(cfg: DictConfig) -> None:
+    args: EvaluateArgs = OmegaConf.to_object(cfg)
+    out = output_file(args.out, Path(args.run) / "evaluation.json")
+    run = load_run(args.run)
+    result = evaluate(run, args.data.root)
     atomic_write_json(out, result)
     for task, s in result["test"].items():
         print(
@@ -134,7 +152,6 @@ def main(argv: list[str]) -> int:
     for label in result["unknown_labels"]:
         print(f"unknown label, not scored: {label}", file=sys.stderr)
     print(f"written to {printable(str(out))}")
-    return 0
 
 
 if __name__ == "__main__":

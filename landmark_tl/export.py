@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.export run=DIR format=onnx|torchscript [out=DIR]``
+"""``landmark-tl export run=DIR format=onnx|torchscript [out=DIR]`` (or ``python -m``)
 
 Writes a self-contained model file of a finished run (``model.onnx`` or ``model.pt``) and
 ``labels.json`` (class names, preprocessing, the model's inputs and outputs). The model
@@ -10,19 +10,35 @@ with the hierarchy for the ``hierarchical`` strategy).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 
 import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
-from landmark_tl.errors import UsageError, command
+from landmark_tl.cli import hydra_app
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json
-from landmark_tl.predict import parse_args
 
-USAGE = "usage: python -m landmark_tl.export run=DIR format=onnx|torchscript [out=DIR]"
-FORMATS = ("onnx", "torchscript")
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+@dataclass
+class ExportArgs:
+    """The keys of ``landmark-tl export`` (documented in conf/export.yaml)."""
+
+    run: str = MISSING
+    format: ExportFormat = MISSING
+    out: str | None = None  # default <run>/export
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportArgs)
 OUTPUTS = ("category_probs", "landmark_probs", "category", "landmark")
 
 
@@ -64,20 +80,15 @@ def labels(run: TrainedRun, model_file: str) -> dict:
     }
 
 
-def check_format(fmt: str) -> str:
-    """``fmt`` if it is an export format, else UsageError."""
-    if fmt not in FORMATS:
-        raise UsageError(f"format={fmt}: use {' or '.join(FORMATS)}\n{USAGE}")
-    return fmt
-
-
-def export(run: TrainedRun, fmt: str, out_dir: Path) -> Path:
+def export(run: TrainedRun, fmt: ExportFormat | str, out_dir: Path) -> Path:
     """Write the model file and labels.json into ``out_dir``; return the model file."""
-    check_format(fmt)
+    if fmt not in {f.value for f in ExportFormat}:
+        raise ValueError(f"fmt={fmt!r}: use one of {[f.value for f in ExportFormat]}")
+    fmt = ExportFormat(fmt)
     module = Exportable(run)
     example = torch.zeros(2, *run.preprocessing.input_size, dtype=torch.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
+    if fmt is ExportFormat.onnx:
         path = out_dir / "model.onnx"
         torch.onnx.export(
             module,
@@ -100,15 +111,13 @@ def export(run: TrainedRun, fmt: str, out_dir: Path) -> Path:
     return path
 
 
-@command
-def main(argv: list[str]) -> int:
-    args = parse_args(argv, ("run", "format", "out"), ("run", "format"), USAGE)
-    fmt = check_format(args["format"][-1])
-    run = load_run(args["run"][-1])
-    out = Path(args.get("out", [str(run.run_dir / "export")])[-1])
-    path = export(run, fmt, out)
+@hydra_app("export")
+def main(cfg: DictConfig) -> None:
+    args: ExportArgs = OmegaConf.to_object(cfg)
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.run_dir / "export"
+    path = export(run, args.format, out)
     print(f"wrote {path} and {out / 'labels.json'}")
-    return 0
 
 
 if __name__ == "__main__":

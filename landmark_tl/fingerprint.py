@@ -47,7 +47,7 @@ COSMETIC_KEYS = frozenset(
     }
 )
 # Groups that only record or show a run (trackers), whatever their keys.
-COSMETIC_PREFIXES = ("logger.",)
+COSMETIC_PREFIXES = ("logger.", "extras.")
 # What a run dir holds once a run has started in it (Hydra's .hydra/ and logs are not ours).
 RUN_FILES = (
     FILENAME,

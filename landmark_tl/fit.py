@@ -6,7 +6,6 @@ import csv
 import io
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,34 +16,15 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from landmark_tl.checkpointing import FrozenBackboneIO, RandomStreams, restore_frozen_backbone
 from landmark_tl.errors import ConfigError
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
+from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
 from landmark_tl.trainer_options import VAL_LOSS, Monitor
 
 log = logging.getLogger(__name__)
-
-# Lightning notices that say nothing about this run: an advert, an internal deprecation,
-# and the eval-mode warning that a frozen backbone (kept in eval on purpose) triggers.
-_ADVERT = "💡 Tip:"
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_ADVERT)
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Test predictions are gathered from all ranks and de-duplicated (TwoLevelStrategy).
-warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
-warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprec")
-# A resumed stage's earlier log rows are put back afterwards (_prepend_log).
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-# Every stage writes its own <stage>-best.ckpt into the one checkpoints/ folder.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 @dataclass
@@ -149,12 +129,14 @@ def build_trainer(
     monitor: Monitor = VAL_LOSS,
     loggers: list[Logger] | None = None,
     callbacks: Sequence[L.Callback] = (),
+    backbone: Backbone | None = None,
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """A Trainer for one stage: best checkpoint and early stopping by ``monitor`` (the last
     epoch when there is no validation split), the given loggers (default: CSV under
-    logs/<stage>) and extra callbacks; ``trainer_kwargs`` are further Trainer arguments and
-    may replace the defaults below."""
+    logs/<stage>) and extra callbacks; checkpoints keep the random streams and leave a
+    frozen ``backbone`` out (see landmark_tl.checkpointing); ``trainer_kwargs`` are further
+    Trainer arguments and may replace the defaults below."""
     watched = monitor if validate else None
     arguments = {
         "enable_model_summary": False,
@@ -169,9 +151,11 @@ def build_trainer(
         max_epochs=config.epochs,
         callbacks=[
             checkpoint_callback(stage, run_dir, watched),
+            RandomStreams(),
             *early_stopping(config, watched),
             *callbacks,
         ],
+        plugins=[] if backbone is None else [FrozenBackboneIO(backbone)],
         logger=csv_logger(stage, run_dir) if loggers is None else loggers,
         default_root_dir=run_dir,
     )
@@ -256,6 +240,7 @@ def fit_stages(
             monitor=monitor,
             loggers=None if loggers is None else loggers(stage),
             callbacks=() if callbacks is None else callbacks(),
+            backbone=module.backbone,
             **trainer_kwargs,
         )
         start = time.perf_counter()
@@ -367,8 +352,9 @@ def _restore_stage(module: TwoLevelStrategy, run_dir: Path, path: Path, result: 
     """Take a finished stage's saved results and put its best weights back in ``module``."""
     saved = read_checkpoint(path)
     stage = StageResult(**{**saved["result"], "tasks": tuple(saved["result"]["tasks"])})
-    best = read_checkpoint(run_dir / stage.best_checkpoint)
-    module.on_load_checkpoint(best)
+    best = restore_frozen_backbone(
+        read_checkpoint(run_dir / stage.best_checkpoint), module.backbone
+    )
     module.load_state_dict(best["state_dict"])
     _merge(result, stage, TestOutputs(**saved["outputs"]))
     log.info("stage %s: finished before, results and best weights restored", stage.name)

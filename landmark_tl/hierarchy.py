@@ -10,6 +10,9 @@ import torch
 
 from landmark_tl.io import printable
 
+TASKS = ("category", "landmark")
+"""The two levels, coarse first; every per-task mapping uses these names."""
+
 
 @dataclass(frozen=True)
 class LabelHierarchy:
@@ -72,6 +75,10 @@ class LabelHierarchy:
     def landmark_names(self) -> list[str]:
         """Printable landmark names, ``Category/Landmark``."""
         return [f"{printable(c)}/{printable(lm)}" for c, lm in self.landmarks]
+
+    def names(self) -> dict[str, list[str]]:
+        """Printable class names of each task, by task name."""
+        return {"category": self.category_names, "landmark": self.landmark_names}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; undecodable bytes are kept as surrogate escapes."""

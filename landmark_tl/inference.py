@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
-from landmark_tl.config import TrainConfig, to_train_config
+from landmark_tl.config import BackboneConfig, TrainConfig, to_train_config
 from landmark_tl.data.catalog import load_rgb
 from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
-from landmark_tl.errors import UsageError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.errors import UsageError, UserError
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.io import not_regular_reason, printable, special_file_kind
+from landmark_tl.models.backbone import KEPT_WEIGHTS, WeightsSource
 from landmark_tl.models.strategies import TwoLevelStrategy
-from landmark_tl.rundir import MalformedRunError, read_json, read_metrics
+from landmark_tl.rundir import (
+    BACKBONE_WEIGHTS,
+    RUN_FORMAT,
+    MalformedRunError,
+    read_json,
+    read_metrics,
+    run_format,
+)
 
 ImageInput = str | Path | Image.Image | torch.Tensor
 
@@ -91,10 +100,7 @@ class TrainedRun:
         logits = self.model(batch)
         chosen = self.model.decode(logits)
         probs = {task: value.float().softmax(-1) for task, value in logits.items()}
-        names = {
-            "category": self.hierarchy.category_names,
-            "landmark": self.hierarchy.landmark_names,
-        }
+        names = self.hierarchy.names()
         out = []
         for i, source in enumerate(sources):
             top = {
@@ -104,7 +110,7 @@ class TrainedRun:
                         *probs[task][i].topk(min(top_k, probs[task].shape[1])), strict=True
                     )
                 ]
-                for task in ("category", "landmark")
+                for task in TASKS
             }
             c, lm = int(chosen["category"][i]), int(chosen["landmark"][i])
             out.append(
@@ -131,11 +137,21 @@ def _describe(item: ImageInput) -> str:
     return str(item) if isinstance(item, str | Path) else type(item).__name__
 
 
-def read_run_config(run_dir: Path) -> TrainConfig:
-    """The run's resolved config (``config.yaml``, else Hydra's ``.hydra/config.yaml``)."""
+def read_run_config(run_dir: Path, written_format: int = RUN_FORMAT) -> TrainConfig:
+    """The run's resolved config (``config.yaml``, else Hydra's ``.hydra/config.yaml``) of
+    a run written in run format ``written_format``; a config this version cannot read is a
+    MalformedRunError naming the file and both formats."""
     for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
         if path.is_file():
-            return to_train_config(OmegaConf.load(path))
+            try:
+                return to_train_config(OmegaConf.load(path))
+            except (UserError, OmegaConfBaseException) as error:
+                raise MalformedRunError(
+                    f"{printable(str(path))}: does not match this landmark_tl's config (run "
+                    f"format {written_format}; this landmark_tl writes run format {RUN_FORMAT}): "
+                    f"{error}; train the run again, or load it with the landmark_tl version "
+                    "that wrote it"
+                ) from error
     raise MalformedRunError(
         f"{printable(str(run_dir / 'config.yaml'))}: missing; is it a landmark_tl run dir?"
     )
@@ -175,17 +191,49 @@ def _run_file(run_dir: Path, name: str) -> Path:
     return path
 
 
+def backbone_to_load(
+    config: TrainConfig, checkpoint: dict[str, Any], run_dir: Path, metrics: dict[str, Any]
+) -> BackboneConfig:
+    """The backbone settings that rebuild the run's backbone without the network: a
+    checkpoint that holds the backbone's weights needs only its architecture (weights=none);
+    a frozen hub or file backbone loads from the copy the run kept (BACKBONE_WEIGHTS), or,
+    in a run without one, from its original file, named when it is missing."""
+    backbone = config.backbone
+    if "frozen_backbone" not in checkpoint:  # the weights are in the checkpoint
+        return replace(backbone, weights=WeightsSource.none, weights_file=None)
+    if backbone.weights not in KEPT_WEIGHTS:  # package (offline) or none (seeded)
+        return backbone
+    kept = run_dir / BACKBONE_WEIGHTS
+    if kept.is_file():
+        return replace(backbone, weights=WeightsSource.file, weights_file=str(kept))
+    if backbone.weights is WeightsSource.file and Path(backbone.weights_file or "").is_file():
+        return backbone
+    need = (
+        f"backbone.weights_file={backbone.weights_file}"
+        if backbone.weights is WeightsSource.file
+        else f"the hub weights of {backbone.name} (in the Hugging Face cache, HF_HUB_OFFLINE=1)"
+    )
+    if run_format(metrics) < 2 and backbone.weights is WeightsSource.hub:
+        return backbone  # written before runs kept the weights: the hub (or its cache) it is
+    raise MalformedRunError(
+        f"{printable(str(kept))}: missing, and the run's frozen backbone was loaded from "
+        f"{need}, which is not there either: restore {BACKBONE_WEIGHTS} into the run dir "
+        "or provide that file"
+    )
+
+
 def load_run(run_dir: str | Path) -> TrainedRun:
     """Rebuild a finished run's model from its dir (config, hierarchy, last best checkpoint);
     a dir that is not a complete finished run raises MalformedRunError naming the file."""
     from landmark_tl.build import build_backbone, build_strategy
+    from landmark_tl.checkpointing import restore_frozen_backbone
     from landmark_tl.fingerprint import check_run_marker
     from landmark_tl.fit import read_checkpoint
 
     run_dir = finished_run_dir(Path(run_dir))
     metrics = read_metrics(run_dir / "metrics.json")
     check_run_marker(run_dir, metrics)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, run_format(metrics))
     hierarchy_path = _run_file(run_dir, "hierarchy.json")
     try:
         hierarchy = LabelHierarchy.from_dict(read_json(hierarchy_path))
@@ -193,15 +241,17 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         raise MalformedRunError(f"{printable(str(hierarchy_path))}: {error!r}") from error
     last_stage = metrics["stages"][-1]["name"]
     checkpoint_path = _run_file(run_dir, f"checkpoints/{last_stage}-best.ckpt")
-    L.seed_everything(config.seed, verbose=False)  # a weights=none backbone is seeded
-    model = build_strategy(config, build_backbone(config), hierarchy)
     try:
         checkpoint = read_checkpoint(checkpoint_path)
     except RuntimeError as error:  # damaged: read_checkpoint's message names the file
         raise MalformedRunError(str(error)) from error
+    L.seed_everything(config.seed, verbose=False)  # a weights=none backbone is seeded
+    backbone = build_backbone(
+        replace(config, backbone=backbone_to_load(config, checkpoint, run_dir, metrics))
+    )
+    model = build_strategy(config, backbone, hierarchy)
     model.begin_stage(last_stage)
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(restore_frozen_backbone(checkpoint, backbone)["state_dict"])
     return TrainedRun(run_dir, config, hierarchy, metrics, model.eval())
 
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from landmark_tl.io import atomic_write_bytes, printable
+from landmark_tl.metrics import macro_f1
 from landmark_tl.rundir import (
     TASKS,
     MalformedRunError,
@@ -27,7 +28,6 @@ from landmark_tl.rundir import (
     read_epoch_metrics,
     read_predictions,
 )
-from landmark_tl.stats import macro_f1
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``python -m landmark_tl.predict run=DIR inputs=PATH_OR_GLOB [inputs=...] [top_k=3] [out=CSV]``
+"""``landmark-tl predict run=DIR inputs=PATH_OR_GLOB [top_k=3] [out=CSV]`` (or ``python -m``)
 
 Predicts category and landmark for image files, folders (searched recursively) or globs
 with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
@@ -13,56 +13,49 @@ import csv
 import io
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from landmark_tl.cli import as_list, hydra_app
 from landmark_tl.data.catalog import IMAGE_EXTENSIONS, CatalogError, load_rgb
-from landmark_tl.errors import UsageError, command
+from landmark_tl.errors import UsageError
 from landmark_tl.inference import Prediction, TrainedRun, image_files, load_run
 from landmark_tl.io import atomic_write_text, printable
 
-USAGE = "usage: python -m landmark_tl.predict run=DIR inputs=PATH_OR_GLOB [top_k=3] [out=CSV]"
+
+@dataclass
+class PredictArgs:
+    """The keys of ``landmark-tl predict`` (documented in conf/predict.yaml)."""
+
+    run: str = MISSING
+    inputs: Any = MISSING  # a path or glob, or a list of them
+    top_k: int = 3
+    out: str | None = None
 
 
-def parse_args(
-    argv: Sequence[str],
-    keys: Sequence[str] = ("run", "inputs", "top_k", "out"),
-    required: Sequence[str] = ("run", "inputs"),
-    usage: str = USAGE,
-) -> dict[str, list[str]]:
-    """``key=value`` arguments (a key may repeat); unknown or missing keys raise UsageError."""
-    args: dict[str, list[str]] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in keys:
-            raise UsageError(f"unknown argument {arg!r}\n{usage}")
-        args.setdefault(key, []).append(value)
-    if any(key not in args for key in required):
-        raise UsageError(f"{' and '.join(k + '=' for k in required)} are required\n{usage}")
-    return args
+ConfigStore.instance().store(name="predict_schema", node=PredictArgs)
 
 
-def positive_int(args: dict[str, list[str]], key: str, default: int) -> int:
-    """The last ``key=`` value as a whole number >= 1, else UsageError naming it."""
-    text = args.get(key, [str(default)])[-1]
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+def positive(key: str, value: int) -> int:
+    """``value`` when >= 1, else a UsageError naming ``key``."""
     if value < 1:
-        raise UsageError(f"{key}={text}: must be a whole number >= 1 (e.g. {key}={default})")
+        raise UsageError(f"{key}={value}: must be a whole number >= 1")
     return value
 
 
-def output_file(args: dict[str, list[str]], default: Path) -> Path:
+def output_file(out: str | None, default: Path) -> Path:
     """The ``out=`` file (``default`` when not given); a folder is refused."""
-    out = Path(args.get("out", [str(default)])[-1])
-    if out.is_dir():
+    path = Path(out) if out else default
+    if path.is_dir():
         raise UsageError(
-            f"out={printable(str(out))} is a folder: give a file path, e.g. "
-            f"out={printable(str(out / default.name))}"
+            f"out={printable(str(path))} is a folder: give a file path, e.g. "
+            f"out={printable(str(path / default.name))}"
         )
-    return out
+    return path
 
 
 def predict_files(
@@ -138,20 +131,21 @@ def table(predictions: Sequence[Prediction]) -> str:
     return "\n".join(lines)
 
 
-@command
-def main(argv: list[str]) -> int:
+@hydra_app("predict")
+def main(cfg: DictConfig) -> None:
     """Arguments and inputs are checked before the model is loaded; nothing is written
     unless at least one image was predicted."""
-    args = parse_args(argv)
-    top_k = positive_int(args, "top_k", 3)
-    out = output_file(args, Path(args["run"][-1]) / "predict.csv")
-    files, special = image_files(args["inputs"])
+    args: PredictArgs = OmegaConf.to_object(cfg)
+    top_k = positive("top_k", args.top_k)
+    out = output_file(args.out, Path(args.run) / "predict.csv")
+    inputs = as_list(args.inputs)
+    files, special = image_files(inputs)
     if not files:
         raise UsageError(
-            f"no image files in inputs={', '.join(args['inputs'])} (extensions "
+            f"no image files in inputs={', '.join(inputs)} (extensions "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); nothing to predict"
         )
-    run = load_run(args["run"][-1])
+    run = load_run(args.run)
     predictions, skipped = predict_files(run, files, top_k)
     skipped += special
     if not predictions:
@@ -165,7 +159,6 @@ def main(argv: list[str]) -> int:
     for path, reason in skipped:
         print(f"skipped {printable(str(path))}: {reason}", file=sys.stderr)
     print(f"{len(predictions)} predicted, {len(skipped)} skipped; CSV: {printable(str(out))}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Compare runs: one row per approach with seed spread, bootstrap intervals and paired tests.
 
-    python -m landmark_tl.report DIR [DIR ...] [--out OUT] [--bootstrap 2000] [--seed 0]
+    landmark-tl report runs=DIR [runs=[DIR1,DIR2]] [out=OUT] [bootstrap=2000] [seed=0]
 
 Finds every metrics.json below the DIRs (runs, Hydra multiruns, parents of either), groups
 the runs by approach and sweep point (the overrides that differ between runs, training and
@@ -14,7 +14,6 @@ one) by a paired bootstrap; the verdicts are Holm-corrected for the number of ro
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
@@ -24,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from landmark_tl.errors import command
+from landmark_tl.cli import as_list, hydra_app
+from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png
-from landmark_tl.rundir import TASKS, NoRunsError, Run, collect_runs
+from landmark_tl.rundir import TASKS, Run, collect_runs
 from landmark_tl.stats import (
     Comparison,
     batched_macro_f1,
@@ -519,45 +521,37 @@ def write_report(table: Table, out_dir: str | Path, skipped: Sequence[str] = ())
     }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+@dataclass
+class ReportArgs:
+    """The keys of ``landmark-tl report`` (documented in conf/report.yaml)."""
+
+    runs: Any = MISSING  # a dir, or a list of them
+    out: str | None = None  # default: the first of runs
+    bootstrap: int = 2000
+    seed: int = 0
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m landmark_tl.report",
-        description="Compare runs: Table 1 (Markdown, CSV, bar chart) with bootstrap statistics.",
-    )
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="runs or multiruns")
-    parser.add_argument("--out", type=Path, help="output folder (default: the first DIR)")
-    parser.add_argument("--bootstrap", type=_positive, default=2000, help="resamples B")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
-    return parser.parse_args(argv)
+ConfigStore.instance().store(name="report_schema", node=ReportArgs)
 
 
-@command
-def main(argv: list[str]) -> int:
-    """Command line entry point; 2 when a path holds no usable run."""
-    args = parse_args(argv)
-    try:
-        runs, skipped = collect_runs(args.dirs)
-    except NoRunsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+@hydra_app("report")
+def main(cfg: DictConfig) -> None:
+    """Command line entry point; exit 2 when a path holds no usable run."""
+    args: ReportArgs = OmegaConf.to_object(cfg)
+    dirs = [Path(d) for d in as_list(args.runs)]
+    if args.bootstrap < 1:
+        raise UsageError(f"bootstrap={args.bootstrap}: must be a whole number >= 1")
+    runs, skipped = collect_runs(dirs)
     for line in skipped:
         print(f"warning: {line}", file=sys.stderr)
     if not runs:
-        print("error: every run found was skipped; nothing to report", file=sys.stderr)
-        return 2
+        raise UsageError("every run found was skipped; nothing to report")
     table = summarise(runs, bootstrap=args.bootstrap, seed=args.seed)
-    first = args.dirs[0]
-    files = write_report(table, args.out or (first if first.is_dir() else first.parent), skipped)
+    first = dirs[0]
+    out = Path(args.out) if args.out else (first if first.is_dir() else first.parent)
+    files = write_report(table, out, skipped)
     print(markdown_table(table, skipped))
     print("wrote " + ", ".join(printable(str(p)) for p in files.values()))
-    return 0
 
 
 if __name__ == "__main__":

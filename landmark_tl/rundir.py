@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from landmark_tl.errors import UsageError, UserError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.io import printable
 
-TASKS = ("category", "landmark")
+# The layout of a run dir (metrics.json "run_format"). 2: strategy options typed by the
+# registered strategy's config, frozen hub/file backbone weights kept in BACKBONE_WEIGHTS.
+# Runs without the key are format 1.
+RUN_FORMAT = 2
+BACKBONE_WEIGHTS = "backbone.safetensors"
 METRICS_SECTIONS = {"data": dict, "hierarchy": dict, "stages": list, "timings": dict}
 
 
@@ -48,9 +52,21 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def run_format(metrics: dict[str, Any]) -> int:
+    """The run-dir format a finished run was written in (1 before it was recorded)."""
+    return int(metrics.get("run_format", 1))
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
-    """metrics.json, with its optional sections checked for type."""
+    """metrics.json, with its optional sections checked for type; a run written by a newer
+    landmark_tl (a later run format) is refused, naming both formats."""
     metrics = read_json(path)
+    if run_format(metrics) > RUN_FORMAT:
+        raise MalformedRunError(
+            f"{printable(str(path))}: run format {run_format(metrics)} was written by a newer "
+            f"landmark_tl ({metrics.get('provenance', {}).get('versions', {}).get('landmark_tl')}"
+            f"); this one reads run formats up to {RUN_FORMAT}: upgrade landmark_tl"
+        )
     wrong = [
         k for k, kind in METRICS_SECTIONS.items() if not isinstance(metrics.get(k, kind()), kind)
     ]
@@ -96,7 +112,7 @@ def read_class_names(run_dir: Path) -> dict[str, list[str]] | None:
         hierarchy = LabelHierarchy.from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
         raise MalformedRunError(f"{printable(str(path))}: {error!r}") from error
-    return {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    return hierarchy.names()
 
 
 def read_epoch_metrics(path: Path) -> dict[str, dict[int, float]]:

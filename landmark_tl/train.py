@@ -11,11 +11,11 @@ import logging
 import secrets
 import sys
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -23,12 +23,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.cli import hydra_app
 from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
-from landmark_tl.errors import hydra_command, take_debug_flag
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,
@@ -44,8 +44,11 @@ from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.metrics import hierarchy_scores
+from landmark_tl.models.backbone import KEPT_WEIGHTS, save_weights_file
 from landmark_tl.plots import write_run_plots
-from landmark_tl.rundir import read_metrics
+from landmark_tl.provenance import provenance
+from landmark_tl.quiet import quiet_known_notices
+from landmark_tl.rundir import BACKBONE_WEIGHTS, RUN_FORMAT, read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -57,8 +60,7 @@ register_configs()
 def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     """One row per test image: true and predicted labels of each task with its probability."""
     records = datamodule.records("test")
-    hierarchy = datamodule.hierarchy
-    names = {"category": hierarchy.category_names, "landmark": hierarchy.landmark_names}
+    names = datamodule.hierarchy.names()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
@@ -151,6 +153,9 @@ def _train(
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(config)))
         report = inspect_catalog(catalog, config.data.split.to_spec(), config.data.split_file)
         atomic_write_text(run_dir / "data_report.md", format_report(report))
+        if backbone.frozen and config.backbone.weights in KEPT_WEIGHTS:
+            # checkpoints leave a frozen backbone out: keep its weights for offline loading
+            save_weights_file(backbone, run_dir / BACKBONE_WEIGHTS)
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.
@@ -172,12 +177,14 @@ def _train(
     sizes = split_sizes(datamodule.assignment)
     test = fit.test_outputs
     metrics = {
+        "run_format": RUN_FORMAT,
         "fingerprint": fingerprint.digest,
         "approach": config.strategy.approach,
-        "strategy": config.strategy.name.value,
+        "strategy": config.strategy.name,
         "backbone": config.backbone.name,
         "seed": config.seed,
         "overrides": list(overrides),
+        "provenance": provenance(str(config.trainer.accelerator)),
         "test": fit.task_scores(),
         "val": fit.task_val_scores(),
         # an empty split is stated, never scored: no validation keeps each stage's last epoch
@@ -277,13 +284,14 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
     return float(value)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@hydra_command
+@hydra_app("train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns ``optimized_metric`` for sweepers. Data, config and run-dir
-    errors print their message alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``:
-    with the traceback)."""
+    """``landmark-tl train [key=value ...]`` (or ``python -m landmark_tl.train``); returns
+    ``optimized_metric`` to sweepers. Data, config and run-dir errors print their message
+    alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback)."""
     config = to_train_config(cfg)
+    if config.extras.quiet:
+        quiet_known_notices()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():
@@ -291,6 +299,17 @@ def main(cfg: DictConfig) -> float:
     return metric_at(metrics, config.optimized_metric)
 
 
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``landmark_tl.train(config, run_dir)`` is :func:`train`
+    (the package attribute ``train`` is this module once it is imported)."""
+
+    def __call__(
+        self, config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        return train(config, run_dir, overrides)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], *take_debug_flag(sys.argv[1:])]
-    main()
+    sys.exit(main())

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs, to_train_config
+from landmark_tl.config import CONFIG_DIR, TrainConfig, compose
 from landmark_tl.data.synthetic import generate_synthetic_monuments
 
 CONF_DIR = CONFIG_DIR
@@ -43,10 +42,7 @@ def tiny_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compose_config(*overrides: str) -> TrainConfig:
     """Compose ``conf/train.yaml`` with overrides, as the command line would."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    return to_train_config(cfg)
+    return compose(overrides)
 
 
 @pytest.fixture

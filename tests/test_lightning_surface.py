@@ -106,7 +106,7 @@ def test_trainer_keys_and_callbacks_reach_the_stage_trainer(tmp_path):
     monitor = Monitor.resolve(config.strategy.monitor, config.strategy.monitor_mode)
     trainer = build_trainer(
         "joint",
-        StageConfig(epochs=4, patience=2),
+        StageConfig(epochs=4, lr=1e-3, patience=2),
         tmp_path,
         monitor=monitor,
         callbacks=build_callbacks(config.callbacks),

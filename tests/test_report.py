@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from landmark_tl.metrics import score_predictions
+from landmark_tl.metrics import macro_f1, score_predictions
 from landmark_tl.report import (
     ABOVE_PROBE,
     BEST,
@@ -27,7 +27,7 @@ from landmark_tl.report import (
     write_report,
 )
 from landmark_tl.rundir import collect_runs
-from landmark_tl.stats import batched_macro_f1, macro_f1, paired_comparison, percentile_interval
+from landmark_tl.stats import batched_macro_f1, paired_comparison, percentile_interval
 
 LANDMARKS = ["Gothic/Cologne", "Gothic/Milan", "Pyramids/Giza", "Pyramids/Louvre"]
 PARTNER = {0: 2, 1: 3, 2: 0, 3: 1}  # a landmark of the other category
@@ -97,12 +97,18 @@ def test_macro_f1_matches_hand_computed_values() -> None:
     np.testing.assert_allclose(rows, [1.0, (0.0 + 2 / 3) / 2])
 
 
-def test_macro_f1_agrees_with_torchmetrics_on_random_labels() -> None:
+def test_the_bootstraps_batched_macro_f1_agrees_with_torchmetrics() -> None:
+    from torchmetrics.functional.classification import multiclass_f1_score
+
     rng = np.random.default_rng(3)
-    for _ in range(5):
-        preds, targets = rng.integers(0, 12, 40), rng.integers(0, 9, 40)
-        expected = score_predictions(torch.from_numpy(preds), torch.from_numpy(targets), 15)
-        assert macro_f1(preds, targets, 15) == pytest.approx(expected["macro_f1"], abs=1e-6)
+    preds, targets = rng.integers(0, 12, (6, 40)), rng.integers(0, 9, (6, 40))
+    rows = batched_macro_f1(preds, targets, 15)  # classes 12..14 in neither: left out
+    for row, p, t in zip(rows, preds, targets, strict=True):
+        reference = multiclass_f1_score(torch.from_numpy(p), torch.from_numpy(t), 15)
+        assert row == pytest.approx(float(reference), abs=1e-6)
+        assert macro_f1(p, t, 15) == pytest.approx(float(reference), abs=1e-6)
+        expected = score_predictions(torch.from_numpy(p), torch.from_numpy(t), 15)
+        assert expected["macro_f1"] == pytest.approx(float(reference), abs=1e-6)
 
 
 def test_paired_comparison_and_interval() -> None:
@@ -193,7 +199,7 @@ def test_write_report_files(multirun: Path, tmp_path: Path) -> None:
 def test_cli_writes_report_and_prints_table(
     multirun: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([str(multirun), "--bootstrap", "100", "--seed", "1"]) == 0
+    assert main([f"runs={multirun}", "bootstrap=100", "seed=1"]) == 0
     out = capsys.readouterr().out
     assert "| A | 2 |" in out and "| B | 2 |" in out
     assert (multirun / "table1.md").is_file() and (multirun / "table1.png").is_file()
@@ -204,7 +210,7 @@ def test_cli_exit_code_2_for_a_path_without_runs(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main([str(empty)]) == 2
+    assert main([f"runs={empty}"]) == 2
     assert f"no metrics.json found below {empty}" in capsys.readouterr().err
 
 
@@ -216,7 +222,7 @@ def test_broken_predictions_are_skipped_and_named(
     missing = make_run(multirun, "6", "B", 3, TRUTH)
     (missing / "predictions.csv").unlink()
     out_dir = tmp_path / "report"
-    assert main([str(multirun), "--out", str(out_dir), "--bootstrap", "50"]) == 0
+    assert main([f"runs={multirun}", f"out={out_dir}", "bootstrap=50"]) == 0
     captured = capsys.readouterr()
     for run_dir in (broken, missing):
         assert f"warning: skipped run {run_dir}" in captured.err

@@ -83,7 +83,7 @@ def test_optuna_search_finishes_and_names_its_best_trial(tiny_tree, tmp_path, ca
         json.loads((r / "metrics.json").read_text())["val"]["landmark"]["macro_f1"] for r in runs
     ]
     assert results["best_value"] == max(values)  # optimised on validation, not test
-    assert report_main([str(tmp_path / "sweep"), "--bootstrap", "100"]) == 0
+    assert report_main([f"runs={tmp_path / 'sweep'}", "bootstrap=100"]) == 0
     assert "Best by validation landmark macro F1: **multi_output strategy.lr=" in (
         capsys.readouterr().out
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from landmark_tl.checkpointing import restore_frozen_backbone
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.fit import fit_stages
@@ -100,7 +101,7 @@ def test_head_swap_can_also_train_the_trunk_in_stage_2(backbone, datamodule, tmp
 def test_head_swap_refuses_stage2_parts_without_the_head(backbone, datamodule):
     with pytest.raises(ValueError, match="train_in_stage2"):
         HeadSwap(backbone, datamodule.hierarchy, STAGES, train_in_stage2=["trunk"])
-    with pytest.raises(ValueError, match="strategy.first"):
+    with pytest.raises(ValueError, match="^first='species'"):  # its own argument names
         HeadSwap(backbone, datamodule.hierarchy, STAGES, first="species")
 
 
@@ -169,10 +170,10 @@ def test_hierarchical_predictions_are_consistent_after_training(backbone, datamo
 
 def test_stage_config_errors_name_the_stages(backbone, datamodule):
     with pytest.raises(ValueError, match=r"missing \['category'\]"):
-        HeadSwap(backbone, datamodule.hierarchy, {"landmark": StageConfig()})
+        HeadSwap(backbone, datamodule.hierarchy, {"landmark": STAGES["landmark"]})
     with pytest.raises(ValueError, match=r"unknown \['landmrk'\]"):
         MultiOutput(
-            backbone, datamodule.hierarchy, {"joint": StageConfig(), "landmrk": StageConfig()}
+            backbone, datamodule.hierarchy, {"joint": STAGES["joint"], "landmrk": STAGES["joint"]}
         )
 
 
@@ -183,11 +184,10 @@ def test_checkpoints_leave_out_a_frozen_backbone_and_load_back(backbone, datamod
     assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
     assert checkpoint["frozen_backbone"]["weights_digest"] == backbone.weights_digest
     fresh = MultiOutput(backbone, datamodule.hierarchy, STAGES, hidden=[16])
-    fresh.on_load_checkpoint(checkpoint)
-    fresh.load_state_dict(checkpoint["state_dict"])
+    fresh.load_state_dict(restore_frozen_backbone(checkpoint, backbone)["state_dict"])
     assert torch.equal(fresh.net.heads["landmark"].weight, module.net.heads["landmark"].weight)
     other = create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
     with pytest.raises(ValueError, match="same backbone"):
-        MultiOutput(other, datamodule.hierarchy, STAGES, hidden=[16]).on_load_checkpoint(
-            torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False)
+        restore_frozen_backbone(
+            torch.load(tmp_path / result.stages[0].best_checkpoint, weights_only=False), other
         )

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
+from landmark_tl.errors import UsageError
 from landmark_tl.train import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 
@@ -91,9 +91,9 @@ def test_unreadable_images_are_skipped_and_reported(tiny_tree, tmp_path):
 @pytest.mark.parametrize(
     ("override", "error", "message"),
     [
-        ("data.augment=sideways", ConfigCompositionException, "data.augment"),
-        ("strategy.stages.joint.epocs=3", ConfigCompositionException, "epocs"),
-        ("head.dropout=lots", ConfigCompositionException, "head.dropout"),
+        ("data.augment=sideways", UsageError, "data.augment"),
+        ("strategy.stages.joint.epocs=3", UsageError, "epocs"),
+        ("head.dropout=lots", UsageError, "head.dropout"),
     ],
 )
 def test_bad_config_values_fail_at_start_naming_the_key(override, error, message):

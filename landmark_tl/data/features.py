@@ -41,13 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from landmark_tl.data.sqlite import connect
+from landmark_tl.data.transforms import View
 from landmark_tl.errors import UserError
 from landmark_tl.io import atomic_write, bytes_digest, printable
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
-View = Callable[[torch.Tensor], torch.Tensor]
 DTYPES = ("float32", "float16")
 SHARD_BYTES = 16 << 20  # rows per shard: about this many bytes (one file per 16 MiB)
 _CHUNK = 8 << 20  # bytes read at a time when checking a shard's checksum

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from landmark_tl.errors import ConfigError
+from landmark_tl.io import atomic_write_bytes
 from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,19 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+KEPT_WEIGHTS = frozenset({WeightsSource.hub, WeightsSource.file})
+"""Weight sources a run dir keeps a copy of (the others load offline from the package)."""
+
+
+def save_weights_file(backbone: Backbone, path: str | Path) -> Path:
+    """Write the backbone's weights as .safetensors (atomically), loadable with
+    ``weights=file``."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
+    return atomic_write_bytes(path, save(state))
 
 
 def _hub_address() -> tuple[str, int]:

@@ -1,4 +1,8 @@
-"""One LightningModule per training strategy, on a shared base."""
+"""One LightningModule per training strategy, on a shared base, registered by name.
+
+Importing this package registers the built-in strategies; a new one registers itself with
+``@register_strategy`` (see :mod:`landmark_tl.models.strategies.registry`).
+"""
 
 from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
 from landmark_tl.models.strategies.feature_chain import FeatureChain
@@ -6,15 +10,12 @@ from landmark_tl.models.strategies.head_swap import HeadSwap
 from landmark_tl.models.strategies.hierarchical import Hierarchical
 from landmark_tl.models.strategies.linear_probe import HierarchicalProbe, LinearProbe
 from landmark_tl.models.strategies.multi_output import MultiOutput
-
-STRATEGIES: dict[str, type[TwoLevelStrategy]] = {
-    "multi_output": MultiOutput,
-    "head_swap": HeadSwap,
-    "feature_chain": FeatureChain,
-    "hierarchical": Hierarchical,
-    "linear_probe": LinearProbe,
-    "hierarchical_probe": HierarchicalProbe,
-}
+from landmark_tl.models.strategies.registry import (
+    STRATEGIES,
+    StrategyConfig,
+    register_strategy,
+    registered,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -25,5 +26,8 @@ __all__ = [
     "LinearProbe",
     "MultiOutput",
     "StageConfig",
+    "StrategyConfig",
     "TwoLevelStrategy",
+    "register_strategy",
+    "registered",
 ]

@@ -8,7 +8,6 @@ the stage order, the tasks of each stage (:meth:`stage_tasks`), what trains in a
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +20,8 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
-from landmark_tl.errors import ConfigError
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.data.splits import SPLITS
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
@@ -36,18 +35,18 @@ from landmark_tl.models.optim import (
     build_scheduler,
 )
 
-TASKS = ("category", "landmark")
 METRIC_NAMES = ("f1", "acc")  # of task_metrics
-SPLITS = ("train", "val", "test")
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
 
 @dataclass
 class StageConfig:
-    """Optimisation of one stage: its own epochs, learning rate and early stopping."""
+    """Optimisation of one stage: its own epochs, learning rate and early stopping. The
+    numbers live in each strategy's YAML (conf/strategy); a stage a strategy runs must have
+    ``epochs`` and ``lr`` set (None: not given)."""
 
-    epochs: int = 30
-    lr: float = 3e-3
+    epochs: int | None = None
+    lr: float | None = None
     weight_decay: float = 0.0
     patience: int | None = None  # early-stopping patience on val/loss; None: no early stop
 
@@ -64,16 +63,24 @@ class TestOutputs:
 def other_task(task: str) -> str:
     """The task that is not ``task``; refuses names that are not tasks."""
     if task not in TASKS:
-        raise ConfigError(f"strategy.first={task!r}: use 'category' or 'landmark'")
+        raise ValueError(f"first={task!r}: use 'category' or 'landmark'")
     return TASKS[1 - TASKS.index(task)]
+
+
+@dataclass
+class LossWeights:
+    """Weight of each task's cross-entropy in a one-stage strategy's loss."""
+
+    category: float = 1.0
+    landmark: float = 1.0
 
 
 def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """Complete and validate per-task loss weights (default 1 each)."""
     merged = {task: 1.0 for task in TASKS} | dict(weights or {})
     if set(merged) != set(TASKS) or min(merged.values()) < 0 or max(merged.values()) == 0:
-        raise ConfigError(
-            "strategy.loss_weights needs non-negative 'category' and 'landmark' weights, "
+        raise ValueError(
+            "loss_weights needs non-negative 'category' and 'landmark' weights, "
             f"not both zero; got {merged}"
         )
     return merged
@@ -82,8 +89,6 @@ def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 class TwoLevelStrategy(L.LightningModule):
     """Backbone + strategy-specific heads, trained stage by stage."""
 
-    config_keys: tuple[str, ...] = ()
-    """Strategy options (beyond stages and head) that this strategy takes from the config."""
     recipe: Recipe = Recipe()
     """Optimiser, schedule and label smoothing of every stage (set by the builder)."""
     class_weights: Mapping[str, torch.Tensor] | None = None
@@ -102,9 +107,21 @@ class TwoLevelStrategy(L.LightningModule):
         super().__init__()
         unknown = sorted(set(stages) - set(STAGE_NAMES))
         missing = [name for name in stage_names if name not in stages]
+        unset = [
+            f"{name}.{key}"
+            for name in stage_names
+            if name in stages
+            for key in ("epochs", "lr")
+            if getattr(stages[name], key) is None
+        ]
+        if unset:
+            raise ValueError(
+                f"stages: {type(self).__name__} needs {unset} (each strategy's YAML in "
+                "landmark_tl/conf/strategy sets them; landmark_tl.compose() reads it)"
+            )
         if unknown or missing:
-            raise ConfigError(
-                f"strategy.stages: {type(self).__name__} runs stages {list(stage_names)}; "
+            raise ValueError(
+                f"stages: {type(self).__name__} runs stages {list(stage_names)}; "
                 f"missing {missing}, unknown {unknown} (stage names are {list(STAGE_NAMES)})"
             )
         self.backbone = backbone
@@ -317,52 +334,6 @@ class TwoLevelStrategy(L.LightningModule):
         total = len(self.trainer.datamodule.datasets["test"])
         return interleaved[:total].cpu()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the random streams (so a resumed fit continues as the uninterrupted one);
-        leave a frozen backbone's weights out (they are the pretrained ones) but record
-        which backbone it was, so a load can check it is given the same one."""
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-        if not self.backbone.frozen:
-            return
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("backbone.")]:
-            del state[key]
-        checkpoint["frozen_backbone"] = {
-            "name": self.backbone.name,
-            "weights_digest": self._frozen_backbone_digest(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the random streams; put this module's frozen backbone back into a
-        checkpoint saved without it."""
-        rng = checkpoint.get("rng_states")
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        if rng is not None and fitting:
-            torch.set_rng_state(rng["torch"])
-            random.setstate(_as_tuple(rng["python"]))
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        saved = checkpoint.get("frozen_backbone")
-        if saved is None:
-            return
-        if saved["weights_digest"] != self._frozen_backbone_digest():
-            raise ValueError(
-                f"checkpoint was trained on frozen backbone {saved['name']} with weights "
-                f"{saved['weights_digest']}; this module's backbone {self.backbone.name} has "
-                f"weights {self.backbone.weights_digest}: build it with the same backbone.*"
-            )
-        prefix = "backbone."
-        checkpoint["state_dict"].update(
-            {prefix + k: v for k, v in self.backbone.state_dict().items()}
-        )
-
-    def _frozen_backbone_digest(self) -> str:
-        if getattr(self, "_backbone_digest", None) is None:
-            self._backbone_digest = self.backbone.weights_digest
-        return self._backbone_digest
-
     def configure_optimizers(self) -> dict[str, Any]:
         """The recipe's optimiser (and schedule) for the current stage's parameters."""
         if not any(p.requires_grad for p in self.parameters()):
@@ -394,11 +365,10 @@ class TwoLevelStrategy(L.LightningModule):
 
 
 class OneStageBothTasks(TwoLevelStrategy):
-    """A single stage that trains ``self.net`` (and an unfrozen backbone) on a weighted sum
-    of both tasks' cross-entropies; subclasses set the stage name, the default weights and
-    build ``self.net``."""
+    """A single stage that trains ``self.net`` (a trunk with the output layers of
+    :meth:`net_outputs`; and an unfrozen backbone) on a weighted sum of both tasks'
+    cross-entropies; subclasses set the stage name and the default weights."""
 
-    config_keys = ("loss_weights",)
     stage_name = "joint"
     default_loss_weights: Mapping[str, float] = {"category": 1.0, "landmark": 1.0}
 
@@ -407,12 +377,20 @@ class OneStageBothTasks(TwoLevelStrategy):
         backbone: Backbone,
         hierarchy: LabelHierarchy,
         stages: Mapping[str, StageConfig],
+        *,
+        hidden: Sequence[int] = (512,),
+        dropout: float = 0.1,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(backbone, hierarchy, stages, (self.stage_name,))
         self.loss_weights = check_loss_weights(
             dict(self.default_loss_weights) | dict(loss_weights or {})
         )
+        self.net = TrunkAndHeads(backbone.num_features, hidden, dropout, self.net_outputs())
+
+    def net_outputs(self) -> dict[str, int]:
+        """Classes of each output layer of ``self.net``: by default one layer per task."""
+        return dict(self.num_classes)
 
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
         return TASKS
@@ -441,11 +419,6 @@ class TaskPerStage(TwoLevelStrategy):
 
     def stage_tasks(self, stage: str) -> tuple[str, ...]:
         return (stage,)
-
-
-def _as_tuple(value: object) -> object:
-    """Lists back to tuples, recursively (a random state saved as plain data)."""
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class TrunkAndHeads(nn.Module):

@@ -8,6 +8,7 @@ the other task from [backbone features ‖ softmax(A(x))]; A is frozen and in ev
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,12 +20,18 @@ from landmark_tl.models.strategies.base import (
     TaskPerStage,
     TrunkAndHeads,
 )
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 
+@dataclass
+class FeatureChainConfig(StrategyConfig):
+    name: str = "feature_chain"
+    first: str = "landmark"  # category | landmark: the task of model A
+
+
+@register_strategy(FeatureChainConfig)
 class FeatureChain(TaskPerStage):
     """Two stages named after their tasks: model A on ``first``, then model B."""
-
-    config_keys = ("first",)
 
     def __init__(
         self,

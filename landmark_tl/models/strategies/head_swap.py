@@ -10,11 +10,11 @@ test scores are taken at the end of stage 1.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from landmark_tl.errors import ConfigError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import (
@@ -22,14 +22,22 @@ from landmark_tl.models.strategies.base import (
     TaskPerStage,
     TrunkAndHeads,
 )
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 STAGE2_PARTS = ("head", "trunk", "backbone")
 
 
+@dataclass
+class HeadSwapConfig(StrategyConfig):
+    name: str = "head_swap"
+    first: str = "landmark"  # category | landmark
+    # what trains in stage 2: head (always; the study's choice), optionally trunk, backbone
+    train_in_stage2: list[str] = field(default_factory=lambda: ["head"])
+
+
+@register_strategy(HeadSwapConfig)
 class HeadSwap(TaskPerStage):
     """Two stages named after their tasks, ``first`` then the other."""
-
-    config_keys = ("first", "train_in_stage2")
 
     def __init__(
         self,
@@ -45,8 +53,8 @@ class HeadSwap(TaskPerStage):
         super().__init__(backbone, hierarchy, stages, first)
         parts = set(train_in_stage2)
         if "head" not in parts or not parts <= set(STAGE2_PARTS):
-            raise ConfigError(
-                f"strategy.train_in_stage2={list(train_in_stage2)}: list parts of "
+            raise ValueError(
+                f"train_in_stage2={list(train_in_stage2)}: list parts of "
                 f"{list(STAGE2_PARTS)}, always including 'head' (the new output layer)"
             )
         self.train_in_stage2 = tuple(p for p in STAGE2_PARTS if p in parts)

@@ -8,38 +8,42 @@ marginal); w_c = 0 by default (the landmark head alone, as in the issue).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import OneStageBothTasks, StageConfig, TrunkAndHeads
+from landmark_tl.models.strategies.base import (
+    LossWeights,
+    OneStageBothTasks,
+)
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 
+@dataclass
+class HierarchicalConfig(StrategyConfig):
+    name: str = "hierarchical"
+    # category > 0 adds a cross-entropy on the category marginal
+    loss_weights: LossWeights = field(default_factory=lambda: LossWeights(category=0.0))
+
+
+@register_strategy(HierarchicalConfig)
 class Hierarchical(OneStageBothTasks):
     """One stage, ``landmark``; both tasks are scored."""
 
     stage_name = "landmark"
     default_loss_weights = {"category": 0.0, "landmark": 1.0}
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        hierarchy: LabelHierarchy,
-        stages: Mapping[str, StageConfig],
-        *,
-        hidden: Sequence[int] = (512,),
-        dropout: float = 0.1,
-        loss_weights: Mapping[str, float] | None = None,
-    ) -> None:
-        super().__init__(backbone, hierarchy, stages, loss_weights)
-        self.net = TrunkAndHeads(
-            backbone.num_features, hidden, dropout, {"landmark": hierarchy.num_landmarks}
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As :class:`OneStageBothTasks`; adds the landmark → category membership."""
+        super().__init__(*args, **kwargs)
+        hierarchy = self.hierarchy
         members = torch.zeros(hierarchy.num_landmarks, hierarchy.num_categories)
         members[torch.arange(hierarchy.num_landmarks), hierarchy.parent_tensor()] = 1.0
         self.register_buffer("log_membership", members.log(), persistent=False)
+
+    def net_outputs(self) -> dict[str, int]:
+        return {"landmark": self.num_classes["landmark"]}
 
     def decode(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Category by marginal probability, then the best landmark inside that category."""

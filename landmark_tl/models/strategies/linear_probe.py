@@ -21,25 +21,24 @@ dependency) so that it runs on the trainer's device and needs no extra package.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from landmark_tl.hierarchy import LabelHierarchy
+from landmark_tl.hierarchy import TASKS, LabelHierarchy
+from landmark_tl.metrics import macro_f1
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import TASKS, StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
 from landmark_tl.models.strategies.hierarchical import Hierarchical
 from landmark_tl.models.strategies.multi_output import MultiOutput
-from landmark_tl.stats import macro_f1
+from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
 DEFAULT_L2_GRID = tuple(10.0 ** (k / 2) for k in range(-10, 5))  # 1e-5 … 100, half decades
 MAX_ITERATIONS = 500  # L-BFGS iterations per fit; weak strengths on separable data stop here
-# A probe returns no loss from training_step on purpose (it is fitted before the epoch).
-warnings.filterwarnings("ignore", message=r"`training_step` returned `None`")
 
 
 def fit_softmax_regression(
@@ -84,7 +83,6 @@ class ProbeFit(TwoLevelStrategy):
     """Standardised inputs and an L-BFGS fit with the strength chosen on validation, for
     subclasses whose output layers (:meth:`probe_layers`) sit directly on the features."""
 
-    config_keys = ("l2_grid",)
     takes_head = False
 
     def __init__(
@@ -102,7 +100,7 @@ class ProbeFit(TwoLevelStrategy):
     def _init_probe(self, width: int, l2_grid: Sequence[float] | None) -> None:
         grid = tuple(DEFAULT_L2_GRID if l2_grid is None else l2_grid)
         if not grid or min(grid) <= 0:
-            raise ValueError(f"strategy.l2_grid={list(grid)}: give one or more strengths > 0")
+            raise ValueError(f"l2_grid={list(grid)}: give one or more strengths > 0")
         if not self.backbone.frozen:
             raise ValueError(
                 f"{type(self).__name__} probes frozen features: set backbone.freeze=all"
@@ -232,6 +230,19 @@ def _set_linear(layer: nn.Linear, params: tuple[torch.Tensor, torch.Tensor]) -> 
         layer.bias.copy_(params[1])
 
 
+@dataclass
+class LinearProbeConfig(StrategyConfig):
+    name: str = "linear_probe"
+    # strengths of the penalty l2/2*||W||^2 tried; the best validation macro F1 is kept
+    l2_grid: list[float] = field(default_factory=lambda: list(DEFAULT_L2_GRID))
+
+
+@dataclass
+class HierarchicalProbeConfig(LinearProbeConfig):
+    name: str = "hierarchical_probe"
+
+
+@register_strategy(LinearProbeConfig)
 class LinearProbe(ProbeFit, MultiOutput):
     """One stage, ``joint``: an independent probe per task."""
 
@@ -239,6 +250,7 @@ class LinearProbe(ProbeFit, MultiOutput):
         return dict(self.net.heads.items())
 
 
+@register_strategy(HierarchicalProbeConfig)
 class HierarchicalProbe(ProbeFit, Hierarchical):
     """One stage, ``landmark``: a landmark probe; categories by summed probabilities."""
 

@@ -1,1 +1,0 @@
-"""Data: scan an image tree into a catalog, split it, and feed it to Lightning."""

@@ -1,1 +1,0 @@
-"""Backbones, heads and the training strategies."""
