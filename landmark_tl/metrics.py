@@ -56,8 +56,8 @@ class MacroF1(MulticlassF1Score):
 
     full_state_update = False
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__(num_classes=num_classes, average="macro", validate_args=False)
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes=num_classes, average="macro", validate_args=False, **kwargs)
 
     def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
         """Count a batch of predicted classes (or (N, C) scores: their argmax)."""
@@ -74,7 +74,7 @@ def macro_f1(preds: ArrayLike, targets: ArrayLike, num_classes: int | None = Non
     preds, targets = torch.as_tensor(preds).long(), torch.as_tensor(targets).long()
     if num_classes is None:
         num_classes = int(max(preds.max(), targets.max())) + 1
-    metric = MacroF1(num_classes)
+    metric = MacroF1(num_classes, sync_on_compute=False)  # one process's score: no DDP sync
     metric.update(preds, targets)
     return float(metric.compute())
 
