@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-scale clean
 
 run: $(VENV)/.installed
 	$(PY) -m landmark_tl.train $(ARGS)
@@ -35,6 +35,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/speed.py
+
+bench-scale: $(VENV)/.installed
+	$(PY) benchmarks/scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -102,7 +102,12 @@ def load_config(overrides: list[str]) -> TrainConfig:
 def train_val_features(overrides: list[str]) -> dict[str, tuple[torch.Tensor, ...]]:
     """(features, category, landmark) of the train and val splits; test is not returned."""
     _, datamodule = prepare_data(load_config(overrides))
-    return {split: datamodule.datasets[split].tensors for split in ("train", "val")}
+    return {split: _all_rows(datamodule.datasets[split]) for split in ("train", "val")}
+
+
+def _all_rows(dataset) -> tuple[torch.Tensor, ...]:
+    """A feature dataset's rows and labels, all at once (these sets are small)."""
+    return dataset.__getitems__(list(range(len(dataset))))
 
 
 def inner_split(landmarks: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

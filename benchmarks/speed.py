@@ -70,13 +70,13 @@ def _train_cli(*overrides: str) -> float:
 def _pipeline_vs_bare(work: Path) -> dict:
     """Cold-cache data-module setup (the whole feature pass) vs bare forward passes."""
     from landmark_tl.data.datamodule import LandmarkDataModule
-    from landmark_tl.data.features import FeatureCache, encoder_key, extract_features
+    from landmark_tl.data.features import FeatureStore, encoder_key, extract_features
     from landmark_tl.models.backbone import create_backbone
 
     backbone = create_backbone()
-    cache = FeatureCache(work / "features-a", encoder_key(backbone))
+    store = FeatureStore(work / "features-a", encoder_key(backbone))
     dm = LandmarkDataModule(
-        _data_root(work), backbone.preprocessing, feature_encoder=backbone, feature_cache=cache
+        _data_root(work), backbone.preprocessing, feature_encoder=backbone, feature_store=store
     )
     pipeline = _timed(lambda: dm.setup("fit"))
     n = sum(len(d) for d in dm.datasets.values())
@@ -138,6 +138,7 @@ def _one_epoch(module, datamodule) -> float:
 
 def section_c(work: Path) -> dict:
     from landmark_tl.data.datamodule import LandmarkDataModule
+    from landmark_tl.data.features import FeatureStore, encoder_key
     from landmark_tl.models.backbone import create_backbone
     from landmark_tl.models.strategies import MultiOutput, StageConfig
 
@@ -146,7 +147,10 @@ def section_c(work: Path) -> dict:
     stages = {"joint": StageConfig(epochs=1, lr=3e-3)}
     epochs = {}
     for name, encoder in (("cached", backbone), ("recomputed", None)):
-        dm = LandmarkDataModule(root, backbone.preprocessing, feature_encoder=encoder)
+        store = FeatureStore(work / "features-c", encoder_key(backbone)) if encoder else None
+        dm = LandmarkDataModule(
+            root, backbone.preprocessing, feature_encoder=encoder, feature_store=store
+        )
         dm.setup("fit")
         module = MultiOutput(backbone, dm.hierarchy, stages)
         module.begin_stage("joint")
@@ -343,7 +347,7 @@ _NOTES = """
   9 by batch size) and with `hydra/launcher=joblib` (`joblib_ratio`, 2 processes here),
   against one `python -m landmark_tl.train`, each with an empty feature cache.
 - **e** training steps of the unfrozen backbone + heads (batch 16, `augment=random`, images
-  decoded once in memory, augmented per step in the loading loop) against the same steps
+  streamed: decoded per step in the loading loop's workers, and augmented) against the same steps
   on one ready batch; rounds are interleaved so that drift affects both alike.
 - **s** heads-launcher sweeps of 9 (lr x dropout), 27 (study_grid) and 81 (study_grid x 3
   seeds) points on a warm cache: `per_point_s` = (t81 - t9) / 72, the cost of one more

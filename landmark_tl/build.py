@@ -14,7 +14,8 @@ import torch
 from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
 from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.features import FeatureCache, encoder_key
+from landmark_tl.data.features import FeatureStore, encoder_key
+from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import Columns, ImageSource
 from landmark_tl.data.sources.folder import FolderSource
@@ -75,9 +76,20 @@ def build_source(config: TrainConfig) -> ImageSource:
     return FolderSource(root)
 
 
+def catalog_index(config: TrainConfig, source: ImageSource) -> CatalogIndex:
+    """The catalog index of ``source``, kept under ``paths.cache_dir``."""
+    return CatalogIndex.for_source(cache_dir(config), source.name, source.root)
+
+
+def read_catalog(config: TrainConfig) -> Catalog:
+    """Every image of the configured source, read through its catalog index (no filter)."""
+    source = build_source(config)
+    return build_catalog(source, index=catalog_index(config, source))
+
+
 def load_catalog(config: TrainConfig) -> Catalog:
     """The catalog a run of ``config`` trains on (long-tail filters applied)."""
-    catalog = build_catalog(build_source(config))
+    catalog = read_catalog(config)
     spec = config.data.split.to_spec()
     return drop_small_landmarks(catalog, config.data.min_images_per_landmark, spec)
 
@@ -121,10 +133,14 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
     data = config.data
     use_features = config.features.enabled(backbone.frozen)
     autocast = feature_autocast(config)
-    cache_root = cache_dir(config) / "features"
+    source = build_source(config)
+    store = FeatureStore(
+        cache_dir(config) / "features", encoder_key(backbone, autocast), config.features.dtype
+    )
     return LandmarkDataModule(
-        build_source(config),
+        source,
         backbone.preprocessing,
+        index=catalog_index(config, source),
         split=data.split.to_spec(),
         split_file=data.split_file,
         min_images_per_landmark=data.min_images_per_landmark,
@@ -138,12 +154,11 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         sampler=data.sampler,
         balance_power=data.balance_power,
         feature_encoder=backbone if use_features else None,
-        feature_cache=FeatureCache(cache_root, encoder_key(backbone, autocast))
-        if use_features
-        else None,
+        feature_store=store if use_features else None,
         feature_autocast=autocast,
         feature_device=feature_device(config),
         feature_batch_size=config.features.batch_size,
+        feature_memory=config.features.memory_mb << 20,
         seed=config.seed,
     )
 

@@ -91,7 +91,7 @@ class DataConfig:
     auto_augment: str = "rand-m9-mstd0.5-inc1"
     random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
     batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int | None = None  # loader workers decoding images; null: one per CPU
     # training batches: shuffled (none) or class-balanced (balanced: items drawn with
     # probability ∝ n_landmark ** -balance_power, with replacement; torch's
     # WeightedRandomSampler)
@@ -134,6 +134,8 @@ class FeaturesConfig:
     cache: str = "auto"  # auto: on when the backbone is frozen; true; false
     batch_size: int = 64  # of the feature pass
     random_views: int = 4  # data.augment=random with cached features: views per image
+    dtype: str = "float32"  # how rows are stored: float32, or float16 (half the disk/memory)
+    memory_mb: int = 64  # features of a split up to this size are read into memory
 
     def enabled(self, backbone_frozen: bool) -> bool:
         value = str(self.cache).lower()
@@ -272,7 +274,12 @@ def _range_problems(config: TrainConfig) -> list[str]:
     """Values of the right type but outside what can work, as 'key=value: why' lines."""
     checks: list[tuple[str, Any, bool, str]] = [
         ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
-        ("data.num_workers", config.data.num_workers, config.data.num_workers >= 0, ">= 0"),
+        (
+            "data.num_workers",
+            config.data.num_workers,
+            config.data.num_workers is None or config.data.num_workers >= 0,
+            ">= 0 (or null: one per CPU)",
+        ),
         (
             "data.min_images_per_landmark",
             config.data.min_images_per_landmark,

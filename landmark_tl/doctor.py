@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
-from PIL import Image
 
 from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, build_catalog
+from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
@@ -74,8 +74,9 @@ def name_collisions(catalog: Catalog) -> list[str]:
 def inspect_catalog(
     catalog: Catalog, split: SplitSpec, split_file: str | Path | None = None
 ) -> DataReport:
-    """A report on an already-scanned catalog (image headers are read, not decoded); the
-    split is checked as training would make it: from ``split_file`` when given."""
+    """A report on an already-scanned catalog (sizes and modes from its index, or from the
+    image headers without one); the split is checked as training would make it: from
+    ``split_file`` when given."""
     counts = Counter((r.category, r.landmark) for r in catalog.records)
     report = DataReport(
         catalog.root,
@@ -85,12 +86,13 @@ def inspect_catalog(
         notes=list(catalog.notes),
         collisions=name_collisions(catalog),
     )
-    for record in catalog.records:
-        with catalog.open(record.path) as f, Image.open(f) as image:
-            if min(image.size) < TINY_PIXELS:
-                report.tiny.append((record.path, image.size))
-            if image.mode not in USUAL_MODES:
-                report.odd_modes.append((record.path, image.mode))
+    for path, size, mode in catalog.image_info():
+        if min(size) < TINY_PIXELS:
+            report.tiny.append((path, size))
+        if mode not in USUAL_MODES:
+            report.odd_modes.append((path, mode))
+    report.tiny.sort()
+    report.odd_modes.sort()
     try:
         assign_splits(catalog, split, split_file)
     except SplitError as err:
@@ -103,11 +105,14 @@ def inspect_source(
     split: SplitSpec | None = None,
     split_file: str | Path | None = None,
     min_images_per_landmark: int = 1,
+    index: CatalogIndex | None = None,
 ) -> DataReport:
-    """Read ``source`` and report on it; data that cannot be used gives ``fatal``."""
+    """Read ``source`` (through ``index``, the one training uses) and report on it; data
+    that cannot be used gives ``fatal``."""
     split = split or SplitSpec()
     try:
-        catalog = drop_small_landmarks(build_catalog(source), min_images_per_landmark, split)
+        catalog = build_catalog(source, index=index)
+        catalog = drop_small_landmarks(catalog, min_images_per_landmark, split)
     except CatalogError as err:
         return DataReport(source.root, fatal=str(err))
     return inspect_catalog(catalog, split, split_file)
@@ -182,15 +187,17 @@ def folder_by_default(overrides: Sequence[str]) -> list[str]:
 @hydra_app("doctor")
 def check_data(cfg: DictConfig) -> None:
     """Report on the data of the training config ``cfg``; a UserError when it cannot train."""
-    from landmark_tl.build import build_source
+    from landmark_tl.build import build_source, catalog_index
     from landmark_tl.config import to_train_config
 
     config = to_train_config(cfg)
+    source = build_source(config)
     report = inspect_source(
-        build_source(config),
+        source,
         config.data.split.to_spec(),
         config.data.split_file,
         config.data.min_images_per_landmark,
+        catalog_index(config, source),
     )
     print(format_report(report), end="")
     if not report.ok:

@@ -42,6 +42,7 @@ COSMETIC_KEYS = frozenset(
         "features.cache",
         "features.batch_size",
         "extras.plots",
+        "features.memory_mb",
         "trainer.enable_progress_bar",
         "trainer.log_every_n_steps",
     }

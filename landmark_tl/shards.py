@@ -25,13 +25,12 @@ OWN_KEYS = ("out=", "per_shard=")
 @hydra_app("shards")
 def write(cfg: DictConfig, out: str, per_shard: int) -> None:
     """Write the data of the training config ``cfg`` as shards into ``out``."""
-    from landmark_tl.build import build_source
+    from landmark_tl.build import read_catalog
     from landmark_tl.config import to_train_config
-    from landmark_tl.data.catalog import build_catalog
     from landmark_tl.data.sources.shards import write_shards
 
     config = to_train_config(cfg)
-    catalog = build_catalog(build_source(config))  # everything: filters apply when training
+    catalog = read_catalog(config)  # everything: filters apply when training
     shards = write_shards(catalog, out, per_shard, config.seed)
     for problem in catalog.problems:
         print(f"skipped {printable(str(problem.path))}: {problem.reason}", file=sys.stderr)

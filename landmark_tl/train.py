@@ -70,7 +70,7 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
         log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
     for i, record in enumerate(records[:tested]):
-        row = [str(record.path.relative_to(datamodule.catalog.root))]
+        row = [datamodule.catalog.key(record.path)]
         for t in tasks:
             pred = int(fit.test_outputs.preds[t][i])
             target = int(fit.test_outputs.targets[t][i])
@@ -92,7 +92,7 @@ def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor
 def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fingerprint:
     """What determines the results of training ``config`` on the set-up ``datamodule``."""
     catalog = datamodule.catalog
-    paths = [r.path.relative_to(catalog.root).as_posix() for r in catalog.records]
+    paths = [catalog.key(r.path) for r in catalog.records]
     data = catalog_digest(
         (p, r.category, r.landmark, d)
         for p, r, d in zip(paths, catalog.records, catalog.content_digests(), strict=True)

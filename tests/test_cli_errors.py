@@ -19,8 +19,8 @@ from PIL import Image
 
 from landmark_tl.config import ConfigError, validate_config
 from landmark_tl.data.catalog import CatalogError, load_rgb, scan_image_folder
-from landmark_tl.data.datamodule import decode_images
-from landmark_tl.data.features import CachePermissionError, FeatureCache
+from landmark_tl.data.datamodule import ImageDecoder
+from landmark_tl.data.features import FeatureStore, FeatureStoreError
 from landmark_tl.data.splits import SplitError, read_split_csv, write_split_csv
 from landmark_tl.data.synthetic import ensure_synthetic_dataset
 from landmark_tl.doctor import main as doctor_main
@@ -137,29 +137,29 @@ def test_generated_data_set_and_feature_cache_honour_the_umask(tmp_path, umask):
     )
     assert _mode(root) == 0o777 & ~umask
     assert {_mode(p) for p in root.rglob("*.png")} == {0o666 & ~umask}
-    cache = FeatureCache(tmp_path / "features", "enc")
-    cache.save("ab" * 16, "original", torch.ones(3))
-    entry = cache.path("ab" * 16, "original")
-    assert _mode(entry) == 0o666 & ~umask and _mode(entry.parent) == 0o777 & ~umask
+    store = FeatureStore(tmp_path / "features", "enc")
+    store.commit("original", ["ab" * 16], torch.ones(1, 3).numpy())
+    (shard,) = (store.dir / "original").iterdir()
+    assert _mode(shard) == 0o666 & ~umask and _mode(shard.parent) == 0o777 & ~umask
+    assert {_mode(p) for p in store.dir.glob("index.sqlite*")} == {0o666 & ~umask}
 
 
-def test_unreadable_cache_entry_names_the_file_and_the_fix(tmp_path, monkeypatch):
+def test_unreadable_store_shard_names_the_file_and_the_fix(tmp_path, monkeypatch):
     import torch
 
-    cache = FeatureCache(tmp_path / "features", "enc")
-    cache.save("cd" * 16, "original", torch.ones(3))
-    entry = cache.path("cd" * 16, "original")
-    real = Path.read_bytes
+    from landmark_tl.data import features
 
-    def denied(self: Path) -> bytes:  # chmod 000 does not stop root, so deny it here
-        if self == entry:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    store = FeatureStore(tmp_path / "features", "enc")
+    store.commit("original", ["cd" * 16], torch.ones(1, 3).numpy())
+    (shard,) = (store.dir / "original").iterdir()
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(CachePermissionError) as info:
-        cache.load("cd" * 16, "original")
-    assert str(entry) in str(info.value) and "paths.cache_dir" in str(info.value)
+    def denied(path: Path) -> int:  # chmod 000 does not stop root, so deny it here
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(features, "_checksum", denied)
+    with pytest.raises(FeatureStoreError) as info:
+        FeatureStore(tmp_path / "features", "enc").locate("original", ["cd" * 16])
+    assert str(shard) in str(info.value) and "paths.cache_dir" in str(info.value)
     assert "LANDMARK_TL_CACHE" in str(info.value)
 
 
@@ -304,7 +304,7 @@ def test_image_deleted_after_the_scan_is_named(tmp_path, tiny_config):
     gone.unlink()
     preprocessing = build_backbone(tiny_config()).preprocessing
     with pytest.raises(CatalogError, match=re.escape(f"{gone}: deleted or changed after the scan")):
-        decode_images([r.path for r in catalog.records], preprocessing, workers=1)
+        ImageDecoder(catalog, preprocessing)(5)
 
 
 def test_negative_seed_is_refused_naming_the_key():

@@ -145,8 +145,8 @@ def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool):
     )
     dm.setup("fit")
     if relabel_test:  # the test split's labels must play no part in the fit
-        features, categories, landmarks = dm.datasets["test"].tensors
-        dm.datasets["test"].tensors = (features, 1 - categories, landmarks.flip(0))
+        test = dm.datasets["test"]
+        test.categories, test.landmarks = 1 - test.categories, test.landmarks.flip(0)
     probe = LinearProbe(backbone, dm.hierarchy, STAGES, l2_grid=GRID)
     fit_stages(probe, dm, tmp_path, **TRAINER)
     return probe

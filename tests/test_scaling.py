@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,11 @@ def _multirun(tiny_tree: Path, tmp_path: Path, *overrides: str) -> list[Path]:
     return sorted(p.parent for p in (tmp_path / "sweep").rglob("metrics.json"))
 
 
-def _cache_entries(tmp_path: Path) -> list[Path]:
-    return sorted((tmp_path / "cache" / "features").rglob("*.f32"))
+def _cache_entries(tmp_path: Path) -> int:
+    """Rows in the feature store (one per image and view)."""
+    (index,) = (tmp_path / "cache" / "features").rglob("index.sqlite")
+    with sqlite3.connect(index) as db:
+        return db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
 
 
 def test_joblib_launcher_runs_points_in_parallel_sharing_one_cache(tiny_tree, tmp_path):
@@ -51,7 +55,8 @@ def test_joblib_launcher_runs_points_in_parallel_sharing_one_cache(tiny_tree, tm
         "head.dropout=0.0",
         "head.dropout=0.3",
     }
-    assert len(_cache_entries(tmp_path)) == 24  # one entry per image: one shared pass
+    assert _cache_entries(tmp_path) == 24  # one row per image
+    assert len(list((tmp_path / "cache" / "features").rglob("*.npy"))) == 1  # one shared pass
 
 
 def test_submitit_local_launcher_gives_distinct_run_dirs(tiny_tree, tmp_path):
@@ -65,7 +70,7 @@ def test_submitit_local_launcher_gives_distinct_run_dirs(tiny_tree, tmp_path):
     assert len(runs) == 2 and runs[0] != runs[1]
     scores = [json.loads((r / "metrics.json").read_text())["test"] for r in runs]
     assert all(0 <= s["landmark"]["macro_f1"] <= 1 for s in scores)
-    assert len(_cache_entries(tmp_path)) == 24
+    assert _cache_entries(tmp_path) == 24
 
 
 def test_optuna_search_finishes_and_names_its_best_trial(tiny_tree, tmp_path, capsys):

@@ -124,3 +124,36 @@ def test_doctor_reads_shards(shard_dir, capsys):
     assert doctor(["data=shards", f"data.root={shard_dir}", "data.split.val=1"]) == 0
     out = capsys.readouterr().out
     assert "2 categories, 4 landmarks, 24 usable images." in out
+
+
+def test_data_parallel_ranks_read_disjoint_samples_of_the_shards(shard_dir, monkeypatch):
+    """Images are read when their batch is asked, not in setup: under DistributedSampler,
+    as Lightning puts on each rank's loader, each rank reads only its own share of the
+    training samples from the shards."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from landmark_tl.data.datamodule import LandmarkDataModule
+    from landmark_tl.data.splits import SplitSpec
+    from landmark_tl.models.backbone import create_backbone
+
+    read: list[str] = []
+    real = ShardSource.read
+
+    def counted(self, key):
+        read.append(key)
+        return real(self, key)
+
+    pre = create_backbone("resnet18", weights="none", input_size=(3, 32, 32)).preprocessing
+    dm = LandmarkDataModule(ShardSource(shard_dir), pre, split=SplitSpec(1, 2), num_workers=0)
+    dm.setup()
+    monkeypatch.setattr(ShardSource, "read", counted)
+    dataset = dm.train_dataloader().dataset
+    by_rank = []
+    for rank in (0, 1):
+        read.clear()
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, seed=0)
+        for _ in DataLoader(dataset, batch_size=4, sampler=sampler):
+            pass
+        by_rank.append(set(read))
+    assert by_rank[0].isdisjoint(by_rank[1])
+    assert by_rank[0] | by_rank[1] == {dm.catalog.key(r.path) for r in dm.records("train")}

@@ -3,7 +3,9 @@
 :func:`build_catalog` reads what a data source (:mod:`landmark_tl.data.sources`) lists:
 every image ends up accounted for, as a record or as a :class:`Problem` with a one-line
 reason (unreadable, truncated, duplicate, unsupported format). A source that cannot be used
-at all raises :class:`CatalogError` naming the file or folder and the fix.
+at all raises :class:`CatalogError` naming the file or folder and the fix. With a
+:class:`~landmark_tl.data.index.CatalogIndex`, files unchanged since an earlier read are
+only stat-ed: their digest and verdict come from the index.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import io
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
+from landmark_tl.data.index import CatalogIndex, Inspection, Stamp
 from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import (
@@ -35,7 +39,7 @@ from landmark_tl.io import (
 )
 
 if TYPE_CHECKING:
-    from landmark_tl.data.sources import Candidate, ImageSource
+    from landmark_tl.data.sources import ImageSource, Listing
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ AVIF_HINT = (
 )
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _MAX_LISTED = 10
+_CHUNK = 4096  # images read (and recorded in the index) at a time
 
 
 class CatalogError(UserError, ValueError):
@@ -88,7 +93,8 @@ class Catalog:
     """The readable images of a data set, their label hierarchy and what was left out.
 
     ``source`` reads an image's bytes (None: records are plain files); ``dropped`` lists
-    whole landmarks left out, ``notes`` remarks of the source for the data report.
+    whole landmarks left out, ``notes`` remarks of the source for the data report;
+    ``index`` is the catalog index it was read through (None: none).
     """
 
     root: Path
@@ -99,6 +105,7 @@ class Catalog:
     dropped: list[DroppedLandmark] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source: ImageSource | None = None
+    index: CatalogIndex | None = None
 
     def content_digests(self) -> list[str]:
         """Content digest of each record (read once by the scan, computed here if not)."""
@@ -112,6 +119,9 @@ class Catalog:
 
     def key(self, path: Path) -> str:
         """The stable key of an image: its path relative to the root, POSIX style."""
+        text, root = os.fspath(path), os.fspath(self.root) + os.sep
+        if text.startswith(root):  # a record's path: cut the root off (relative_to is slow)
+            return text[len(root) :].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
     def read(self, path: Path) -> bytes:
@@ -125,6 +135,19 @@ class Catalog:
             require_regular_file(path)  # a FIFO would block the open forever
             return open(path, "rb")  # noqa: SIM115 (the caller closes it)
         return self.source.open(self.key(path))
+
+    def image_info(self) -> Iterator[tuple[Path, tuple[int, int], str]]:
+        """(path, (width, height), mode) of each record as stored: from the index when the
+        catalog has one (no file is opened), else from each image's header."""
+        if self.index is not None:
+            wanted = {self.key(r.path): r.path for r in self.records}
+            for key, width, height, mode in self.index.image_info():
+                if key in wanted and width is not None:
+                    yield wanted[key], (width, height), mode
+            return
+        for record in self.records:
+            with self.open(record.path) as f, Image.open(f) as image:
+                yield record.path, image.size, image.mode
 
     def labels(self) -> tuple[list[int], list[int]]:
         """Category index and landmark index of each record."""
@@ -209,31 +232,40 @@ def avif_supported() -> bool:
 
 
 def build_catalog(
-    source: ImageSource, *, verify: bool = True, workers: int | None = None
+    source: ImageSource,
+    *,
+    verify: bool = True,
+    workers: int | None = None,
+    index: CatalogIndex | None = None,
 ) -> Catalog:
     """Read every image ``source`` lists into a :class:`Catalog`.
 
     Each image's bytes are read once: hashed (for duplicates and the feature cache) and,
     with ``verify``, decoded (in ``workers`` threads, default one per CPU) so that
-    unreadable ones become problems; without it only the file names are checked.
+    unreadable ones become problems; without it only the file names are checked. With
+    ``index``, only files new or changed since the index read them are read.
     """
     listing = source.listing()
-    reasons, digests = _inspect_all(source, listing.candidates, verify=verify, workers=workers)
+    keys = [c.key for c in listing.candidates]
+    if index is None:
+        inspections = _inspect_all(source, keys, verify=verify, workers=workers)
+    else:
+        inspections = _inspect_indexed(source, keys, index, listing, verify, workers)
     records: list[ImageRecord] = []
     failed: list[tuple[ImageRecord, str]] = []
     by_path: dict[Path, str] = {}
-    for candidate, reason, digest in zip(listing.candidates, reasons, digests, strict=True):
+    for candidate, found in zip(listing.candidates, inspections, strict=True):
         record = ImageRecord(source.path(candidate.key), candidate.category, candidate.landmark)
-        if reason is None:
+        if found.problem is None:
             records.append(record)
-            by_path[record.path] = digest
+            by_path[record.path] = found.digest
         else:
-            failed.append((record, reason))
+            failed.append((record, found.problem))
     records, duplicates = _without_duplicates(records, by_path)
     failed += duplicates
     problems = listing.problems + [Problem(record.path, reason) for record, reason in failed]
     _check_readable(source.root, records, failed, problems)
-    records.sort(key=lambda r: (r.category, r.landmark, r.path))
+    records.sort(key=lambda r: (r.category, r.landmark, r.path.parts))  # as Path order, faster
     problems.sort(key=lambda p: str(p.path))
     hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
     _log_summary(source.root, records, hierarchy, problems, listing.ignored)
@@ -246,6 +278,7 @@ def build_catalog(
         dropped=listing.dropped,
         notes=listing.notes,
         source=source,
+        index=index,
     )
 
 
@@ -275,34 +308,90 @@ def raise_all(root: Path, errors: Sequence[str]) -> None:
 
 
 def _inspect_all(
-    source: ImageSource, candidates: Sequence[Candidate], *, verify: bool, workers: int | None
-) -> tuple[list[str | None], list[str | None]]:
-    """Why each candidate cannot be used (None when it can) and its content digest."""
+    source: ImageSource, keys: Sequence[str], *, verify: bool, workers: int | None
+) -> list[Inspection]:
+    """What reading each key's image finds (why it cannot be used, its digest, size, mode)."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
+    found: list[Inspection] = []
     with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(inspect, [c.key for c in candidates]))
-    return [reason for reason, _ in results], [digest for _, digest in results]
+        for start in range(0, len(keys), _CHUNK):  # a chunk at a time: few pending futures
+            found += pool.map(inspect, keys[start : start + _CHUNK])
+    return found
 
 
-def _inspect(
-    source: ImageSource, key: str, *, avif: bool, verify: bool
-) -> tuple[str | None, str | None]:
+def _inspect(source: ImageSource, key: str, *, avif: bool, verify: bool) -> Inspection:
     if not avif and key.lower().endswith(".avif"):
-        return AVIF_HINT, None
+        return Inspection(AVIF_HINT)
     try:
         data = source.read(key)
     except OSError as error:
-        return _unreadable(error), None
+        return Inspection(_unreadable(error))
     digest = bytes_digest(data)
-    if verify:
+    if not verify:
+        return Inspection(None, digest)
+    try:
+        with Image.open(NamedBytes(data, key)) as image:
+            (width, height), mode = image.size, image.mode
+        load_rgb(NamedBytes(data, key))
+    except Exception as error:  # any decoder failure makes this file unusable, not the scan
+        return Inspection(_unreadable(error), digest)
+    return Inspection(None, digest, width, height, mode)
+
+
+def _inspect_indexed(
+    source: ImageSource,
+    keys: Sequence[str],
+    index: CatalogIndex,
+    listing: Listing,
+    verify: bool,
+    workers: int | None,
+) -> list[Inspection]:
+    """As :func:`_inspect_all`, reading only the files the index does not know unchanged.
+
+    The files are read under the index's lock, after looking again: of processes started
+    together, one reads and the others find its rows. A file that vanished after it was
+    listed is a problem; rows of files no longer listed are dropped, with a note."""
+    stamps: list[Stamp | None] = []
+    gone: dict[int, Inspection] = {}
+    for i, key in enumerate(keys):
         try:
-            load_rgb(NamedBytes(data, key))
-        except Exception as error:  # any decoder failure makes this file unusable, not the scan
-            return _unreadable(error), digest
-    return None, digest
+            stamps.append(source.stamp(key))
+        except OSError as error:
+            stamps.append(None)
+            reason = f"deleted or unreadable after it was listed ({_one_line(str(error))})"
+            gone[i] = Inspection(reason)
+    found, stale = index.known(keys, stamps, verify)
+    if len(found) + len(gone) < len(keys) or stale:
+        with index.lock():
+            found, stale = index.known(keys, stamps, verify)
+            todo = [i for i in range(len(keys)) if i not in found and i not in gone]
+            for start in range(0, len(todo), _CHUNK):  # recorded as read: a kill keeps them
+                part = todo[start : start + _CHUNK]
+                read_ns = time.time_ns()
+                results = _inspect_all(
+                    source, [keys[i] for i in part], verify=verify, workers=workers
+                )
+                index.record(
+                    [keys[i] for i in part], [stamps[i] for i in part], results, verify, read_ns
+                )
+                found.update(zip(part, results, strict=True))
+            if todo:
+                log.info(
+                    "%s: read %d new or changed files; %d unchanged since indexed",
+                    show(source.root),
+                    len(todo),
+                    len(keys) - len(todo),
+                )
+            if stale:
+                listing.notes.append(
+                    f"{index.forget(keys)} files indexed by an earlier run are no longer "
+                    "listed (deleted, moved or filtered out): removed from the catalog index"
+                )
+    found.update(gone)
+    return [found[i] for i in range(len(keys))]
 
 
 def _unreadable(error: BaseException) -> str:

@@ -1,20 +1,30 @@
-"""LightningDataModule: catalog → split → decoded images → views (→ frozen features)."""
+"""LightningDataModule: catalog → split → images streamed through loader workers → views
+(→ frozen features in the sharded store)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
-from landmark_tl.data.catalog import Catalog, CatalogError, ImageRecord, build_catalog, load_rgb
-from landmark_tl.data.features import FeatureCache, view_features
+from landmark_tl.data.catalog import (
+    Catalog,
+    CatalogError,
+    ImageRecord,
+    NamedBytes,
+    Problem,
+    build_catalog,
+    load_rgb,
+)
+from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store
+from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sampling import BalancedSampler, Sampler
 from landmark_tl.data.sources import ImageSource
@@ -39,42 +49,79 @@ from landmark_tl.models.backbone import Backbone, Preprocessing
 log = logging.getLogger(__name__)
 
 
-def decode_images(
-    paths: Sequence[Path],
-    preprocessing: Preprocessing,
-    workers: int | None = None,
-    open_image: Callable[[Path], BinaryIO] | None = None,
-) -> torch.Tensor:
-    """Decode, orient and resize every image once: uint8 (N, 3, H, W) at the model's geometry.
+class ImageDecoder:
+    """Reads a catalog image's bytes and decodes them upright, resized and cropped to the
+    model's geometry, as a uint8 (3, H, W) tensor. Used inside loader workers."""
 
-    ``open_image`` opens an image's bytes (e.g. :meth:`Catalog.open`); default: the file.
-    The images were read by the catalog's scan; one that fails now was deleted or changed
-    since, and raises CatalogError naming it.
-    """
-    geometry = geometry_transform(preprocessing)
-    opener = open_image or (lambda path: open(path, "rb"))  # noqa: SIM115 (closed below)
+    def __init__(self, catalog: Catalog, preprocessing: Preprocessing) -> None:
+        self.catalog = catalog
+        self.geometry = geometry_transform(preprocessing)
 
-    def decode(path: Path) -> torch.Tensor:
+    def read(self, i: int) -> bytes:
+        """The bytes of catalog record ``i``."""
+        return self.catalog.read(self.catalog.records[i].path)
+
+    def decode(self, data: bytes, i: int) -> torch.Tensor:
+        """Record ``i``'s bytes ``data`` decoded at the model's geometry."""
+        name = str(self.catalog.records[i].path)
+        return to_uint8_tensor(self.geometry(load_rgb(NamedBytes(data, name))))
+
+    def __call__(self, i: int) -> torch.Tensor:
+        """Record ``i`` read and decoded; CatalogError naming it when that fails now (the
+        catalog read it, so it was deleted or changed since)."""
         try:
-            with opener(path) as f:
-                return to_uint8_tensor(geometry(load_rgb(f)))
-        except Exception as error:  # the scan decoded it: any failure is a change since
+            return self.decode(self.read(i), i)
+        except Exception as error:
             raise CatalogError(
-                f"{printable(str(path))}: deleted or changed after the scan "
-                f"({type(error).__name__}: {str(error)[:200]}); restore it and run again "
+                f"{printable(str(self.catalog.records[i].path))}: deleted or changed after the "
+                f"scan ({type(error).__name__}: {str(error)[:200]}); restore it and run again "
                 "(a new scan skips and reports unreadable files)"
             ) from error
 
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        return torch.stack(list(pool.map(decode, paths)))
+
+class ImageDataset(Dataset):
+    """Every view of some catalog images, decoded when asked (in loader workers, a batch at
+    a time; nothing holds the decoded images): item ``i`` is view ``i % V`` of image
+    ``indices[i // V]``. A random transform as the one view draws anew at every access."""
+
+    def __init__(
+        self,
+        decoder: ImageDecoder,
+        indices: Sequence[int],
+        categories: torch.Tensor,
+        landmarks: torch.Tensor,
+        views: Sequence[View],
+    ) -> None:
+        self.decoder, self.indices = decoder, list(indices)
+        self.categories, self.landmarks = categories, landmarks
+        self.views = list(views)
+
+    def __len__(self) -> int:
+        return len(self.indices) * len(self.views)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, v = divmod(i, len(self.views))
+        image = self.decoder(self.indices[n])
+        return self.views[v](image), self.categories[n], self.landmarks[n]
 
 
-class FeatureDataset(TensorDataset):
-    """Precomputed features and labels; a batch is fetched with one slice per tensor."""
+class FeatureDataset(Dataset):
+    """Stored features (memory-mapped rows) and labels; a batch is fetched at once."""
+
+    def __init__(
+        self, rows: FeatureRows, categories: torch.Tensor, landmarks: torch.Tensor
+    ) -> None:
+        self.rows, self.categories, self.landmarks = rows, categories, landmarks
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)
-        return tuple(t[index] for t in self.tensors)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.rows[index.numpy()], self.categories[index], self.landmarks[index]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([i]))
 
 
 def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -83,60 +130,20 @@ def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...
 
 def item_landmarks(dataset: Dataset) -> torch.Tensor:
     """The landmark index of every item of a dataset of this module, in item order."""
-    if isinstance(dataset, FeatureDataset):
-        return dataset.tensors[2]
-    per_image = dataset.landmarks  # ViewDataset: item i is a view of image i // V
-    return per_image.repeat_interleave(len(dataset) // max(1, len(per_image)))
-
-
-class ViewDataset(Dataset):
-    """Every fixed view of every image: item ``i`` is view ``i % V`` of image ``i // V``."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        categories: torch.Tensor,
-        landmarks: torch.Tensor,
-        views: Sequence[View],
-    ) -> None:
-        self.images, self.categories, self.landmarks = images, categories, landmarks
-        self.views = list(views)
-
-    def __len__(self) -> int:
-        return len(self.images) * len(self.views)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, v = divmod(i, len(self.views))
-        return self.views[v](self.images[n]), self.categories[n], self.landmarks[n]
-
-
-class RandomViewDataset(Dataset):
-    """Each image once, through a random transform drawn anew at every access."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        categories: torch.Tensor,
-        landmarks: torch.Tensor,
-        transform: View,
-    ) -> None:
-        self.images, self.categories, self.landmarks = images, categories, landmarks
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.categories[i], self.landmarks[i]
+    if isinstance(dataset, FeatureDataset):  # labels already repeated per view
+        return dataset.landmarks
+    return dataset.landmarks.repeat_interleave(len(dataset.views))  # ImageDataset
 
 
 class LandmarkDataModule(L.LightningDataModule):
     """Batches of (image or frozen feature, category index, landmark index).
 
-    With ``feature_encoder`` set (a frozen backbone), every image and training view goes
-    through it once in :meth:`setup` (or comes from ``feature_cache``), and batches carry
-    (N, D) features instead of (N, 3, H, W) uint8 images. Images are decoded and resized
-    once per run either way.
+    Images are read and decoded in ``num_workers`` loader workers (default: one per CPU), a
+    batch at a time. With ``feature_encoder`` set (a frozen backbone), :meth:`setup` fills
+    ``feature_store`` with the rows it lacks for every image and view (one streaming pass),
+    and batches carry (N, D) features read from the store's memory-mapped shards (gathered
+    into memory when they fit ``feature_memory`` bytes) instead of (N, 3, H, W) images.
+    ``index`` is the catalog index the source is read through (None: read every file).
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class LandmarkDataModule(L.LightningDataModule):
         source: ImageSource | str | Path,
         preprocessing: Preprocessing,
         *,
+        index: CatalogIndex | None = None,
         split: SplitSpec | None = None,
         split_file: str | Path | None = None,
         min_images_per_landmark: int = 1,
@@ -153,18 +161,20 @@ class LandmarkDataModule(L.LightningDataModule):
         auto_augment: str = "rand-m9-mstd0.5-inc1",
         random_erasing: float = 0.25,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         sampler: Sampler | str = Sampler.none,
         balance_power: float = 1.0,
         feature_encoder: Backbone | None = None,
-        feature_cache: FeatureCache | None = None,
+        feature_store: FeatureStore | None = None,
         feature_device: torch.device | str = "cpu",
         feature_batch_size: int = 64,
         feature_autocast: torch.dtype | None = None,
+        feature_memory: int = 64 << 20,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = source if isinstance(source, ImageSource) else FolderSource(source)
+        self.index = index
         self.preprocessing = preprocessing
         self.split_spec = split or SplitSpec()
         self.split_file = Path(split_file) if split_file else None
@@ -178,18 +188,21 @@ class LandmarkDataModule(L.LightningDataModule):
         self.noise_variance = noise_variance
         self.random_views = random_views
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.sampler = Sampler(sampler)
         self.balance_power = balance_power
         self.feature_encoder = feature_encoder
-        self.feature_cache = feature_cache
+        self.feature_store = feature_store
         self.feature_device = feature_device
         self.feature_batch_size = feature_batch_size
         self.feature_autocast = feature_autocast
+        self.feature_memory = feature_memory
         self.seed = seed
         self.catalog: Catalog | None = None
         self.assignment: list[str] = []
         self.datasets: dict[str, Dataset] = {}
+        if feature_encoder is not None and feature_store is None:
+            raise ValueError("feature_encoder needs a feature_store to keep its features in")
         if feature_encoder is not None and self.augment in RANDOM_AUGMENTS and random_views < 1:
             raise ConfigError(
                 f"data.augment={self.augment.value} with a frozen backbone caches a fixed "
@@ -224,68 +237,90 @@ class LandmarkDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        """Scan, split, then decode images or fetch/compute their features; runs once."""
+        """Read the catalog (through the index), split, then serve streamed images or
+        stored features (computing the missing ones first); runs once."""
         if self.datasets:
             return
-        self.catalog = drop_small_landmarks(
-            build_catalog(self.source), self.min_images_per_landmark, self.split_spec
-        )
+        catalog = build_catalog(self.source, index=self.index)
+        self.catalog = drop_small_landmarks(catalog, self.min_images_per_landmark, self.split_spec)
         self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
+        if self.feature_encoder is not None:
+            self._fill_store()
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
-        if self.feature_encoder is None:
-            images = decode_images(
-                [r.path for r in self.catalog.records],
-                self.preprocessing,
-                open_image=self.catalog.open,
-            )
-            for split, idx in indices.items():
-                self.datasets[split] = self._image_dataset(
-                    split, images[idx], categories[idx], landmarks[idx]
-                )
-        else:
-            digests = self.catalog.content_digests()
-            for split, idx in indices.items():
-                self.datasets[split] = self._feature_dataset(
-                    split, idx, digests, categories[idx], landmarks[idx]
-                )
+        decoder = ImageDecoder(self.catalog, self.preprocessing)
+        for split, idx in indices.items():
+            labels = categories[idx], landmarks[idx]
+            if self.feature_encoder is not None:
+                self.datasets[split] = self._feature_dataset(split, idx, *labels)
+            elif split == "train" and self.augment in RANDOM_AUGMENTS:
+                size = self.preprocessing.input_size[1:]
+                transform = self.timm_augment or random_augmentation(size)
+                self.datasets[split] = ImageDataset(decoder, idx, *labels, [transform])
+            else:
+                views = list(self.views(split).values())
+                self.datasets[split] = ImageDataset(decoder, idx, *labels, views)
         log.info("split sizes: %s", {k: len(v) for k, v in self.datasets.items()})
 
-    def _image_dataset(
-        self, split: str, images: torch.Tensor, categories: torch.Tensor, landmarks: torch.Tensor
-    ) -> Dataset:
-        if split == "train" and self.augment in RANDOM_AUGMENTS:
-            size = self.preprocessing.input_size[1:]
-            transform = self.timm_augment or random_augmentation(size)
-            return RandomViewDataset(images, categories, landmarks, transform)
-        views = list(self.views(split).values())
-        return ViewDataset(images, categories, landmarks, views)
-
-    def _feature_dataset(
-        self,
-        split: str,
-        indices: list[int],
-        digests: list[str],
-        categories: torch.Tensor,
-        landmarks: torch.Tensor,
-    ) -> FeatureDataset:
-        paths = [self.catalog.records[i].path for i in indices]
-        views = self.views(split)
-        features = view_features(
+    def _fill_store(self) -> None:
+        """Compute the store's missing rows (every image, every view of its split); images
+        that cannot be read now, or changed since the catalog read them, are left out and
+        reported (the run goes on without them)."""
+        decoder = ImageDecoder(self.catalog, self.preprocessing)
+        views: dict[str, View] = {}
+        wanted: dict[str, list[int]] = {}
+        for split in SPLITS:
+            idx = [i for i, a in enumerate(self.assignment) if a == split]
+            for name, view in self.views(split).items():
+                views[name] = view
+                wanted.setdefault(name, []).extend(idx)
+        done = fill_store(
+            self.feature_store,
             self.feature_encoder,
-            [digests[i] for i in indices],
+            self.catalog.content_digests(),
+            wanted,
             views,
-            lambda subset: decode_images(
-                [paths[j] for j in subset], self.preprocessing, open_image=self.catalog.open
-            ),
-            cache=self.feature_cache,
+            decoder.read,
+            decoder.decode,
             batch_size=self.feature_batch_size,
+            num_workers=self.num_workers,
             device=self.feature_device,
             autocast=self.feature_autocast,
         )
-        repeat = len(views)
+        if done.failed:
+            self._leave_out(done.failed)
+
+    def _leave_out(self, failed: dict[int, str]) -> None:
+        records = self.catalog.records
+        problems = [
+            Problem(records[i].path, f"left out by the feature pass: {why}; run again to read it")
+            for i, why in sorted(failed.items())
+        ]
+        for problem in problems:
+            log.warning("%s: %s", printable(str(problem.path)), problem.reason)
+        keep = [i for i in range(len(records)) if i not in failed]
+        self.catalog = dataclasses.replace(
+            self.catalog,
+            records=[records[i] for i in keep],
+            problems=sorted([*self.catalog.problems, *problems], key=lambda p: str(p.path)),
+        )
+        self.assignment = [self.assignment[i] for i in keep]
+
+    def _feature_dataset(
+        self, split: str, indices: list[int], categories: torch.Tensor, landmarks: torch.Tensor
+    ) -> FeatureDataset:
+        """Rows of every view of ``split``'s images, item ``i · V + v``."""
+        digests = self.catalog.content_digests()
+        names = list(self.views(split))
+        wanted = [digests[i] for i in indices]
+        located = [self.feature_store.locate(name, wanted) for name in names]
+        shard_ids = np.stack([s for s, _ in located], axis=1).reshape(-1)
+        rows = np.stack([r for _, r in located], axis=1).reshape(-1)
+        repeat = len(names)
         return FeatureDataset(
-            features, categories.repeat_interleave(repeat), landmarks.repeat_interleave(repeat)
+            FeatureRows(self.feature_store, shard_ids, rows, self.feature_memory),
+            categories.repeat_interleave(repeat),
+            landmarks.repeat_interleave(repeat),
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -294,7 +329,7 @@ class LandmarkDataModule(L.LightningDataModule):
         if shuffle and self.sampler is Sampler.balanced:
             sampler = BalancedSampler(item_landmarks(dataset), self.balance_power, self.seed)
             shuffle = False
-        if isinstance(dataset, FeatureDataset):  # tensors in memory: no workers, no collation
+        if isinstance(dataset, FeatureDataset):  # rows in memory or mapped: no workers
             return DataLoader(
                 dataset,
                 batch_size=self.batch_size,
@@ -320,3 +355,8 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def default_workers() -> int:
+    """Loader workers when ``data.num_workers`` is not set: one per CPU this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,38 +1,65 @@
-"""Features of a frozen backbone, computed once per image and view and kept on disk.
+"""Features of a frozen backbone, computed once per image and view, kept in a sharded store.
 
-An entry is keyed by everything that changes it: the encoder (backbone name, weights
-digest, preprocessing), the view (name and parameters) and the image content digest. It
-lives outside any run dir (``paths.cache_dir``), is written atomically, and carries a
-checksum: a damaged entry is recomputed, never used.
+A row is keyed by everything that changes it: the encoder (backbone name, weights digest,
+preprocessing, precision of the pass), the view (name and parameters) and the content
+digest of the image bytes that were encoded. The store lives outside any run dir
+(``paths.cache_dir/features/<encoder>/<dtype>/``): per view, shards of rows (``.npy``,
+memory-mapped when read), and ``index.sqlite`` mapping (view, digest) → (shard, row) with
+each shard's checksum. A shard is written to a temporary file, flushed and renamed into
+place before the one transaction that makes its rows visible, so a killed or failing
+write leaves the store as it was; a damaged shard or index is detected, discarded and
+recomputed, never used.
+
+The feature pass (:func:`fill_store`) streams images through DataLoader workers a batch at
+a time: each worker reads an image's bytes, hashes them and decodes them, so an entry is
+keyed by the bytes it was computed from even if the file changes meanwhile. Rows are
+committed a shard at a time as they come, so memory stays bounded and a killed pass
+continues where it stopped. Reading (:class:`FeatureRows`) gathers a batch of rows from the
+memory-mapped shards; it loads everything into memory only when that fits a budget.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
-import struct
+import mmap
+import sqlite3
 import sys
 import time
+import uuid
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from landmark_tl.data.sqlite import connect
 from landmark_tl.data.transforms import View
 from landmark_tl.errors import UserError
-from landmark_tl.io import atomic_write_bytes, printable
+from landmark_tl.io import atomic_write, bytes_digest, printable
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"LTLF1"
-_HEADER = struct.Struct("<5sI")  # magic, feature width
-_CHECKSUM = struct.Struct("<I")
+DTYPES = ("float32", "float16")
+SHARD_BYTES = 16 << 20  # rows per shard: about this many bytes (one file per 16 MiB)
+_CHUNK = 8 << 20  # bytes read at a time when checking a shard's checksum
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shards (
+    id INTEGER PRIMARY KEY, view TEXT NOT NULL, file TEXT NOT NULL UNIQUE,
+    rows INTEGER NOT NULL, width INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    checksum INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    view TEXT NOT NULL, digest TEXT NOT NULL, shard INTEGER NOT NULL, row INTEGER NOT NULL,
+    PRIMARY KEY (view, digest)) WITHOUT ROWID;
+"""
 
 
 def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
@@ -42,99 +69,469 @@ def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
-def encode_entry(feature: torch.Tensor) -> bytes:
-    """Header, float32 payload and its CRC32."""
-    payload = feature.detach().to(torch.float32).contiguous().numpy().tobytes()
-    header = _HEADER.pack(_MAGIC, feature.numel())
-    return header + payload + _CHECKSUM.pack(zlib.crc32(payload))
+class FeatureStoreError(UserError, OSError):
+    """The feature store cannot be read or written; the message names the path and the fix."""
 
 
-def decode_entry(data: bytes) -> torch.Tensor | None:
-    """The feature in ``data``, or None when the entry is damaged in any way."""
-    if len(data) < _HEADER.size + _CHECKSUM.size:
-        return None
-    magic, width = _HEADER.unpack_from(data)
-    payload = data[_HEADER.size : -_CHECKSUM.size]
-    if magic != _MAGIC or len(payload) != 4 * width:
-        return None
-    if _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)[0] != zlib.crc32(payload):
-        return None
-    return torch.frombuffer(bytearray(payload), dtype=torch.float32)
+def _store_problem(path: Path, error: OSError, doing: str) -> FeatureStoreError:
+    where = printable(str(path))
+    if error.errno == errno.ENOSPC:
+        return FeatureStoreError(
+            errno.ENOSPC,
+            f"{where}: the disk is full while {doing}; the store keeps what it held before "
+            "(the features computed so far are committed): free space, or set "
+            "paths.cache_dir (env LANDMARK_TL_CACHE) to a disk with room, and run again",
+        )
+    if isinstance(error, PermissionError):
+        return FeatureStoreError(
+            errno.EACCES,
+            f"{where}: feature store cannot be read or written ({error.strerror or error}); "
+            "fix the permissions of the cache (a shared cache needs group read and write, "
+            "e.g. chmod -R g+rwX on it, and umask 002), or set paths.cache_dir "
+            "(env LANDMARK_TL_CACHE) to a folder you can write",
+        )
+    return FeatureStoreError(error.errno, f"{where}: {doing} failed ({error})")
 
 
-class CachePermissionError(UserError, PermissionError):
-    """The feature cache holds an entry or folder this user may not read or write."""
+@dataclass(frozen=True)
+class _Shard:
+    id: int
+    file: str
+    rows: int
+    width: int
+    bytes: int
+    checksum: int
 
 
-def _permission_problem(path: Path, error: OSError) -> CachePermissionError:
-    return CachePermissionError(
-        f"{printable(str(path))}: feature cache entry cannot be read or written "
-        f"({error.strerror or error}); fix the permissions of the cache (a shared cache needs "
-        "group read and write, e.g. chmod -R g+rwX on it, and umask 002), or set "
-        "paths.cache_dir (env LANDMARK_TL_CACHE) to a folder you can write"
-    )
+class FeatureStore:
+    """Rows of one encoder's features in ``root/<encoder>/<dtype>/`` (see the module doc).
 
-
-class FeatureCache:
-    """Entries of one encoder under ``root/<encoder key>/<digest[:2]>/<digest>.<view>.f32``.
-
-    An entry or folder without the needed permission raises :class:`CachePermissionError`.
+    ``dtype`` is how rows are stored (``float16`` halves the disk and memory they take);
+    ``shard_rows`` fixes the rows per shard (default: about 16 MiB of rows).
     """
-
-    def __init__(self, root: str | Path, encoder: str) -> None:
-        self.dir = Path(root) / encoder
-
-    def path(self, image_digest: str, view: str) -> Path:
-        return self.dir / image_digest[:2] / f"{image_digest}.{view}.f32"
-
-    def load(self, image_digest: str, view: str) -> torch.Tensor | None:
-        """The cached feature, or None if absent; a damaged entry is deleted."""
-        path = self.path(image_digest, view)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except PermissionError as error:
-            raise _permission_problem(path, error) from error
-        feature = decode_entry(data)
-        if feature is None:
-            log.warning("damaged feature cache entry %s: recomputing it", path)
-            path.unlink(missing_ok=True)
-        return feature
-
-    def lock(self, timeout: float = -1) -> FileLock:
-        """An inter-process lock on this encoder's entries (held while computing)."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except PermissionError as error:
-            raise _permission_problem(self.dir, error) from error
-        return FileLock(self.dir / ".lock", timeout=timeout)
-
-    def save(self, image_digest: str, view: str, feature: torch.Tensor) -> None:
-        path = self.path(image_digest, view)
-        try:  # no fsync: a torn entry fails its checksum and is recomputed
-            atomic_write_bytes(path, encode_entry(feature), durable=False)
-        except PermissionError as error:
-            raise _permission_problem(path, error) from error
-
-
-class _Items(Dataset):
-    """(view of image, index) for a list of (image index, view name) pairs."""
 
     def __init__(
         self,
-        images: Mapping[int, torch.Tensor],
-        items: Sequence[tuple[int, str]],
-        views: Mapping[str, View],
+        root: str | Path,
+        encoder: str,
+        dtype: str = "float32",
+        shard_rows: int | None = None,
     ) -> None:
-        self.images, self.items, self.views = images, items, views
+        if dtype not in DTYPES:
+            raise ValueError(f"features.dtype={dtype}: use one of {list(DTYPES)}")
+        self.dir = Path(root) / encoder / dtype
+        self.dtype = np.dtype(dtype)
+        self.shard_rows = shard_rows
+        self._verified: set[int] = set()  # shards whose checksum this object checked
+        self._checked = False  # whether this object checked the index's integrity
+        self._lock: FileLock | None = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / "index.sqlite"
+
+    def lock(self) -> FileLock:
+        """An inter-process lock on this store (held while computing and committing)."""
+        if self._lock is None:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise _store_problem(self.dir, error, "creating the store") from error
+            self._lock = FileLock(self.dir / ".lock")  # one object per store: reentrant
+        return self._lock
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the index (WAL: readers do not block the one writer); a damaged
+        index is discarded with every shard it described, and the store starts empty."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            db = connect(self.index_path, schema=_SCHEMA, check=not self._checked)
+        except sqlite3.DatabaseError as error:
+            self._discard_damaged_index(error)
+            db = connect(self.index_path, schema=_SCHEMA, check=False)
+        except OSError as error:
+            raise _store_problem(self.index_path, error, "opening the index") from error
+        self._checked = True
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def _discard_damaged_index(self, error: Exception) -> None:
+        log.warning(
+            "%s: damaged feature index (%s): discarding it and its shards; their features "
+            "are recomputed",
+            printable(str(self.index_path)),
+            error,
+        )
+        with self.lock():
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
+            for shard in self.dir.glob("*/*.npy"):
+                shard.unlink(missing_ok=True)
+
+    def locate(self, view: str, digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(shard id, row) of each digest's row of ``view``; shard id -1 where absent. Shards
+        are checked (size and checksum) once per store object; a damaged one is discarded."""
+        wanted = {d: i for i, d in enumerate(digests)}
+        shard_ids = np.full(len(digests), -1, dtype=np.int64)
+        rows = np.zeros(len(digests), dtype=np.int64)
+        with self._db() as db:
+            for digest, shard, row in db.execute(
+                "SELECT digest, shard, row FROM rows WHERE view = ?", (view,)
+            ):
+                i = wanted.get(digest)
+                if i is not None:
+                    shard_ids[i], rows[i] = shard, row
+        shards = self._shards()
+        for shard in np.unique(shard_ids[shard_ids >= 0]).tolist():
+            if shard not in shards or not self._intact(shards[shard]):
+                shard_ids[shard_ids == shard] = -1
+        return shard_ids, rows
+
+    def _shards(self) -> dict[int, _Shard]:
+        with self._db() as db:
+            found = db.execute("SELECT id, file, rows, width, bytes, checksum FROM shards")
+            return {row[0]: _Shard(*row) for row in found}
+
+    def _intact(self, shard: _Shard) -> bool:
+        """Whether a shard's file has its recorded size and checksum; discards it if not."""
+        if shard.id in self._verified:
+            return True
+        path = self.dir / shard.file
+        try:
+            intact = path.stat().st_size == shard.bytes and _checksum(path) == shard.checksum
+        except FileNotFoundError:
+            intact = False
+        except OSError as error:
+            raise _store_problem(path, error, "reading a shard") from error
+        if intact:
+            self._verified.add(shard.id)
+            return True
+        log.warning("damaged feature shard %s: discarding it; its rows are recomputed", path)
+        with self._db() as db, db:
+            db.execute("DELETE FROM rows WHERE shard = ?", (shard.id,))
+            db.execute("DELETE FROM shards WHERE id = ?", (shard.id,))
+        path.unlink(missing_ok=True)
+        return False
+
+    def open_shards(self, shard_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, mmap.mmap]]:
+        """Each shard's rows, memory-mapped read-only (with the map, to advise it)."""
+        shards = self._shards()
+        return {s: _map_npy(self.dir / shards[s].file) for s in shard_ids}
+
+    def writer(self, view: str) -> ShardWriter:
+        return ShardWriter(self, view)
+
+    def commit(self, view: str, digests: Sequence[str], rows: np.ndarray) -> None:
+        """Write ``rows`` (one per digest) as a new shard of ``view``, atomically: the file is
+        complete on disk before one transaction makes its rows visible. A digest another
+        process stored meanwhile keeps its first row."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        name = f"{view}/{uuid.uuid4().hex}.npy"
+        path = self.dir / name
+        try:
+            atomic_write(path, lambda f: np.save(f, rows, allow_pickle=False))
+            size, checksum = path.stat().st_size, _checksum(path)
+            with self._db() as db, db:
+                shard = db.execute(
+                    "INSERT INTO shards (view, file, rows, width, bytes, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (view, name, len(rows), rows.shape[1], size, checksum),
+                ).lastrowid
+                db.executemany(
+                    "INSERT OR IGNORE INTO rows (view, digest, shard, row) VALUES (?, ?, ?, ?)",
+                    ((view, digest, shard, i) for i, digest in enumerate(digests)),
+                )
+        except (OSError, sqlite3.OperationalError) as error:
+            path.unlink(missing_ok=True)
+            if isinstance(error, sqlite3.OperationalError):
+                error = OSError(errno.ENOSPC if "full" in str(error) else errno.EIO, str(error))
+            raise _store_problem(path, error, "committing a shard of features") from error
+        self._verified.add(shard)
+
+    def remove_orphans(self) -> None:
+        """Delete shard files no index row names (a commit killed between its rename and its
+        transaction); call with the lock held, when no commit can be in flight."""
+        with self._db() as db:
+            known = {file for (file,) in db.execute("SELECT file FROM shards")}
+        for path in self.dir.glob("*/*.npy"):
+            if path.relative_to(self.dir).as_posix() not in known:
+                path.unlink(missing_ok=True)
+
+    def files(self) -> list[Path]:
+        """Every file of the store (shards and index), for reports and tests."""
+        return sorted(p for p in self.dir.rglob("*") if p.is_file())
+
+
+def _checksum(path: Path) -> int:
+    """CRC32 of a file, read in chunks (the file is not mapped, so it adds no resident memory)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
+    """The array of a ``.npy`` file memory-mapped read-only, and the map (numpy's own
+    ``np.load(mmap_mode=...)`` hides the map, which we advise to drop pages)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    count = int(np.prod(shape))
+    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset).reshape(shape), mapped
+
+
+class ShardWriter:
+    """Rows of one view collected until a shard is full, then committed to the store."""
+
+    def __init__(self, store: FeatureStore, view: str) -> None:
+        self.store, self.view = store, view
+        self.digests: list[str] = []
+        self.rows: list[np.ndarray] = []
+
+    def add(self, digest: str, row: np.ndarray) -> None:
+        self.digests.append(digest)
+        self.rows.append(row.astype(self.store.dtype))
+        limit = self.store.shard_rows or max(1, SHARD_BYTES // self.rows[0].nbytes)
+        if len(self.rows) >= limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.store.commit(self.view, self.digests, np.stack(self.rows))
+            self.digests, self.rows = [], []
+
+
+class FeatureRows:
+    """Rows of a store (one per item, possibly from many shards) served a batch at a time.
+
+    Rows are gathered from memory-mapped shards; pages read are released from this
+    process's memory every ``budget`` bytes, so resident memory stays flat. When all rows
+    fit ``budget`` they are gathered once into memory instead.
+    """
+
+    def __init__(
+        self, store: FeatureStore, shard_ids: np.ndarray, rows: np.ndarray, budget: int
+    ) -> None:
+        if (shard_ids < 0).any():
+            raise ValueError("every item needs a stored row")
+        self.shard_ids, self.rows = shard_ids, rows
+        mapped = store.open_shards(np.unique(shard_ids).tolist())
+        self.shards = {s: array for s, (array, _) in mapped.items()}
+        self._maps = [m for _, m in mapped.values()]
+        first = next(iter(self.shards.values()), None)
+        self.width = 0 if first is None else first.shape[1]
+        self.budget = budget
+        self._touched = 0
+        self.memory: torch.Tensor | None = None
+        if len(rows) * self.width * 4 <= budget:
+            self.memory = self._gather(np.arange(len(rows)))
+            self._release()
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.rows)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        image, view = self.items[i]
-        return self.views[view](self.images[image])
+    def __getitem__(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.memory is not None:
+            return self.memory[torch.from_numpy(indices)]
+        out = self._gather(indices)
+        self._touched += len(indices) * max(self.width * 4, mmap.PAGESIZE)
+        if self._touched > self.budget:
+            self._release()
+        return out
+
+    def _gather(self, indices: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(indices), self.width), dtype=np.float32)
+        shard_ids, rows = self.shard_ids[indices], self.rows[indices]
+        for shard in np.unique(shard_ids).tolist():
+            where = shard_ids == shard
+            out[where] = self.shards[shard][rows[where]]
+        return torch.from_numpy(out)
+
+    def _release(self) -> None:
+        """Drop the mapped pages read so far from this process (they stay in the page cache)."""
+        self._touched = 0
+        for mapped in self._maps:
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+
+# ---- the feature pass ------------------------------------------------------------------
+
+
+@dataclass
+class PassResult:
+    """What a feature pass did: rows computed, and the images it could not use (index →
+    reason: unreadable now, or changed since the catalog read them)."""
+
+    computed: int = 0
+    images: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+class _PassImages(Dataset):
+    """Item k: image ``todo[k]`` read, hashed (the digest of exactly these bytes), decoded,
+    and its ``views`` made; runs in loader workers."""
+
+    def __init__(
+        self,
+        todo: Sequence[int],
+        read: Callable[[int], bytes],
+        decode: Callable[[bytes, int], torch.Tensor],
+        views: Sequence[View],
+    ) -> None:
+        self.todo, self.read, self.decode, self.views = todo, read, decode, views
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int) -> tuple[int, str | None, torch.Tensor | str]:
+        i = self.todo[k]
+        try:
+            data = self.read(i)
+            digest = bytes_digest(data)
+            image = self.decode(data, i)
+        except Exception as error:  # reported for this image; the pass goes on
+            return i, None, f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        return i, digest, torch.stack([view(image) for view in self.views])
+
+
+def _collate(
+    batch: list[tuple[int, str | None, torch.Tensor | str]],
+) -> tuple[list[tuple[int, str]], torch.Tensor | None, dict[int, str]]:
+    """(image index, digest) of the decoded images, their views as one tensor (one transfer
+    from the worker), and the reason each other image failed."""
+    ready = [(i, digest) for i, digest, _ in batch if digest is not None]
+    views = [x for _, digest, x in batch if digest is not None]
+    failed = {i: f"unreadable now ({x})" for i, digest, x in batch if digest is None}
+    return ready, torch.cat(views) if views else None, failed
+
+
+def fill_store(
+    store: FeatureStore,
+    backbone: Backbone,
+    digests: Sequence[str],
+    wanted: Mapping[str, Sequence[int]],
+    views: Mapping[str, View],
+    read: Callable[[int], bytes],
+    decode: Callable[[bytes, int], torch.Tensor],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+) -> PassResult:
+    """Compute the rows the store lacks: for each view name, the images ``wanted[view]``
+    (indices into ``digests``). ``read(i)`` gives image i's bytes and ``decode(data, i)``
+    its uint8 (3, H, W) tensor (in ``num_workers`` loader workers). One process computes
+    while others wait for the lock and then find the rows there."""
+    result = PassResult()
+    if not _missing(store, digests, wanted):
+        return result
+    with store.lock():
+        store.remove_orphans()
+        missing = _missing(store, digests, wanted)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, names in sorted(missing.items()):
+            groups.setdefault(tuple(names), []).append(i)
+        start = time.perf_counter()
+        for names, todo in groups.items():
+            _run_pass(
+                store,
+                backbone,
+                digests,
+                names,
+                _PassImages(todo, read, decode, [views[n] for n in names]),
+                result,
+                batch_size=max(1, batch_size // len(names)),
+                num_workers=num_workers,
+                device=device,
+                autocast=autocast,
+            )
+        log.info(
+            "computed %d features (%d images) in %.1f s",
+            result.computed,
+            result.images,
+            time.perf_counter() - start,
+        )
+    return result
+
+
+def _missing(
+    store: FeatureStore, digests: Sequence[str], wanted: Mapping[str, Sequence[int]]
+) -> dict[int, list[str]]:
+    """Image index → the view names it lacks."""
+    missing: dict[int, list[str]] = {}
+    for view, indices in wanted.items():
+        shard_ids, _ = store.locate(view, [digests[i] for i in indices])
+        for i in np.asarray(indices)[shard_ids < 0].tolist():
+            missing.setdefault(i, []).append(view)
+    return missing
+
+
+@torch.inference_mode()
+def _run_pass(
+    store: FeatureStore,
+    backbone: Backbone,
+    digests: Sequence[str],
+    names: Sequence[str],
+    images: _PassImages,
+    result: PassResult,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device | str,
+    autocast: torch.dtype | None,
+) -> None:
+    was_training = backbone.training
+    backbone.eval().to(device)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    writers = {name: store.writer(name) for name in names}
+    device_type = torch.device(device).type
+    batches = tqdm(
+        loader, desc="features", unit="batch", disable=not sys.stderr.isatty(), leave=False
+    )
+    with (
+        _threads_beside(num_workers if device_type == "cpu" else 0),
+        torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)),
+    ):
+        for ready, x, failed in batches:
+            result.failed.update(failed)
+            if not ready:
+                continue
+            x = x.to(device, non_blocking=True)
+            features = backbone(x).float().cpu().numpy().reshape(len(ready), len(names), -1)
+            for (i, digest), rows in zip(ready, features, strict=True):
+                for name, row in zip(names, rows, strict=True):
+                    writers[name].add(digest, row)  # keyed by the bytes that were encoded
+                if digest != digests[i]:
+                    result.failed[i] = "changed since the catalog read it"
+            result.computed += len(ready) * len(names)
+            result.images += len(ready)
+    for writer in writers.values():
+        writer.flush()
+    backbone.train(was_training)
+
+
+@contextlib.contextmanager
+def _threads_beside(workers: int) -> Iterator[None]:
+    """Leave the cores the decoding workers use to them: a CPU forward pass with as many
+    threads as cores, beside busy workers, runs several times slower (threads wait on
+    each other), so it takes the cores the workers leave (at least one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before - workers) if workers else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.inference_mode()
@@ -148,93 +545,12 @@ def extract_features(
     autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Run ``backbone`` (in eval mode, on ``device``, under ``autocast`` if given) over a
-    dataset of image tensors."""
+    dataset of image tensors (the bare forward, as benchmarks measure it)."""
     was_training = backbone.training
     backbone.eval().to(device)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
     device_type = torch.device(device).type
-    batches = tqdm(
-        loader, desc="features", unit="batch", disable=not sys.stderr.isatty(), leave=False
-    )
     with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)):
-        feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in batches]
+        feats = [backbone(x.to(device, non_blocking=True)).float().cpu() for x in loader]
     backbone.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0, backbone.num_features)
-
-
-def view_features(
-    backbone: Backbone,
-    digests: Sequence[str],
-    views: Mapping[str, View],
-    decode: Callable[[Sequence[int]], torch.Tensor],
-    *,
-    cache: FeatureCache | None = None,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    autocast: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Features of every view of every image, (N · V, D) with row ``i · V + v``.
-
-    Entries found in ``cache`` are loaded; only images with a missing view are decoded
-    (``decode(indices)`` → uint8 (len, 3, H, W)) and passed through the backbone, and the
-    new entries are written back.
-    """
-    names = list(views)
-    wanted = [(i, view) for i in range(len(digests)) for view in names]
-    found = _load_found(cache, digests, wanted)
-    if len(found) < len(wanted):
-        # one process computes, others wait and then read (parallel jobs, data-parallel ranks)
-        with cache.lock() if cache is not None else contextlib.nullcontext():
-            found.update(_load_found(cache, digests, wanted))
-            _compute_missing(
-                backbone, digests, views, decode, cache, found, wanted, batch_size, device, autocast
-            )
-    if not wanted:
-        return torch.empty(0, backbone.num_features)
-    return torch.stack([found[item] for item in wanted])
-
-
-def _load_found(
-    cache: FeatureCache | None, digests: Sequence[str], wanted: list[tuple[int, str]]
-) -> dict[tuple[int, str], torch.Tensor]:
-    if cache is None:
-        return {}
-    return {(i, v): f for i, v in wanted if (f := cache.load(digests[i], v)) is not None}
-
-
-def _compute_missing(
-    backbone: Backbone,
-    digests: Sequence[str],
-    views: Mapping[str, View],
-    decode: Callable[[Sequence[int]], torch.Tensor],
-    cache: FeatureCache | None,
-    found: dict[tuple[int, str], torch.Tensor],
-    wanted: list[tuple[int, str]],
-    batch_size: int,
-    device: torch.device | str,
-    autocast: torch.dtype | None,
-) -> None:
-    """Decode the images that miss a view, run the backbone, fill ``found`` and the cache."""
-    missing = [item for item in wanted if item not in found]
-    if missing:
-        start = time.perf_counter()
-        needed = sorted({i for i, _ in missing})
-        images = dict(zip(needed, decode(needed), strict=True))
-        computed = extract_features(
-            backbone,
-            _Items(images, missing, views),
-            batch_size=batch_size,
-            device=device,
-            autocast=autocast,
-        )
-        for (i, view), feature in zip(missing, computed, strict=True):
-            found[(i, view)] = feature
-            if cache is not None:
-                cache.save(digests[i], view, feature)
-        log.info(
-            "computed %d features (%d images) in %.1f s; %d from the cache",
-            len(missing),
-            len(needed),
-            time.perf_counter() - start,
-            len(wanted) - len(missing),
-        )

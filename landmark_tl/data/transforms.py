@@ -1,8 +1,8 @@
 """Preprocessing geometry from timm's data config, and augmentation views.
 
-Images are decoded and resized once into uint8 (C, H, W) tensors at the backbone's input
-geometry (:func:`geometry_transform`); views and random augmentation act on those tensors;
-normalisation happens inside the backbone.
+Images are decoded (in loader workers, when their batch is asked) and resized into uint8
+(C, H, W) tensors at the backbone's input geometry (:func:`geometry_transform`); views and
+random augmentation act on those tensors; normalisation happens inside the backbone.
 """
 
 from __future__ import annotations

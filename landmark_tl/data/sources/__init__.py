@@ -3,9 +3,9 @@
 A source lists *candidates* — one per image, with a stable key (a POSIX path relative to
 the source's root) and its two labels — plus what it had to skip, and reads an image's bytes
 by its key. :func:`landmark_tl.data.catalog.build_catalog` turns any source into the one
-:class:`~landmark_tl.data.catalog.Catalog` that everything downstream uses. A persistent
-index of files (size, mtime → digest) can sit between the two: it needs only the keys and
-:meth:`ImageSource.read`.
+:class:`~landmark_tl.data.catalog.Catalog` that everything downstream uses. The persistent
+index of files (:mod:`landmark_tl.data.index`: size, mtime → digest) sits between the two:
+it needs only the keys, :meth:`ImageSource.stamp` and :meth:`ImageSource.read`.
 
 Each kind of source is one module here; :func:`landmark_tl.build.build_source` picks one
 by ``data.source``.
@@ -13,6 +13,7 @@ by ``data.source``.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from landmark_tl.data.catalog import DroppedLandmark, Problem
+from landmark_tl.data.index import Stamp
 from landmark_tl.io import require_regular_file
 
 
@@ -67,6 +69,12 @@ class ImageSource(ABC):
     def path(self, key: str) -> Path:
         """Where the image of ``key`` is shown to users (and stored, for file sources)."""
         return self.root / key
+
+    def stamp(self, key: str) -> Stamp:
+        """Size and modification time of the image at ``key`` (OSError when it is gone):
+        while they are unchanged, the catalog index's row for it holds."""
+        stat = os.stat(os.path.join(self.root, key))
+        return Stamp(stat.st_size, stat.st_mtime_ns)
 
     def read(self, key: str) -> bytes:
         """The bytes of the image at ``key``, exactly as stored."""

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from landmark_tl.data.catalog import Catalog, CatalogError, NamedBytes, Problem, show
+from landmark_tl.data.index import Stamp
 from landmark_tl.data.sources import Candidate, ImageSource, Listing
 from landmark_tl.io import atomic_write, printable
 
@@ -40,6 +41,7 @@ class _Member:
     shard: Path
     offset: int
     size: int
+    mtime_ns: int  # of the shard file when it was listed
 
 
 class ShardSource(ImageSource):
@@ -75,6 +77,13 @@ class ShardSource(ImageSource):
                 listing.candidates.append(Candidate(key, labels["category"], labels["landmark"]))
         return listing
 
+    def stamp(self, key: str) -> Stamp:
+        """A member's size and its shard's modification time (a rewritten shard is new)."""
+        if not self._members:
+            self.listing()
+        member = self._members[key]
+        return Stamp(member.size, member.mtime_ns)
+
     def read(self, key: str) -> bytes:
         if not self._members:
             self.listing()
@@ -97,6 +106,7 @@ def _samples(shard: Path, listing: Listing) -> Iterator[tuple[str, dict[str, str
     images: dict[str, _Member] = {}
     labels: dict[str, dict[str, str]] = {}
     try:
+        mtime_ns = shard.stat().st_mtime_ns
         with tarfile.open(shard, mode="r:") as tar:
             for info in tar:
                 if not info.isfile():
@@ -107,7 +117,7 @@ def _samples(shard: Path, listing: Listing) -> Iterator[tuple[str, dict[str, str
                     if parsed is not None:
                         labels[sample] = parsed
                 else:
-                    images[sample] = _Member(shard, info.offset_data, info.size)
+                    images[sample] = _Member(shard, info.offset_data, info.size, mtime_ns)
     except (tarfile.TarError, EOFError, OSError) as error:
         listing.problems.append(
             Problem(shard, f"truncated or corrupt tar ({error}); the samples before it are used")

@@ -1,0 +1,188 @@
+"""A persistent index of a data source's files, so that a run on unchanged data reads none.
+
+One SQLite file per source (under ``paths.cache_dir/catalog/``) holds, per image key, the
+file's size and mtime_ns when it was read, and what reading it found: the content digest,
+width, height and mode, or the reason it cannot be used. :func:`~landmark_tl.data.catalog.
+build_catalog` stats each listed file and reuses the row when size and mtime are unchanged;
+other files are read (hashed, and decoded to verify them) again. A row is not trusted for
+a file modified within :data:`RACY_NS` of its reading (as git does: a change in the same
+clock tick would leave the mtime equal). The index is in WAL mode and written under a lock,
+so joblib workers and data-parallel ranks can share it: one reads the files, the others
+find the rows. A damaged index is discarded and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from landmark_tl.data.sqlite import connect
+from landmark_tl.errors import UserError
+from landmark_tl.io import printable
+
+log = logging.getLogger(__name__)
+
+RACY_NS = 2_000_000_000  # a file modified this close to its reading is read again
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    read_ns INTEGER NOT NULL, verified INTEGER NOT NULL, digest TEXT,
+    width INTEGER, height INTEGER, mode TEXT, problem BLOB) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What reading one image found: a reason it cannot be used (None: usable), the digest
+    of its bytes, and (when decoded) its stored width, height and mode."""
+
+    problem: str | None
+    digest: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A file's size and modification time: unchanged, its index row still holds."""
+
+    size: int
+    mtime_ns: int
+
+
+class CatalogIndexError(UserError, OSError):
+    """The catalog index cannot be opened or written; the message names it and the fix."""
+
+
+class CatalogIndex:
+    """The index file at ``path`` (created when missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._checked = False
+        self._lock: FileLock | None = None
+
+    @classmethod
+    def for_source(cls, cache_dir: str | Path, kind: str, root: Path) -> CatalogIndex:
+        """The index of the ``kind`` source at ``root``, kept under ``cache_dir/catalog``."""
+        name = hashlib.blake2b(str(root).encode("utf-8", "surrogateescape"), digest_size=8)
+        return cls(Path(cache_dir) / "catalog" / f"{kind}-{name.hexdigest()}.sqlite")
+
+    def lock(self) -> FileLock:
+        if self._lock is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(f"{self.path}.lock")
+        return self._lock
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = connect(self.path, schema=_SCHEMA, check=not self._checked)
+        except sqlite3.DatabaseError as error:
+            log.warning(
+                "%s: damaged catalog index (%s): discarding it; the files are read again",
+                printable(str(self.path)),
+                error,
+            )
+            with self.lock():
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            db = connect(self.path, schema=_SCHEMA, check=False)
+        except OSError as error:
+            raise CatalogIndexError(
+                error.errno,
+                f"{printable(str(self.path))}: catalog index cannot be opened ({error}); fix "
+                "its permissions or set paths.cache_dir (env LANDMARK_TL_CACHE) to a folder "
+                "you can write",
+            ) from error
+        self._checked = True
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def known(
+        self, keys: Sequence[str], stamps: Sequence[Stamp | None], verify: bool
+    ) -> tuple[dict[int, Inspection], int]:
+        """Position → inspection for the keys whose row still holds (same stamp, not racy,
+        verified when ``verify``), and the number of rows of keys not listed."""
+        position = {key: i for i, key in enumerate(keys)}
+        found: dict[int, Inspection] = {}
+        stale = 0
+        with self._db() as db:
+            for key, size, mtime, read_ns, verified, *rest in db.execute(
+                "SELECT key, size, mtime_ns, read_ns, verified, digest, width, height, mode, "
+                "problem FROM files"
+            ):
+                i = position.get(_text(key))
+                stale += i is None
+                if i is None or stamps[i] is None:
+                    continue
+                stamp = stamps[i]
+                if (
+                    stamp.size == size
+                    and stamp.mtime_ns == mtime
+                    and mtime < read_ns - RACY_NS
+                    and (verified or not verify)
+                ):
+                    digest, width, height, mode, problem = rest
+                    problem = None if problem is None else _text(problem)
+                    found[i] = Inspection(problem, digest, width, height, mode)
+        return found, stale
+
+    def record(
+        self,
+        keys: Sequence[str],
+        stamps: Sequence[Stamp],
+        inspections: Sequence[Inspection],
+        verify: bool,
+        read_ns: int,
+    ) -> None:
+        """Store what reading ``keys`` (stamped before the read, at ``read_ns``) found."""
+        with self._db() as db, db:
+            db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (_blob(key), s.size, s.mtime_ns, read_ns, int(verify), *_fields(found))
+                    for key, s, found in zip(keys, stamps, inspections, strict=True)
+                ),
+            )
+
+    def forget(self, keep: Sequence[str]) -> int:
+        """Remove the rows of keys not in ``keep`` (files gone or no longer listed)."""
+        with self._db() as db, db:
+            db.execute("CREATE TEMP TABLE listed (key BLOB PRIMARY KEY) WITHOUT ROWID")
+            db.executemany("INSERT OR IGNORE INTO listed VALUES (?)", ((_blob(k),) for k in keep))
+            gone = db.execute("DELETE FROM files WHERE key NOT IN (SELECT key FROM listed)")
+            return gone.rowcount
+
+    def image_info(self) -> Iterator[tuple[str, int | None, int | None, str | None]]:
+        """(key, width, height, mode) of every readable image in the index."""
+        with self._db() as db:
+            for key, *info in db.execute(
+                "SELECT key, width, height, mode FROM files WHERE problem IS NULL"
+            ):
+                yield _text(key), *info
+
+
+def _fields(found: Inspection) -> tuple:
+    problem = None if found.problem is None else _blob(found.problem)
+    return found.digest, found.width, found.height, found.mode, problem
+
+
+def _blob(text: str) -> bytes:
+    """A key (or reason) as stored: file names may hold undecodable bytes (surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _text(blob: bytes) -> str:
+    return blob.decode("utf-8", "surrogateescape")
