@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from landmark_tl.errors import UserError
 from landmark_tl.io import atomic_write_json, printable
+from landmark_tl.rundir import BACKBONE_WEIGHTS
 
 FILENAME = "fingerprint.json"
 FORMAT = 1
@@ -59,6 +60,7 @@ RUN_FILES = (
     "predictions.csv",
     "checkpoints",
     "stages",
+    BACKBONE_WEIGHTS,
 )
 _SHOWN_KEYS = 8
 

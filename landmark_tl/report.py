@@ -271,7 +271,10 @@ def ranking_monitor(runs: Sequence[Run]) -> str:
     return monitor if usable else "val/landmark_f1"
 
 
-_RANKING_NAMES = {"val/landmark_f1": "validation landmark macro F1"}
+_RANKING_NAMES = {
+    "val/landmark_f1": "validation landmark macro F1",
+    "val/f1": "validation macro F1 (mean of the tasks)",
+}
 
 
 def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Table:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.features import FeatureStore
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.fit import fit_stages
 from landmark_tl.hierarchy import LabelHierarchy
@@ -141,7 +142,12 @@ def test_probe_refuses_a_bad_grid_and_a_trainable_backbone(backbone):
 
 def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool):
     dm = LandmarkDataModule(
-        tiny_tree, backbone.preprocessing, split=SplitSpec(1, 2), feature_encoder=backbone
+        tiny_tree,
+        backbone.preprocessing,
+        split=SplitSpec(1, 2),
+        num_workers=0,
+        feature_encoder=backbone,
+        feature_store=FeatureStore(tmp_path / "features", "enc"),
     )
     dm.setup("fit")
     if relabel_test:  # the test split's labels must play no part in the fit

@@ -12,6 +12,7 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from landmark_tl.config import ConfigError, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule, item_landmarks
+from landmark_tl.data.features import FeatureStore
 from landmark_tl.data.sampling import BalancedSampler
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.models.backbone import create_backbone
@@ -70,15 +71,17 @@ def skewed_tree(tiny_tree, tmp_path_factory):
 
 
 @pytest.mark.parametrize("frozen", [True, False])
-def test_training_loader_balances_images_and_cached_features(skewed_tree, frozen):
+def test_training_loader_balances_images_and_cached_features(skewed_tree, frozen, tmp_path):
     backbone = create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
     dm = LandmarkDataModule(
         skewed_tree,
         backbone.preprocessing,
         split=SplitSpec(1, 2, seed=0),
         batch_size=4,
+        num_workers=0,
         sampler="balanced",
         feature_encoder=backbone if frozen else None,
+        feature_store=FeatureStore(tmp_path, "enc") if frozen else None,
     )
     dm.setup("fit")
     labels = item_landmarks(dm.datasets["train"])

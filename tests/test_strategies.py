@@ -7,6 +7,7 @@ import torch
 
 from landmark_tl.checkpointing import restore_frozen_backbone
 from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.features import FeatureStore
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.fit import fit_stages
 from landmark_tl.models.backbone import create_backbone
@@ -23,13 +24,15 @@ def backbone():
 
 
 @pytest.fixture(scope="module")
-def datamodule(tiny_tree, backbone):
+def datamodule(tiny_tree, backbone, tmp_path_factory):
     dm = LandmarkDataModule(
         tiny_tree,
         backbone.preprocessing,
         split=SplitSpec(1, 2),
         batch_size=4,
+        num_workers=0,
         feature_encoder=backbone,
+        feature_store=FeatureStore(tmp_path_factory.mktemp("features"), "enc"),
     )
     dm.setup("fit")
     return dm
