@@ -249,7 +249,7 @@ def fit_stages(
         module.begin_stage(stage)
         saved = run_dir / "stages" / f"{stage}.pt"
         if resume and saved.exists():
-            _restore_stage(module, run_dir, saved, result)
+            restore_stage(module, run_dir, saved, result)
             continue
         if seed is not None:
             L.seed_everything(seed + index, workers=True, verbose=False)
@@ -277,9 +277,9 @@ def fit_stages(
         stage_result, outputs = _test_stage(trainer, module, datamodule, run_dir, seconds)
         if earlier_log:
             _prepend_log(run_dir / "logs" / stage / "metrics.csv", earlier_log)
-        _merge(result, stage_result, outputs)
+        merge_stage(result, stage_result, outputs)
         if trainer.is_global_zero:
-            _save_stage(saved, stage_result, outputs)
+            save_stage(saved, stage_result, outputs)
         log.info("stage %s: %s in %.1f s", stage, stage_result.scores, seconds)
     return result
 
@@ -359,7 +359,7 @@ def _scores(module: TwoLevelStrategy, outputs: TestOutputs) -> dict[str, dict[st
     }
 
 
-def _merge(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:
+def merge_stage(result: FitResult, stage: StageResult, outputs: TestOutputs) -> None:
     result.stages.append(stage)
     for task in outputs.preds:
         result.test_outputs.preds[task] = outputs.preds[task]
@@ -388,14 +388,14 @@ def _prepend_log(path: Path, earlier: list[dict[str, str]]) -> None:
     atomic_write_text(path, out.getvalue())
 
 
-def _save_stage(path: Path, stage: StageResult, outputs: TestOutputs) -> None:
+def save_stage(path: Path, stage: StageResult, outputs: TestOutputs) -> None:
     """The finished stage's results, so a resumed run need not redo it."""
     buffer = io.BytesIO()
     torch.save({"result": asdict(stage), "outputs": asdict(outputs)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _restore_stage(module: TwoLevelStrategy, run_dir: Path, path: Path, result: FitResult) -> None:
+def restore_stage(module: TwoLevelStrategy, run_dir: Path, path: Path, result: FitResult) -> None:
     """Take a finished stage's saved results and put its best weights back in ``module``."""
     saved = read_checkpoint(path)
     stage = StageResult(**{**saved["result"], "tasks": tuple(saved["result"]["tasks"])})
@@ -403,7 +403,7 @@ def _restore_stage(module: TwoLevelStrategy, run_dir: Path, path: Path, result: 
         read_checkpoint(run_dir / stage.best_checkpoint), module.backbone
     )
     module.load_state_dict(best["state_dict"])
-    _merge(result, stage, TestOutputs(**saved["outputs"]))
+    merge_stage(result, stage, TestOutputs(**saved["outputs"]))
     log.info("stage %s: finished before, results and best weights restored", stage.name)
 
 

@@ -34,10 +34,10 @@ from landmark_tl.fingerprint import check_run_marker, claim_run_dir, refuse_chan
 from landmark_tl.fit import (
     FitResult,
     StageResult,
-    _merge,
-    _restore_stage,
-    _save_stage,
     check_stages_fit_split,
+    merge_stage,
+    restore_stage,
+    save_stage,
     split_is_empty,
 )
 from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -141,7 +141,7 @@ def run_group(
             state.module.begin_stage(stage)
             saved = state.member.run_dir / "stages" / f"{stage}.pt"
             if state.member.config.resume and saved.exists():
-                _restore_stage(state.module, state.member.run_dir, saved, state.fit)
+                restore_stage(state.module, state.member.run_dir, saved, state.fit)
             else:
                 todo.append(state)
         if todo:
@@ -312,9 +312,9 @@ def _finish_stage(
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "checkpoints" / f"{stage}-best.ckpt", best)
     atomic_write_text(run_dir / "logs" / stage / "metrics.csv", _csv(rows))
-    _save_stage(run_dir / "stages" / f"{stage}.pt", result, outputs)
+    save_stage(run_dir / "stages" / f"{stage}.pt", result, outputs)
     atomic_write_bytes(run_dir / "checkpoints" / f"{stage}-last.ckpt", last)
-    _merge(state.fit, result, outputs)
+    merge_stage(state.fit, result, outputs)
     log.info("%s stage %s: %s", run_dir, stage, result.scores)
 
 
