@@ -221,3 +221,60 @@ def test_doctor_reads_sizes_and_modes_from_the_index(tmp_path, monkeypatch, caps
     assert [(p.name, mode) for p, mode in report.odd_modes] == [("cmyk.jpg", "CMYK")]
     assert doctor(args) == 0  # warm: the same report without opening an image
     assert "cmyk.jpg: CMYK" in capsys.readouterr().out
+
+
+def test_an_image_that_only_the_feature_pass_finds_broken_is_skipped_and_not_read_again(
+    tmp_path, reads, monkeypatch
+):
+    """The cold catalog reads headers only; the pass's decode is the one that finds a
+    truncated file: reported, left out, the run goes on, and the index keeps the verdict."""
+    import io
+
+    import numpy as np
+
+    from landmark_tl.data import datamodule as dm_module
+    from landmark_tl.data.datamodule import LandmarkDataModule
+    from landmark_tl.data.features import FeatureStore
+    from landmark_tl.models.backbone import create_backbone
+
+    root = _tree(tmp_path, images=4)
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, format="PNG")
+    broken = root / "Gothic" / "A" / "broken.png"
+    broken.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # header intact
+    _age(root)
+    backbone = create_backbone("test_convnext", weights="none", input_size=(3, 32, 32))
+
+    def setup():
+        dm = LandmarkDataModule(
+            root,
+            backbone.preprocessing,
+            index=CatalogIndex(tmp_path / "index.sqlite"),
+            split=SplitSpec(1, 1),
+            num_workers=0,
+            feature_encoder=backbone,
+            feature_store=FeatureStore(tmp_path / "store", "enc"),
+        )
+        dm.setup()
+        return dm
+
+    decoded: list[str] = []
+
+    def counted(data, real=dm_module.load_rgb):
+        decoded.append(Path(data.name).name)
+        return real(data)
+
+    monkeypatch.setattr(dm_module, "load_rgb", counted)
+    cold = setup()
+    assert len(reads) == 17 and len(decoded) == 17  # each image hashed once, decoded once
+    assert broken not in {r.path for r in cold.catalog.records}
+    assert len(cold.catalog.records) == len(cold.assignment) == 16  # the run goes on
+    (reason,) = [p.reason for p in cold.catalog.problems if p.path == broken]
+    assert "truncated" in reason and "found by the feature pass" in reason
+    reads.clear(), decoded.clear()
+    warm = setup()
+    assert reads == [] and decoded == []  # nothing read: the index knows the broken one
+    assert warm.catalog.records == cold.catalog.records
+    (reason,) = [p.reason for p in warm.catalog.problems if p.path == broken]
+    assert reason.startswith("unreadable: OSError") and "truncated" in reason

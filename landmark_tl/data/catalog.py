@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
-from landmark_tl.data.index import CatalogIndex, Inspection, Stamp
+from landmark_tl.data.index import CatalogIndex, Inspection, Stamp, Verify
 from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import (
@@ -234,17 +234,20 @@ def avif_supported() -> bool:
 def build_catalog(
     source: ImageSource,
     *,
-    verify: bool = True,
+    verify: bool | Verify = True,
     workers: int | None = None,
     index: CatalogIndex | None = None,
 ) -> Catalog:
     """Read every image ``source`` lists into a :class:`Catalog`.
 
-    Each image's bytes are read once: hashed (for duplicates and the feature cache) and,
-    with ``verify``, decoded (in ``workers`` threads, default one per CPU) so that
-    unreadable ones become problems; without it only the file names are checked. With
-    ``index``, only files new or changed since the index read them are read.
+    Each image's bytes are read once (in ``workers`` threads, default one per CPU) and
+    hashed (for duplicates and the feature cache); how far they are checked is ``verify``
+    (True: :attr:`Verify.decode`, a full decode, so that unreadable ones become problems;
+    :attr:`Verify.header`: the header only, size and mode, for a caller that decodes every
+    image anyway, as the feature pass does, and reports what fails then; False: names
+    only). With ``index``, only files new or changed since the index read them are read.
     """
+    verify = Verify.decode if verify is True else Verify.none if verify is False else verify
     listing = source.listing()
     keys = [c.key for c in listing.candidates]
     if index is None:
@@ -308,7 +311,7 @@ def raise_all(root: Path, errors: Sequence[str]) -> None:
 
 
 def _inspect_all(
-    source: ImageSource, keys: Sequence[str], *, verify: bool, workers: int | None
+    source: ImageSource, keys: Sequence[str], *, verify: Verify, workers: int | None
 ) -> list[Inspection]:
     """What reading each key's image finds (why it cannot be used, its digest, size, mode)."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
@@ -316,13 +319,13 @@ def _inspect_all(
         raise ValueError(f"workers must be at least 1, got {workers}")
     inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
     found: list[Inspection] = []
-    with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
+    with strict_decoding(), ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(keys), _CHUNK):  # a chunk at a time: few pending futures
             found += pool.map(inspect, keys[start : start + _CHUNK])
     return found
 
 
-def _inspect(source: ImageSource, key: str, *, avif: bool, verify: bool) -> Inspection:
+def _inspect(source: ImageSource, key: str, *, avif: bool, verify: Verify) -> Inspection:
     if not avif and key.lower().endswith(".avif"):
         return Inspection(AVIF_HINT)
     try:
@@ -330,12 +333,13 @@ def _inspect(source: ImageSource, key: str, *, avif: bool, verify: bool) -> Insp
     except OSError as error:
         return Inspection(_unreadable(error))
     digest = bytes_digest(data)
-    if not verify:
+    if verify is Verify.none:
         return Inspection(None, digest)
     try:
         with Image.open(NamedBytes(data, key)) as image:
             (width, height), mode = image.size, image.mode
-        load_rgb(NamedBytes(data, key))
+        if verify is Verify.decode:
+            load_rgb(NamedBytes(data, key))
     except Exception as error:  # any decoder failure makes this file unusable, not the scan
         return Inspection(_unreadable(error), digest)
     return Inspection(None, digest, width, height, mode)
@@ -346,7 +350,7 @@ def _inspect_indexed(
     keys: Sequence[str],
     index: CatalogIndex,
     listing: Listing,
-    verify: bool,
+    verify: Verify,
     workers: int | None,
 ) -> list[Inspection]:
     """As :func:`_inspect_all`, reading only the files the index does not know unchanged.
@@ -403,7 +407,7 @@ def _one_line(text: str) -> str:
 
 
 @contextlib.contextmanager
-def _strict_decoding() -> Iterator[None]:
+def strict_decoding() -> Iterator[None]:
     """Make Pillow raise on truncated files (another library may have relaxed that)."""
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False

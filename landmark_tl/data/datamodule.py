@@ -22,9 +22,10 @@ from landmark_tl.data.catalog import (
     Problem,
     build_catalog,
     load_rgb,
+    strict_decoding,
 )
 from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store
-from landmark_tl.data.index import CatalogIndex
+from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sampling import BalancedSampler, Sampler
 from landmark_tl.data.sources import ImageSource
@@ -64,7 +65,9 @@ class ImageDecoder:
     def decode(self, data: bytes, i: int) -> torch.Tensor:
         """Record ``i``'s bytes ``data`` decoded at the model's geometry."""
         name = str(self.catalog.records[i].path)
-        return to_uint8_tensor(self.geometry(load_rgb(NamedBytes(data, name))))
+        with strict_decoding():  # a truncated file fails here, as it would in the scan
+            image = load_rgb(NamedBytes(data, name))
+        return to_uint8_tensor(self.geometry(image))
 
     def __call__(self, i: int) -> torch.Tensor:
         """Record ``i`` read and decoded; CatalogError naming it when that fails now (the
@@ -241,7 +244,9 @@ class LandmarkDataModule(L.LightningDataModule):
         stored features (computing the missing ones first); runs once."""
         if self.datasets:
             return
-        catalog = build_catalog(self.source, index=self.index)
+        # with a feature pass to come, it is the one full decode: the catalog reads headers
+        verify = Verify.header if self.feature_encoder is not None else Verify.decode
+        catalog = build_catalog(self.source, index=self.index, verify=verify)
         self.catalog = drop_small_landmarks(catalog, self.min_images_per_landmark, self.split_spec)
         self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
         if self.feature_encoder is not None:
@@ -287,13 +292,28 @@ class LandmarkDataModule(L.LightningDataModule):
             device=self.feature_device,
             autocast=self.feature_autocast,
         )
+        if done.broken and self.index is not None:  # later runs skip them unread
+            digests, records = self.catalog.content_digests(), self.catalog.records
+            self.index.record_unreadable(
+                [
+                    (self.catalog.key(records[i].path), digests[i], f"unreadable: {why}")
+                    for i, why in done.broken.items()
+                ]
+            )
         if done.failed:
-            self._leave_out(done.failed)
+            self._leave_out(done.failed, done.broken)
 
-    def _leave_out(self, failed: dict[int, str]) -> None:
+    def _leave_out(self, failed: dict[int, str], broken: dict[int, str]) -> None:
+        """Drop the images the feature pass could not use from the catalog and the split,
+        as problems: ``broken`` ones (fail to decode) for good, the others until they read."""
         records = self.catalog.records
         problems = [
-            Problem(records[i].path, f"left out by the feature pass: {why}; run again to read it")
+            Problem(
+                records[i].path,
+                f"unreadable: {broken[i]} (found by the feature pass)"
+                if i in broken
+                else f"left out by the feature pass: {why}; run again to read it",
+            )
             for i, why in sorted(failed.items())
         ]
         for problem in problems:

@@ -12,7 +12,9 @@ recomputed, never used.
 
 The feature pass (:func:`fill_store`) streams images through DataLoader workers a batch at
 a time: each worker reads an image's bytes, hashes them and decodes them, so an entry is
-keyed by the bytes it was computed from even if the file changes meanwhile. Rows are
+keyed by the bytes it was computed from even if the file changes meanwhile. This is the
+one full decode of a cold run (the catalog only reads headers): an image that fails it is
+reported, and the run goes on without it. Rows are
 committed a shard at a time as they come, so memory stays bounded and a killed pass
 continues where it stopped. Reading (:class:`FeatureRows`) gathers a batch of rows from the
 memory-mapped shards; it loads everything into memory only when that fits a budget.
@@ -370,11 +372,14 @@ class FeatureRows:
 @dataclass
 class PassResult:
     """What a feature pass did: rows computed, and the images it could not use (index →
-    reason: unreadable now, or changed since the catalog read them)."""
+    reason: unreadable now, or changed since the catalog read them). ``broken`` holds those
+    of them whose bytes are the ones the catalog read (same digest) and fail to decode
+    (index → the decoder's error): they stay unusable until the file changes."""
 
     computed: int = 0
     images: int = 0
     failed: dict[int, str] = field(default_factory=dict)
+    broken: dict[int, str] = field(default_factory=dict)
 
 
 class _PassImages(Dataset):
@@ -394,24 +399,26 @@ class _PassImages(Dataset):
         return len(self.todo)
 
     def __getitem__(self, k: int) -> tuple[int, str | None, torch.Tensor | str]:
-        i = self.todo[k]
+        """(image index, digest of the bytes read (None: unreadable), its views or why it
+        failed)."""
+        i, digest = self.todo[k], None
         try:
             data = self.read(i)
             digest = bytes_digest(data)
             image = self.decode(data, i)
         except Exception as error:  # reported for this image; the pass goes on
-            return i, None, f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            return i, digest, f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
         return i, digest, torch.stack([view(image) for view in self.views])
 
 
 def _collate(
     batch: list[tuple[int, str | None, torch.Tensor | str]],
-) -> tuple[list[tuple[int, str]], torch.Tensor | None, dict[int, str]]:
+) -> tuple[list[tuple[int, str]], torch.Tensor | None, list[tuple[int, str | None, str]]]:
     """(image index, digest) of the decoded images, their views as one tensor (one transfer
-    from the worker), and the reason each other image failed."""
-    ready = [(i, digest) for i, digest, _ in batch if digest is not None]
-    views = [x for _, digest, x in batch if digest is not None]
-    failed = {i: f"unreadable now ({x})" for i, digest, x in batch if digest is None}
+    from the worker), and (index, digest read, why) of each other image."""
+    ready = [(i, digest) for i, digest, x in batch if not isinstance(x, str)]
+    views = [x for _, _, x in batch if not isinstance(x, str)]
+    failed = [(i, digest, x) for i, digest, x in batch if isinstance(x, str)]
     return ready, torch.cat(views) if views else None, failed
 
 
@@ -504,7 +511,10 @@ def _run_pass(
         torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)),
     ):
         for ready, x, failed in batches:
-            result.failed.update(failed)
+            for i, digest, why in failed:
+                result.failed[i] = f"unreadable now ({why})"
+                if digest == digests[i]:  # the bytes the catalog read: broken for good
+                    result.broken[i] = why
             if not ready:
                 continue
             x = x.to(device, non_blocking=True)

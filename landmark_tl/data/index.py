@@ -4,11 +4,14 @@ One SQLite file per source (under ``paths.cache_dir/catalog/``) holds, per image
 file's size and mtime_ns when it was read, and what reading it found: the content digest,
 width, height and mode, or the reason it cannot be used. :func:`~landmark_tl.data.catalog.
 build_catalog` stats each listed file and reuses the row when size and mtime are unchanged;
-other files are read (hashed, and decoded to verify them) again. A row is not trusted for
+other files are read again: hashed, and verified as far as asked (:class:`Verify`: the
+header only, the size and mode, or a full decode). A row is not trusted for
 a file modified within :data:`RACY_NS` of its reading (as git does: a change in the same
 clock tick would leave the mtime equal). The index is in WAL mode and written under a lock,
 so joblib workers and data-parallel ranks can share it: one reads the files, the others
-find the rows. A damaged index is discarded and rebuilt, never used.
+find the rows. A damaged index is discarded and rebuilt, never used. A decode that fails
+later (the feature pass decodes every image anyway) is recorded in the file's row
+(:meth:`CatalogIndex.record_unreadable`), so later runs skip that file without reading it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 from filelock import FileLock
@@ -36,6 +40,14 @@ CREATE TABLE IF NOT EXISTS files (
     read_ns INTEGER NOT NULL, verified INTEGER NOT NULL, digest TEXT,
     width INTEGER, height INTEGER, mode TEXT, problem BLOB) WITHOUT ROWID;
 """
+
+
+class Verify(IntEnum):
+    """How far a file was checked when read; a row serves a run that asks as much or less."""
+
+    none = 0  # hashed only
+    header = 1  # hashed, and its header read (size, mode): a decoder opens it; no pixels
+    decode = 2  # hashed and fully decoded
 
 
 @dataclass(frozen=True)
@@ -111,10 +123,11 @@ class CatalogIndex:
             db.close()
 
     def known(
-        self, keys: Sequence[str], stamps: Sequence[Stamp | None], verify: bool
+        self, keys: Sequence[str], stamps: Sequence[Stamp | None], verify: Verify
     ) -> tuple[dict[int, Inspection], int]:
         """Position → inspection for the keys whose row still holds (same stamp, not racy,
-        verified when ``verify``), and the number of rows of keys not listed."""
+        checked at least as far as ``verify``, or found unusable), and the number of rows of
+        keys not listed."""
         position = {key: i for i, key in enumerate(keys)}
         found: dict[int, Inspection] = {}
         stale = 0
@@ -132,7 +145,7 @@ class CatalogIndex:
                     stamp.size == size
                     and stamp.mtime_ns == mtime
                     and mtime < read_ns - RACY_NS
-                    and (verified or not verify)
+                    and (verified >= verify or rest[-1] is not None)
                 ):
                     digest, width, height, mode, problem = rest
                     problem = None if problem is None else _text(problem)
@@ -144,7 +157,7 @@ class CatalogIndex:
         keys: Sequence[str],
         stamps: Sequence[Stamp],
         inspections: Sequence[Inspection],
-        verify: bool,
+        verify: Verify,
         read_ns: int,
     ) -> None:
         """Store what reading ``keys`` (stamped before the read, at ``read_ns``) found."""
@@ -155,6 +168,16 @@ class CatalogIndex:
                     (_blob(key), s.size, s.mtime_ns, read_ns, int(verify), *_fields(found))
                     for key, s, found in zip(keys, stamps, inspections, strict=True)
                 ),
+            )
+
+    def record_unreadable(self, found: Sequence[tuple[str, str, str]]) -> None:
+        """Record (key, digest, reason) of images whose bytes with that digest failed to
+        decode after the index read them: the row holds as long as the file is unchanged
+        (same stamp and digest), so later runs skip the file without decoding it again."""
+        with self._db() as db, db:
+            db.executemany(
+                "UPDATE files SET problem = ?, verified = ? WHERE key = ? AND digest = ?",
+                ((_blob(why), int(Verify.decode), _blob(k), d) for k, d, why in found),
             )
 
     def forget(self, keep: Sequence[str]) -> int:
