@@ -61,7 +61,7 @@ class CatalogError(UserError, ValueError):
     """The image tree cannot be used; the message names the folder or file and the fix."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # many: no per-object dict
 class ImageRecord:
     """One readable image (its path, under the catalog's root) and its two labels."""
 
@@ -70,7 +70,7 @@ class ImageRecord:
     landmark: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # many: no per-object dict
 class Problem:
     """A skipped file and why it was skipped."""
 
@@ -422,23 +422,26 @@ def _without_duplicates(
 ) -> tuple[list[ImageRecord], list[tuple[ImageRecord, str]]]:
     """Drop byte-identical copies: under two landmarks the label is ambiguous, so every copy
     goes; within one landmark the first stays, so a copy cannot sit in train and test."""
-    labels: dict[str, set[tuple[str, str]]] = {}
-    for record in records:
-        labels.setdefault(digests[record.path], set()).add((record.category, record.landmark))
-    kept: list[ImageRecord] = []
-    dropped: list[tuple[ImageRecord, str]] = []
-    first: dict[str, ImageRecord] = {}
+    first: dict[str, ImageRecord] = {}  # the first record of each digest
+    labels: dict[str, set[tuple[str, str]]] = {}  # the labels of digests that have several
     for record in records:
         digest = digests[record.path]
-        if len(labels[digest]) > 1:
+        one = first.setdefault(digest, record)
+        if (one.category, one.landmark) != (record.category, record.landmark):
+            labels.setdefault(digest, {(one.category, one.landmark)})
+            labels[digest].add((record.category, record.landmark))
+    kept: list[ImageRecord] = []
+    dropped: list[tuple[ImageRecord, str]] = []
+    for record in records:
+        digest = digests[record.path]
+        if digest in labels:
             others = sorted("/".join(map(printable, p)) for p in labels[digest])
             reason = f"same bytes under several landmarks ({', '.join(others)}): ambiguous label"
             dropped.append((record, reason))
-        elif digest in first:
+        elif first[digest] is not record:
             reason = f"duplicate of {printable(first[digest].path.name)} in the same landmark"
             dropped.append((record, reason))
         else:
-            first[digest] = record
             kept.append(record)
     return kept, dropped
 

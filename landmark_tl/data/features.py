@@ -445,10 +445,7 @@ def fill_store(
         return result
     with store.lock():
         store.remove_orphans()
-        missing = _missing(store, digests, wanted)
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, names in sorted(missing.items()):
-            groups.setdefault(tuple(names), []).append(i)
+        groups = _missing(store, digests, wanted)
         start = time.perf_counter()
         for names, todo in groups.items():
             _run_pass(
@@ -474,14 +471,23 @@ def fill_store(
 
 def _missing(
     store: FeatureStore, digests: Sequence[str], wanted: Mapping[str, Sequence[int]]
-) -> dict[int, list[str]]:
-    """Image index → the view names it lacks."""
-    missing: dict[int, list[str]] = {}
-    for view, indices in wanted.items():
+) -> dict[tuple[str, ...], list[int]]:
+    """The images that lack rows, grouped by the view names they lack (names → ascending
+    image indices); one flag per image and view, not an object per image."""
+    names = list(wanted)
+    lacks = np.zeros((len(digests), len(names)), dtype=bool)
+    for v, (view, indices) in enumerate(wanted.items()):
+        indices = np.asarray(indices, dtype=np.int64)
         shard_ids, _ = store.locate(view, [digests[i] for i in indices])
-        for i in np.asarray(indices)[shard_ids < 0].tolist():
-            missing.setdefault(i, []).append(view)
-    return missing
+        lacks[indices[shard_ids < 0], v] = True
+    images = np.flatnonzero(lacks.any(axis=1))
+    patterns, group = np.unique(lacks[images], axis=0, return_inverse=True)
+    return {
+        tuple(n for n, lack in zip(names, pattern, strict=True) if lack): images[
+            group.reshape(-1) == g
+        ].tolist()
+        for g, pattern in enumerate(patterns)
+    }
 
 
 @torch.inference_mode()

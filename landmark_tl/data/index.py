@@ -50,7 +50,7 @@ class Verify(IntEnum):
     decode = 2  # hashed and fully decoded
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # many: no per-object dict
 class Inspection:
     """What reading one image found: a reason it cannot be used (None: usable), the digest
     of its bytes, and (when decoded) its stored width, height and mode."""
@@ -62,7 +62,7 @@ class Inspection:
     mode: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # many: no per-object dict
 class Stamp:
     """A file's size and modification time: unchanged, its index row still holds."""
 

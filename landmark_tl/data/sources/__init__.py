@@ -25,7 +25,7 @@ from landmark_tl.data.index import Stamp
 from landmark_tl.io import require_regular_file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """An image a source lists, before it is read: its key under the root and its labels."""
 
