@@ -11,11 +11,12 @@ backbone is timm's small random ``test_convnext`` at 32 px, so that the framewor
 cost shows. Each mode runs in its own process, so its peak RSS is its own:
 
 - **cold**: ``prepare_data`` with empty catalog index and feature store (every file read,
-  verified, then the streaming feature pass);
+  hashed and its header checked, then the streaming feature pass: the one full decode);
 - **warm**: a whole training run (multi_output, 2 epochs, test) with both filled;
 - **finetune**: a run with ``backbone.freeze=none``: one epoch over the whole data set,
-  cut at 30 steps (2 cores cannot fine-tune 100k images in a benchmark; memory depends on
-  the data set held, not on the steps taken), then validation and test;
+  cut at 30 steps, then validation and test cut at 30 batches each (2 cores cannot
+  fine-tune 100k images in a benchmark; memory depends on the data set held, not on the
+  steps taken);
 - **bare**: PIL decode to the model's geometry (``load_rgb`` and the resize + crop every
   image needs) of the same files (a sample of up to 3,000) in the same number of
   DataLoader workers: the limit the cold pass's throughput is measured against.
@@ -152,6 +153,8 @@ def mode_finetune(root: Path, work: Path) -> dict:
             "backbone.freeze=none",
             "strategy.stages.joint.epochs=1",
             "+trainer.limit_train_batches=30",
+            "+trainer.limit_val_batches=30",
+            "+trainer.limit_test_batches=30",
         )
     )
     metrics = train(config, work / "out" / f"finetune-{time.time_ns()}")
@@ -257,7 +260,8 @@ def write_doc(results: list[dict], seconds: float) -> None:
             f"Measured by `python benchmarks/scale.py` on {platform.machine()}, "
             f"{os.cpu_count()} CPU cores (shared), torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d')}; {seconds:.0f} s in all. Unique 640x480 JPEGs, "
-            "backbone test_convnext (random) at 32 px; fine-tuning cut at 30 steps. xN: peak "
+            "backbone test_convnext (random) at 32 px; fine-tuning cut at 30 steps (and 30 "
+            "validation and test batches). xN: peak "
             "RSS against the smallest size (goal <= 1.2 at 100k); warm setup: scan through "
             "the index, split, fingerprint, data report and feature rows located (goal <= "
             "100 µs); cold pass / bare decode: images/s of the feature pass against PIL "

@@ -273,6 +273,8 @@ def test_an_image_that_only_the_feature_pass_finds_broken_is_skipped_and_not_rea
     (reason,) = [p.reason for p in cold.catalog.problems if p.path == broken]
     assert "truncated" in reason and "found by the feature pass" in reason
     reads.clear(), decoded.clear()
+    build_catalog(FolderSource(root), index=CatalogIndex(tmp_path / "index.sqlite"), verify=True)
+    assert reads == []  # the pass's decode verified the others: fine-tuning reads nothing
     warm = setup()
     assert reads == [] and decoded == []  # nothing read: the index knows the broken one
     assert warm.catalog.records == cold.catalog.records

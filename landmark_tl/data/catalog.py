@@ -268,7 +268,8 @@ def build_catalog(
     failed += duplicates
     problems = listing.problems + [Problem(record.path, reason) for record, reason in failed]
     _check_readable(source.root, records, failed, problems)
-    records.sort(key=lambda r: (r.category, r.landmark, r.path.parts))  # as Path order, faster
+    # as Path order (its parts), faster; a split string, as .parts would cache a tuple per path
+    records.sort(key=lambda r: (r.category, r.landmark, os.fspath(r.path).split(os.sep)))
     problems.sort(key=lambda p: str(p.path))
     hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
     _log_summary(source.root, records, hierarchy, problems, listing.ignored)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -292,13 +293,18 @@ class LandmarkDataModule(L.LightningDataModule):
             device=self.feature_device,
             autocast=self.feature_autocast,
         )
-        if done.broken and self.index is not None:  # later runs skip them unread
-            digests, records = self.catalog.content_digests(), self.catalog.records
-            self.index.record_unreadable(
-                [
-                    (self.catalog.key(records[i].path), digests[i], f"unreadable: {why}")
-                    for i, why in done.broken.items()
-                ]
+        if self.index is not None and (done.decoded or done.broken):
+            # decoded: verified as a full decode; broken: later runs skip them unread
+            digests, key = self.catalog.content_digests(), self.catalog.key
+            records = self.catalog.records
+            self.index.record_decoded(
+                itertools.chain(
+                    ((key(records[i].path), digests[i], None) for i in done.decoded),
+                    (
+                        (key(records[i].path), digests[i], f"unreadable: {why}")
+                        for i, why in done.broken.items()
+                    ),
+                )
             )
         if done.failed:
             self._leave_out(done.failed, done.broken)

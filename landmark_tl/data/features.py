@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 import zlib
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,14 +373,16 @@ class FeatureRows:
 @dataclass
 class PassResult:
     """What a feature pass did: rows computed, and the images it could not use (index →
-    reason: unreadable now, or changed since the catalog read them). ``broken`` holds those
-    of them whose bytes are the ones the catalog read (same digest) and fail to decode
-    (index → the decoder's error): they stay unusable until the file changes."""
+    reason: unreadable now, or changed since the catalog read them). Of the images whose
+    bytes are the ones the catalog read (same digest), ``decoded`` lists those that decoded
+    and ``broken`` those that fail to (index → the decoder's error): they stay unusable
+    until the file changes."""
 
     computed: int = 0
     images: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     broken: dict[int, str] = field(default_factory=dict)
+    decoded: array = field(default_factory=lambda: array("q"))  # 8 bytes an image
 
 
 class _PassImages(Dataset):
@@ -530,6 +533,8 @@ def _run_pass(
                     writers[name].add(digest, row)  # keyed by the bytes that were encoded
                 if digest != digests[i]:
                     result.failed[i] = "changed since the catalog read it"
+                else:
+                    result.decoded.append(i)
             result.computed += len(ready) * len(names)
             result.images += len(ready)
     for writer in writers.values():

@@ -11,7 +11,7 @@ clock tick would leave the mtime equal). The index is in WAL mode and written un
 so joblib workers and data-parallel ranks can share it: one reads the files, the others
 find the rows. A damaged index is discarded and rebuilt, never used. A decode that fails
 later (the feature pass decodes every image anyway) is recorded in the file's row
-(:meth:`CatalogIndex.record_unreadable`), so later runs skip that file without reading it.
+(:meth:`CatalogIndex.record_decoded`), so later runs skip that file without reading it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -170,14 +170,18 @@ class CatalogIndex:
                 ),
             )
 
-    def record_unreadable(self, found: Sequence[tuple[str, str, str]]) -> None:
-        """Record (key, digest, reason) of images whose bytes with that digest failed to
-        decode after the index read them: the row holds as long as the file is unchanged
-        (same stamp and digest), so later runs skip the file without decoding it again."""
+    def record_decoded(self, found: Iterable[tuple[str, str, str | None]]) -> None:
+        """Record (key, digest, reason or None) of images whose bytes with that digest were
+        fully decoded after the index read them (by the feature pass): the row then serves
+        runs that ask for :attr:`Verify.decode`, and one that failed (with its reason) is
+        skipped by later runs without decoding it again, as long as the file is unchanged."""
         with self._db() as db, db:
             db.executemany(
                 "UPDATE files SET problem = ?, verified = ? WHERE key = ? AND digest = ?",
-                ((_blob(why), int(Verify.decode), _blob(k), d) for k, d, why in found),
+                (
+                    (None if why is None else _blob(why), int(Verify.decode), _blob(k), d)
+                    for k, d, why in found
+                ),
             )
 
     def forget(self, keep: Sequence[str]) -> int:
