@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
-from landmark_tl.data.index import CatalogIndex, Inspection, Stamp, Verify
+from landmark_tl.data.index import CatalogIndex, Inspection, Stamp, Verdicts, Verify
 from landmark_tl.errors import UserError
 from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import (
@@ -251,25 +251,33 @@ def build_catalog(
     listing = source.listing()
     keys = [c.key for c in listing.candidates]
     if index is None:
-        inspections = _inspect_all(source, keys, verify=verify, workers=workers)
+        verdicts = Verdicts.empty(len(keys))
+        for start, found in _inspect_chunks(source, keys, verify=verify, workers=workers):
+            for i, inspection in enumerate(found, start):
+                verdicts.set(i, inspection)
     else:
-        inspections = _inspect_indexed(source, keys, index, listing, verify, workers)
+        verdicts = _inspect_indexed(source, keys, index, listing, verify, workers)
+    del keys
     records: list[ImageRecord] = []
     failed: list[tuple[ImageRecord, str]] = []
     by_path: dict[Path, str] = {}
-    for candidate, found in zip(listing.candidates, inspections, strict=True):
+    for i, candidate in enumerate(listing.candidates):
         record = ImageRecord(source.path(candidate.key), candidate.category, candidate.landmark)
-        if found.problem is None:
+        problem = verdicts.problems.get(i)
+        if problem is None:
             records.append(record)
-            by_path[record.path] = found.digest
+            by_path[record.path] = verdicts.digests[i]
         else:
-            failed.append((record, found.problem))
+            failed.append((record, problem))
+    del verdicts
+    listing.candidates = []  # read: free them before the records are sorted and checked
     records, duplicates = _without_duplicates(records, by_path)
     failed += duplicates
     problems = listing.problems + [Problem(record.path, reason) for record, reason in failed]
     _check_readable(source.root, records, failed, problems)
-    # as Path order (its parts), faster; a split string, as .parts would cache a tuple per path
-    records.sort(key=lambda r: (r.category, r.landmark, os.fspath(r.path).split(os.sep)))
+    # labels first, then Path order (a key of .parts or a split string would make or keep a
+    # tuple, list or strings per image: tens of MB at 100k images)
+    records.sort(key=lambda r: (r.category, r.landmark, r.path))
     problems.sort(key=lambda p: str(p.path))
     hierarchy = LabelHierarchy.from_pairs((r.category, r.landmark) for r in records)
     _log_summary(source.root, records, hierarchy, problems, listing.ignored)
@@ -311,19 +319,19 @@ def raise_all(root: Path, errors: Sequence[str]) -> None:
     raise CatalogError(f"{show(root)}: {len(errors)} folders are unusable:\n  {listed}{more}")
 
 
-def _inspect_all(
+def _inspect_chunks(
     source: ImageSource, keys: Sequence[str], *, verify: Verify, workers: int | None
-) -> list[Inspection]:
-    """What reading each key's image finds (why it cannot be used, its digest, size, mode)."""
+) -> Iterator[tuple[int, list[Inspection]]]:
+    """What reading each key's image finds (why it cannot be used, its digest, size, mode),
+    a chunk of keys at a time (position of its first key, inspections): few pending
+    futures, and few inspections alive at once."""
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
-    found: list[Inspection] = []
     with strict_decoding(), ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(keys), _CHUNK):  # a chunk at a time: few pending futures
-            found += pool.map(inspect, keys[start : start + _CHUNK])
-    return found
+        for start in range(0, len(keys), _CHUNK):
+            yield start, list(pool.map(inspect, keys[start : start + _CHUNK]))
 
 
 def _inspect(source: ImageSource, key: str, *, avif: bool, verify: Verify) -> Inspection:
@@ -353,36 +361,39 @@ def _inspect_indexed(
     listing: Listing,
     verify: Verify,
     workers: int | None,
-) -> list[Inspection]:
-    """As :func:`_inspect_all`, reading only the files the index does not know unchanged.
+) -> Verdicts:
+    """As :func:`_inspect_chunks`, reading only the files the index does not know unchanged.
 
     The files are read under the index's lock, after looking again: of processes started
     together, one reads and the others find its rows. A file that vanished after it was
-    listed is a problem; rows of files no longer listed are dropped, with a note."""
-    stamps: list[Stamp | None] = []
-    gone: dict[int, Inspection] = {}
+    listed is a problem; rows of files no longer listed are dropped, with a note. Stamps
+    are kept as arrays (no object per file)."""
+    sizes = np.full(len(keys), -1, dtype=np.int64)  # -1: cannot be stat-ed
+    mtimes = np.zeros(len(keys), dtype=np.int64)
+    gone: dict[int, str] = {}
     for i, key in enumerate(keys):
         try:
-            stamps.append(source.stamp(key))
+            stamp = source.stamp(key)
         except OSError as error:
-            stamps.append(None)
-            reason = f"deleted or unreadable after it was listed ({_one_line(str(error))})"
-            gone[i] = Inspection(reason)
-    found, stale = index.known(keys, stamps, verify)
-    if len(found) + len(gone) < len(keys) or stale:
+            gone[i] = f"deleted or unreadable after it was listed ({_one_line(str(error))})"
+            continue
+        sizes[i], mtimes[i] = stamp.size, stamp.mtime_ns
+    verdicts = Verdicts.empty(len(keys))
+    stale = index.known(keys, sizes, mtimes, verify, verdicts)
+    if sum(map(verdicts.known, range(len(keys)))) + len(gone) < len(keys) or stale:
         with index.lock():
-            found, stale = index.known(keys, stamps, verify)
-            todo = [i for i in range(len(keys)) if i not in found and i not in gone]
+            verdicts = Verdicts.empty(len(keys))
+            stale = index.known(keys, sizes, mtimes, verify, verdicts)
+            todo = [i for i in range(len(keys)) if not verdicts.known(i) and i not in gone]
             for start in range(0, len(todo), _CHUNK):  # recorded as read: a kill keeps them
                 part = todo[start : start + _CHUNK]
                 read_ns = time.time_ns()
-                results = _inspect_all(
-                    source, [keys[i] for i in part], verify=verify, workers=workers
-                )
-                index.record(
-                    [keys[i] for i in part], [stamps[i] for i in part], results, verify, read_ns
-                )
-                found.update(zip(part, results, strict=True))
+                names = [keys[i] for i in part]
+                ((_, found),) = _inspect_chunks(source, names, verify=verify, workers=workers)
+                stamps = [Stamp(int(sizes[i]), int(mtimes[i])) for i in part]
+                index.record(names, stamps, found, verify, read_ns)
+                for i, inspection in zip(part, found, strict=True):
+                    verdicts.set(i, inspection)
             if todo:
                 log.info(
                     "%s: read %d new or changed files; %d unchanged since indexed",
@@ -395,8 +406,8 @@ def _inspect_indexed(
                     f"{index.forget(keys)} files indexed by an earlier run are no longer "
                     "listed (deleted, moved or filtered out): removed from the catalog index"
                 )
-    found.update(gone)
-    return [found[i] for i in range(len(keys))]
+    verdicts.problems.update(gone)
+    return verdicts
 
 
 def _unreadable(error: BaseException) -> str:

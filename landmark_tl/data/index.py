@@ -21,10 +21,11 @@ import hashlib
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
 from landmark_tl.data.sqlite import connect
@@ -60,6 +61,27 @@ class Inspection:
     width: int | None = None
     height: int | None = None
     mode: str | None = None
+
+
+@dataclass
+class Verdicts:
+    """What reading n images found, compactly (no object per image): the digest of each
+    image's bytes (None: not read yet, or unreadable) and why each unusable one is."""
+
+    digests: list[str | None]
+    problems: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n: int) -> Verdicts:
+        return cls([None] * n)
+
+    def known(self, i: int) -> bool:
+        return self.digests[i] is not None or i in self.problems
+
+    def set(self, i: int, found: Inspection) -> None:
+        self.digests[i] = found.digest
+        if found.problem is not None:
+            self.problems[i] = found.problem
 
 
 @dataclass(frozen=True, slots=True)  # many: no per-object dict
@@ -123,34 +145,35 @@ class CatalogIndex:
             db.close()
 
     def known(
-        self, keys: Sequence[str], stamps: Sequence[Stamp | None], verify: Verify
-    ) -> tuple[dict[int, Inspection], int]:
-        """Position → inspection for the keys whose row still holds (same stamp, not racy,
-        checked at least as far as ``verify``, or found unusable), and the number of rows of
-        keys not listed."""
+        self,
+        keys: Sequence[str],
+        sizes: np.ndarray,
+        mtimes: np.ndarray,
+        verify: Verify,
+        into: Verdicts,
+    ) -> int:
+        """Set ``into`` for the keys whose row still holds (same size and mtime_ns, not racy,
+        checked at least as far as ``verify``, or found unusable); a negative size marks a
+        file that cannot be stat-ed. Returns the number of rows of keys not listed."""
         position = {key: i for i, key in enumerate(keys)}
-        found: dict[int, Inspection] = {}
         stale = 0
         with self._db() as db:
-            for key, size, mtime, read_ns, verified, *rest in db.execute(
-                "SELECT key, size, mtime_ns, read_ns, verified, digest, width, height, mode, "
-                "problem FROM files"
+            for key, size, mtime, read_ns, verified, digest, problem in db.execute(
+                "SELECT key, size, mtime_ns, read_ns, verified, digest, problem FROM files"
             ):
                 i = position.get(_text(key))
-                stale += i is None
-                if i is None or stamps[i] is None:
-                    continue
-                stamp = stamps[i]
-                if (
-                    stamp.size == size
-                    and stamp.mtime_ns == mtime
+                if i is None:
+                    stale += 1
+                elif (
+                    sizes[i] == size
+                    and mtimes[i] == mtime
                     and mtime < read_ns - RACY_NS
-                    and (verified >= verify or rest[-1] is not None)
+                    and (verified >= verify or problem is not None)
                 ):
-                    digest, width, height, mode, problem = rest
-                    problem = None if problem is None else _text(problem)
-                    found[i] = Inspection(problem, digest, width, height, mode)
-        return found, stale
+                    into.digests[i] = digest
+                    if problem is not None:
+                        into.problems[i] = _text(problem)
+        return stale
 
     def record(
         self,
