@@ -14,7 +14,7 @@ from PIL import Image
 
 from landmark_tl.data import catalog as catalog_module
 from landmark_tl.data.catalog import build_catalog, scan_image_folder
-from landmark_tl.data.index import CatalogIndex
+from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.sources.manifest import ManifestSource
@@ -90,6 +90,23 @@ def test_changed_files_are_read_again(tmp_path, reads):
     assert sorted(reads) == ["Gothic/A/0.png", "Gothic/B/1.png"]
     assert [p.path for p in catalog.problems] == [root / "Gothic" / "A" / "bad.png", same_size]
     assert catalog.digests[grown] == scan_image_folder(root).digests[grown]
+
+
+def test_a_row_serves_runs_that_ask_no_more_checking_than_it_had(tmp_path, reads):
+    root = _tree_aged(tmp_path)
+    path = tmp_path / "index.sqlite"
+    headers = build_catalog(FolderSource(root), index=CatalogIndex(path), verify=Verify.header)
+    assert len(reads) == 13 and "unreadable" in headers.problems[0].reason
+    assert headers.digests == scan_image_folder(root).digests
+    reads.clear()
+    build_catalog(FolderSource(root), index=CatalogIndex(path), verify=Verify.none)
+    assert reads == []  # less checking than the row had
+    decoded = build_catalog(FolderSource(root), index=CatalogIndex(path), verify=True)
+    assert len(reads) == 12  # decoded now; the unreadable one stays a problem, unread
+    _same(decoded, headers)
+    reads.clear()
+    build_catalog(FolderSource(root), index=CatalogIndex(path), verify=True)
+    assert reads == []
 
 
 def test_a_row_read_in_the_files_last_clock_tick_is_not_trusted(tmp_path, reads):

@@ -255,10 +255,11 @@ class LandmarkDataModule(L.LightningDataModule):
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         decoder = ImageDecoder(self.catalog, self.preprocessing)
+        located: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view → rows of every image
         for split, idx in indices.items():
             labels = categories[idx], landmarks[idx]
             if self.feature_encoder is not None:
-                self.datasets[split] = self._feature_dataset(split, idx, *labels)
+                self.datasets[split] = self._feature_dataset(split, idx, *labels, located)
             elif split == "train" and self.augment in RANDOM_AUGMENTS:
                 size = self.preprocessing.input_size[1:]
                 transform = self.timm_augment or random_augmentation(size)
@@ -333,15 +334,22 @@ class LandmarkDataModule(L.LightningDataModule):
         self.assignment = [self.assignment[i] for i in keep]
 
     def _feature_dataset(
-        self, split: str, indices: list[int], categories: torch.Tensor, landmarks: torch.Tensor
+        self,
+        split: str,
+        indices: list[int],
+        categories: torch.Tensor,
+        landmarks: torch.Tensor,
+        located: dict[str, tuple[np.ndarray, np.ndarray]],
     ) -> FeatureDataset:
-        """Rows of every view of ``split``'s images, item ``i · V + v``."""
-        digests = self.catalog.content_digests()
+        """Rows of every view of ``split``'s images, item ``i · V + v``. ``located`` holds
+        the (shard id, row) of every catalog image per view, filled as views are first
+        asked for: one scan of the store's index per view, whatever the splits."""
         names = list(self.views(split))
-        wanted = [digests[i] for i in indices]
-        located = [self.feature_store.locate(name, wanted) for name in names]
-        shard_ids = np.stack([s for s, _ in located], axis=1).reshape(-1)
-        rows = np.stack([r for _, r in located], axis=1).reshape(-1)
+        for name in names:
+            if name not in located:
+                located[name] = self.feature_store.locate(name, self.catalog.content_digests())
+        shard_ids = np.stack([located[name][0][indices] for name in names], axis=1).reshape(-1)
+        rows = np.stack([located[name][1][indices] for name in names], axis=1).reshape(-1)
         repeat = len(names)
         return FeatureDataset(
             FeatureRows(self.feature_store, shard_ids, rows, self.feature_memory),
