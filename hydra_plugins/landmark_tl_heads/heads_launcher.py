@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class HeadsLauncherConf:
     _target_: str = "hydra_plugins.landmark_tl_heads.heads_launcher.HeadsLauncher"
+    # torch threads while a head batch trains (1: small ops run fastest on one thread;
+    # 0: torch's own setting). Jobs that run alone keep torch's setting.
+    threads: int = 1
 
 
 ConfigStore.instance().store(
@@ -34,7 +37,8 @@ class HeadsLauncher(Launcher):
     vectorised fit in this process; other jobs run one after another as with Hydra's
     basic launcher. Every job gets its own run dir and JobReturn, in job order."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -58,5 +62,10 @@ class HeadsLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs, heads batched where they share features", len(job_overrides))
         return launch_jobs(
-            self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx
+            self.hydra_context,
+            self.task_function,
+            self.config,
+            job_overrides,
+            initial_job_idx,
+            self.threads,
         )

@@ -40,9 +40,11 @@ from landmark_tl.fit import (
     save_stage,
     split_is_empty,
 )
+from landmark_tl.hierarchy import TASKS
 from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
+from landmark_tl.models.strategies.linear_probe import ProbeFit
 from landmark_tl.rundir import read_metrics
 from landmark_tl.sweep.grouping import check_group, group_monitor
 from landmark_tl.sweep.vectorised import (
@@ -50,6 +52,7 @@ from landmark_tl.sweep.vectorised import (
     SplitTensors,
     StageSettings,
     VectorisedStage,
+    torch_threads,
 )
 from landmark_tl.train import run_fingerprint, run_metrics, write_run_results, write_run_setup
 
@@ -100,10 +103,11 @@ def split_tensors(datamodule: LandmarkDataModule, split: str) -> SplitTensors:
 
 
 def run_group(
-    members: Sequence[Member], device: torch.device | str = "cpu"
+    members: Sequence[Member], device: torch.device | str = "cpu", threads: int | None = 1
 ) -> list[dict | BaseException]:
-    """Train every member's heads together; per member its metrics, or the error that
-    stopped it (the others go on)."""
+    """Train every member's heads together, on ``threads`` torch threads (see
+    :func:`~landmark_tl.sweep.vectorised.torch_threads`); per member its metrics, or the
+    error that stopped it (the others go on)."""
     configs = [m.config for m in members]
     check_group(configs)
     for config in configs:
@@ -123,6 +127,20 @@ def run_group(
             refuse_changes(state.member.run_dir, state.recorded.differences(state.fingerprint))
         write_run_setup(state.member.run_dir, config, datamodule, state.fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
+    with torch_threads(threads):
+        _fit_group(pending, datamodule, backbone, device, setup_seconds, start)
+    return [_result(s) for s in states]
+
+
+def _fit_group(
+    pending: list[_State],
+    datamodule: LandmarkDataModule,
+    backbone: Any,
+    device: torch.device | str,
+    setup_seconds: float,
+    start: float,
+) -> None:
+    """Build, train, test and write out every pending member."""
     hierarchy = datamodule.catalog.hierarchy
     for state in pending:
         L.seed_everything(state.member.config.seed, workers=True, verbose=False)
@@ -159,8 +177,12 @@ def run_group(
             setup_seconds,
             start,
         )
+        state.metrics["head_batch"] = {
+            "members": len(pending),
+            # a probe's fit does not depend on the seed: one fit serves the whole group
+            "shared_fit": isinstance(state.module, ProbeFit),
+        }
         write_run_results(state.member.run_dir, config, datamodule, state.fit, state.metrics)
-    return [_result(s) for s in states]
 
 
 def _claim(state: _State) -> None:
@@ -207,6 +229,9 @@ def _train_stage(
     """Fit ``stage`` of every member in ``todo`` at once, then test and save each."""
     modules = [s.module for s in todo]
     configs = [s.member.config for s in todo]
+    probed = _fit_probes(modules, splits)
+    if probed is not None:
+        splits = probed
     vectorised = VectorisedStage(
         modules,
         [_settings(m, c, stage, index) for m, c in zip(modules, configs, strict=True)],
@@ -215,8 +240,18 @@ def _train_stage(
         modules[0].class_weights,
         device,
         group_monitor(configs[0]),
+        fitted=probed is not None,
     )
     outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
+    if probed is not None:  # what a probe logs at the end of its single epoch
+        chosen = {
+            f"probe/{t}_l2": float(modules[0].chosen_l2[TASKS.index(t)])
+            for t in modules[0].probe_layers()
+        }
+        for outcome in outcomes:
+            for row in outcome.rows:
+                if "train/loss" in row:
+                    row.update(chosen)
     for state, outcome in zip(todo, outcomes, strict=True):
         if outcome.failed is not None:
             state.error = MemberFailed(f"{state.member.run_dir}: {outcome.failed}")
@@ -250,6 +285,37 @@ def _train_stage(
         results[split] = (logits, preds, tested.rows(split, data, preds, total, per_task))
     for m, (state, outcome) in enumerate(kept):
         _finish_stage(state, outcome, stage, m, results, splits, validate, seconds / len(todo))
+
+
+def _fit_probes(
+    modules: list[TwoLevelStrategy], splits: dict[str, SplitTensors]
+) -> dict[str, SplitTensors] | None:
+    """Probes (None for other strategies): fit the first member's once and give every
+    member that fit, then return the splits standardised as the probes' ``encode`` does.
+
+    A probe's fit is a convex problem solved full-batch from zeros on the same features
+    whatever the seed, so each member's own fit would be this one; the seed only orders
+    the batches of the single epoch that logs the training scores, which each member still
+    runs in its own order.
+    """
+    first = modules[0]
+    if not isinstance(first, ProbeFit):
+        return None
+    width = first.feature_mean.numel()
+
+    def raw(split: SplitTensors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = split.x if len(split) else torch.zeros(0, width)  # an empty split
+        return x, split.targets
+
+    first.fit_probes(raw(splits["train"]), raw(splits["val"]))
+    fitted = {k: v for k, v in first.state_dict().items() if not k.startswith("backbone.")}
+    for module in modules[1:]:
+        module.load_state_dict(fitted, strict=False)
+    with torch.no_grad():
+        return {
+            name: SplitTensors(first.encode(raw(split)[0]), split.targets)
+            for name, split in splits.items()
+        }
 
 
 def _finish_stage(

@@ -74,8 +74,10 @@ def launch_jobs(
     config: DictConfig,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
+    threads: int | None = 1,
 ) -> list[JobReturn]:
-    """Run every job (batched where possible); their JobReturns in job order."""
+    """Run every job (batched where possible, a batch on ``threads`` torch threads);
+    their JobReturns in job order."""
     jobs = job_configs(hydra_context, config, job_overrides, initial_job_idx)
     configs = [train_config_of(job) for job in jobs]
     composed = [i for i, c in enumerate(configs) if c is not None]
@@ -98,7 +100,7 @@ def launch_jobs(
         ]
         log.info("head batch of %d jobs: %s", len(unit), ", ".join(f"#{i}" for i in unit))
         try:
-            outcomes: list[Any] = run_group(members, feature_device(members[0].config))
+            outcomes: list[Any] = run_group(members, feature_device(members[0].config), threads)
         except Exception as error:  # noqa: BLE001 - the group failed as a whole: each job says so
             log.error("head batch %s failed: %s", unit, error)
             outcomes = [error] * len(unit)
