@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from landmark_tl.report import main as report_main
 from landmark_tl.rundir import read_predictions
 from landmark_tl.sweep.group import FAILED_FILE, Member, MemberFailed, run_group
 from landmark_tl.sweep.grouping import GroupError, check_group, group_jobs, unbatchable_reason
+from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.train import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 
@@ -23,6 +25,10 @@ SHORT = [
     "strategy.stages.category.epochs=2",
     "strategy.stages.joint.epochs=3",
 ]
+# Tiny heads and probes run fastest on one torch thread (see torch_threads); also in the
+# subprocesses
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+PROBE_GRID = "strategy.l2_grid=[0.1,10.0]"  # probes: two strengths to choose from
 HEAD_APPROACHES = [
     "multi_output",
     "head_swap_category_first",
@@ -33,6 +39,12 @@ HEAD_APPROACHES = [
     "linear_probe",  # fitted once for the group: the fit does not depend on the seed
     "hierarchical_probe",
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +126,8 @@ def test_batched_members_match_separate_runs(approach, config_args, tmp_path):
         ["seed=0", "strategy.stages.category.patience=1"],
         ["seed=1", "head.dropout=0.3", "strategy.lr=0.003"],
     ]
-    configs = [compose_config(*config_args(f"+approach={approach}", *v)) for v in variants]
+    grid = [PROBE_GRID] if approach.endswith("probe") else []
+    configs = [compose_config(*config_args(f"+approach={approach}", *grid, *v)) for v in variants]
     for i, config in enumerate(configs):
         train(config, tmp_path / f"separate{i}")
     results = run_group([Member(c, tmp_path / f"batched{i}") for i, c in enumerate(configs)])
@@ -133,7 +146,11 @@ def test_batched_members_match_separate_runs(approach, config_args, tmp_path):
         assert [s["epochs"] for s in batched["stages"]] == [s["epochs"] for s in separate["stages"]]
         for stage in batched["stages"]:
             run = tmp_path / f"batched{i}"
-            assert (run / "checkpoints" / f"{stage['name']}-best.ckpt").is_file()
+            checkpoint = torch.load(
+                run / "checkpoints" / f"{stage['name']}-best.ckpt", weights_only=False
+            )  # as a separate run's: the frozen backbone named, not stored
+            assert "frozen_backbone" in checkpoint
+            assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
             assert (run / "logs" / stage["name"] / "metrics.csv").is_file()
 
 
@@ -184,6 +201,7 @@ def test_a_killed_batched_fit_resumes_every_unfinished_member(config_args, tmp_p
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
+        env=ONE_THREAD,
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
     runs = [tmp_path / "runs" / str(s) for s in (0, 1)]
@@ -233,12 +251,14 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
             f"hydra.sweep.dir={sweep}",
             *args,
             "+approach=hierarchical_probe",
+            PROBE_GRID,
             "seed=0,1",
             "data.sampler=none,balanced",
         ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
+        env=ONE_THREAD,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
@@ -249,7 +269,7 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
         assert (sweep / str(job) / "metrics.json").is_file()
         assert not (sweep / str(job) / "plots").exists()
     separate = tmp_path / "separate"  # seed 1's probe, fitted once with seed 0's
-    train(compose_config(*args, "+approach=hierarchical_probe", "seed=1"), separate)
+    train(compose_config(*args, "+approach=hierarchical_probe", PROBE_GRID, "seed=1"), separate)
     same, delta = _agreement(sweep / "2", separate)
     assert same == 1.0 and max(delta.values()) == 0.0
     assert report_main([f"runs={sweep}", "bootstrap=20", "run_plots=true"]) == 0

@@ -49,6 +49,9 @@ class HeadsLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        from landmark_tl.sweep.launch import remember_sweep_configs  # heavy: only now
+
+        remember_sweep_configs(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.checkpointing import strip_frozen_backbone
 from landmark_tl.config import TrainConfig, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.errors import UserError
@@ -401,7 +402,7 @@ def _checkpoint(
     }
     module.on_save_checkpoint(checkpoint)
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    torch.save(strip_frozen_backbone(checkpoint, module.backbone), buffer)
     return buffer.getvalue()
 
 
