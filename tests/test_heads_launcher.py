@@ -16,6 +16,7 @@ from landmark_tl.report import main as report_main
 from landmark_tl.rundir import read_predictions
 from landmark_tl.sweep.group import FAILED_FILE, Member, MemberFailed, run_group
 from landmark_tl.sweep.grouping import GroupError, check_group, group_jobs, unbatchable_reason
+from landmark_tl.sweep.launch import train_batches
 from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.train import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
@@ -167,6 +168,30 @@ def test_a_diverging_member_fails_alone(config_args, tmp_path):
     failed = json.loads((tmp_path / "1" / FAILED_FILE).read_text())
     assert failed["stage"] == "joint" and "diverged" in failed["error"]
     assert not (tmp_path / "1" / "metrics.json").exists()
+
+
+def test_batches_trained_at_once_match_one_at_a_time(config_args, tmp_path):
+    """Two batches in two threads (the launcher's ``workers``) give what each gives alone."""
+    args = {"multi_output": [], "hierarchical_probe": [PROBE_GRID]}
+
+    def batches(root: Path) -> dict[tuple[int, ...], list[Member]]:
+        return {
+            (2 * b, 2 * b + 1): [
+                Member(
+                    compose_config(*config_args(f"+approach={a}", *extra, f"seed={s}")),
+                    root / f"{a}{s}",
+                )
+                for s in (0, 1)
+            ]
+            for b, (a, extra) in enumerate(args.items())
+        }
+
+    at_once = train_batches(batches(tmp_path / "at_once"), threads=1, workers=2)
+    alone = [run_group(members) for members in batches(tmp_path / "alone").values()]
+    assert [[r["test"] for r in b] for b in at_once] == [[r["test"] for r in b] for b in alone]
+    for run in (tmp_path / "alone").iterdir():
+        same, delta = _agreement(run, tmp_path / "at_once" / run.name)
+        assert same == 1.0 and max(delta.values()) == 0.0
 
 
 KILLER = """

@@ -25,6 +25,9 @@ class HeadsLauncherConf:
     # torch threads while a head batch trains (1: small ops run fastest on one thread;
     # 0: torch's own setting). Jobs that run alone keep torch's setting.
     threads: int = 1
+    # head batches that train at once, in threads of the launching process (their loops
+    # run side by side; set-up and writing one at a time)
+    workers: int = 2
 
 
 ConfigStore.instance().store(
@@ -37,8 +40,9 @@ class HeadsLauncher(Launcher):
     vectorised fit in this process; other jobs run one after another as with Hydra's
     basic launcher. Every job gets its own run dir and JobReturn, in job order."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, workers: int = 2) -> None:
         self.threads = threads
+        self.workers = workers
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -71,4 +75,5 @@ class HeadsLauncher(Launcher):
             job_overrides,
             initial_job_idx,
             self.threads,
+            self.workers,
         )

@@ -16,8 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,12 @@ from landmark_tl.train import run_fingerprint, run_metrics, write_run_results, w
 
 log = logging.getLogger(__name__)
 FAILED_FILE = "failed.json"
+# Groups may train at once in threads (the heads launcher's ``workers``). Everything but
+# the arithmetic of a stage holds this lock: seeding and building the members, reading
+# the data and writing the run dirs touch process-wide state (torch's global random
+# stream, Lightning's seeding); the vectorised loop and the probes' fits use only their
+# own random streams, so two groups' loops can run side by side.
+SHARED_STATE = threading.Lock()
 
 
 class MemberFailed(UserError, RuntimeError):
@@ -113,6 +121,23 @@ def run_group(
     check_group(configs)
     for config in configs:
         validate_config(config)
+    with SHARED_STATE:
+        return _run_group(members, device, threads)
+
+
+@contextmanager
+def _released(lock: threading.Lock) -> Iterator[None]:
+    """Let other groups' threads take ``lock`` while this block runs."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
+
+
+def _run_group(
+    members: Sequence[Member], device: torch.device | str, threads: int | None
+) -> list[dict | BaseException]:
     start = time.perf_counter()
     states = [_State(m) for m in members]
     for state in states:
@@ -230,7 +255,8 @@ def _train_stage(
     """Fit ``stage`` of every member in ``todo`` at once, then test and save each."""
     modules = [s.module for s in todo]
     configs = [s.member.config for s in todo]
-    probed = _fit_probes(modules, splits)
+    with _released(SHARED_STATE):
+        probed = _fit_probes(modules, splits)
     if probed is not None:
         splits = probed
     vectorised = VectorisedStage(
@@ -243,7 +269,8 @@ def _train_stage(
         group_monitor(configs[0]),
         fitted=probed is not None,
     )
-    outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
+    with _released(SHARED_STATE):
+        outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
     if probed is not None:  # what a probe logs at the end of its single epoch
         chosen = {
             f"probe/{t}_l2": float(modules[0].chosen_l2[TASKS.index(t)])
