@@ -48,7 +48,7 @@ from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_t
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
-from landmark_tl.rundir import read_metrics
+from landmark_tl.rundir import FAILED_FILE, read_metrics
 from landmark_tl.sweep.grouping import check_group, group_monitor
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
@@ -60,7 +60,6 @@ from landmark_tl.sweep.vectorised import (
 from landmark_tl.train import run_fingerprint, run_metrics, write_run_results, write_run_setup
 
 log = logging.getLogger(__name__)
-FAILED_FILE = "failed.json"
 # Groups may train at once in threads (the heads launcher's ``workers``). Everything but
 # the arithmetic of a stage holds this lock: seeding and building the members, reading
 # the data and writing the run dirs touch process-wide state (torch's global random
@@ -218,6 +217,7 @@ def _claim(state: _State) -> None:
     except Exception as error:  # noqa: BLE001 - reported as this member's failure
         state.error = error
         return
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)  # a failed member resumed tries again
     finished = run_dir / "metrics.json"
     if state.recorded is not None and finished.is_file():
         log.info("%s finished before (resume=true): keeping its results", run_dir)
