@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class HeadsLauncherConf:
     _target_: str = "hydra_plugins.landmark_tl_heads.heads_launcher.HeadsLauncher"
+    # torch threads while a head batch trains (1: small ops run fastest on one thread;
+    # 0: torch's own setting). Jobs that run alone keep torch's setting.
+    threads: int = 1
+    # head batches that train at once, in threads of the launching process (their loops
+    # run side by side; set-up and writing one at a time)
+    workers: int = 2
 
 
 ConfigStore.instance().store(
@@ -34,7 +40,9 @@ class HeadsLauncher(Launcher):
     vectorised fit in this process; other jobs run one after another as with Hydra's
     basic launcher. Every job gets its own run dir and JobReturn, in job order."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1, workers: int = 2) -> None:
+        self.threads = threads
+        self.workers = workers
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -45,6 +53,9 @@ class HeadsLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        from landmark_tl.sweep.launch import remember_sweep_configs  # heavy: only now
+
+        remember_sweep_configs(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -58,5 +69,11 @@ class HeadsLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs, heads batched where they share features", len(job_overrides))
         return launch_jobs(
-            self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx
+            self.hydra_context,
+            self.task_function,
+            self.config,
+            job_overrides,
+            initial_job_idx,
+            self.threads,
+            self.workers,
         )

@@ -16,8 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.checkpointing import strip_frozen_backbone
 from landmark_tl.config import TrainConfig, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.errors import UserError
@@ -40,21 +43,29 @@ from landmark_tl.fit import (
     save_stage,
     split_is_empty,
 )
+from landmark_tl.hierarchy import TASKS
 from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
-from landmark_tl.rundir import read_metrics
+from landmark_tl.models.strategies.linear_probe import ProbeFit
+from landmark_tl.rundir import FAILED_FILE, read_metrics
 from landmark_tl.sweep.grouping import check_group, group_monitor
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
     SplitTensors,
     StageSettings,
     VectorisedStage,
+    torch_threads,
 )
 from landmark_tl.train import run_fingerprint, run_metrics, write_run_results, write_run_setup
 
 log = logging.getLogger(__name__)
-FAILED_FILE = "failed.json"
+# Groups may train at once in threads (the heads launcher's ``workers``). Everything but
+# the arithmetic of a stage holds this lock: seeding and building the members, reading
+# the data and writing the run dirs touch process-wide state (torch's global random
+# stream, Lightning's seeding); the vectorised loop and the probes' fits use only their
+# own random streams, so two groups' loops can run side by side.
+SHARED_STATE = threading.Lock()
 
 
 class MemberFailed(UserError, RuntimeError):
@@ -100,14 +111,32 @@ def split_tensors(datamodule: LandmarkDataModule, split: str) -> SplitTensors:
 
 
 def run_group(
-    members: Sequence[Member], device: torch.device | str = "cpu"
+    members: Sequence[Member], device: torch.device | str = "cpu", threads: int | None = 1
 ) -> list[dict | BaseException]:
-    """Train every member's heads together; per member its metrics, or the error that
-    stopped it (the others go on)."""
+    """Train every member's heads together, on ``threads`` torch threads (see
+    :func:`~landmark_tl.sweep.vectorised.torch_threads`); per member its metrics, or the
+    error that stopped it (the others go on)."""
     configs = [m.config for m in members]
     check_group(configs)
     for config in configs:
         validate_config(config)
+    with SHARED_STATE:
+        return _run_group(members, device, threads)
+
+
+@contextmanager
+def _released(lock: threading.Lock) -> Iterator[None]:
+    """Let other groups' threads take ``lock`` while this block runs."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
+
+
+def _run_group(
+    members: Sequence[Member], device: torch.device | str, threads: int | None
+) -> list[dict | BaseException]:
     start = time.perf_counter()
     states = [_State(m) for m in members]
     for state in states:
@@ -123,6 +152,20 @@ def run_group(
             refuse_changes(state.member.run_dir, state.recorded.differences(state.fingerprint))
         write_run_setup(state.member.run_dir, config, datamodule, state.fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
+    with torch_threads(threads):
+        _fit_group(pending, datamodule, backbone, device, setup_seconds, start)
+    return [_result(s) for s in states]
+
+
+def _fit_group(
+    pending: list[_State],
+    datamodule: LandmarkDataModule,
+    backbone: Any,
+    device: torch.device | str,
+    setup_seconds: float,
+    start: float,
+) -> None:
+    """Build, train, test and write out every pending member."""
     hierarchy = datamodule.catalog.hierarchy
     for state in pending:
         L.seed_everything(state.member.config.seed, workers=True, verbose=False)
@@ -159,8 +202,12 @@ def run_group(
             setup_seconds,
             start,
         )
+        state.metrics["head_batch"] = {
+            "members": len(pending),
+            # a probe's fit does not depend on the seed: one fit serves the whole group
+            "shared_fit": isinstance(state.module, ProbeFit),
+        }
         write_run_results(state.member.run_dir, config, datamodule, state.fit, state.metrics)
-    return [_result(s) for s in states]
 
 
 def _claim(state: _State) -> None:
@@ -170,6 +217,7 @@ def _claim(state: _State) -> None:
     except Exception as error:  # noqa: BLE001 - reported as this member's failure
         state.error = error
         return
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)  # a failed member resumed tries again
     finished = run_dir / "metrics.json"
     if state.recorded is not None and finished.is_file():
         log.info("%s finished before (resume=true): keeping its results", run_dir)
@@ -207,6 +255,10 @@ def _train_stage(
     """Fit ``stage`` of every member in ``todo`` at once, then test and save each."""
     modules = [s.module for s in todo]
     configs = [s.member.config for s in todo]
+    with _released(SHARED_STATE):
+        probed = _fit_probes(modules, splits)
+    if probed is not None:
+        splits = probed
     vectorised = VectorisedStage(
         modules,
         [_settings(m, c, stage, index) for m, c in zip(modules, configs, strict=True)],
@@ -215,8 +267,19 @@ def _train_stage(
         modules[0].class_weights,
         device,
         group_monitor(configs[0]),
+        fitted=probed is not None,
     )
-    outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
+    with _released(SHARED_STATE):
+        outcomes, seconds = vectorised.run(splits["train"], splits["val"] if validate else None)
+    if probed is not None:  # what a probe logs at the end of its single epoch
+        chosen = {
+            f"probe/{t}_l2": float(modules[0].chosen_l2[TASKS.index(t)])
+            for t in modules[0].probe_layers()
+        }
+        for outcome in outcomes:
+            for row in outcome.rows:
+                if "train/loss" in row:
+                    row.update(chosen)
     for state, outcome in zip(todo, outcomes, strict=True):
         if outcome.failed is not None:
             state.error = MemberFailed(f"{state.member.run_dir}: {outcome.failed}")
@@ -250,6 +313,37 @@ def _train_stage(
         results[split] = (logits, preds, tested.rows(split, data, preds, total, per_task))
     for m, (state, outcome) in enumerate(kept):
         _finish_stage(state, outcome, stage, m, results, splits, validate, seconds / len(todo))
+
+
+def _fit_probes(
+    modules: list[TwoLevelStrategy], splits: dict[str, SplitTensors]
+) -> dict[str, SplitTensors] | None:
+    """Probes (None for other strategies): fit the first member's once and give every
+    member that fit, then return the splits standardised as the probes' ``encode`` does.
+
+    A probe's fit is a convex problem solved full-batch from zeros on the same features
+    whatever the seed, so each member's own fit would be this one; the seed only orders
+    the batches of the single epoch that logs the training scores, which each member still
+    runs in its own order.
+    """
+    first = modules[0]
+    if not isinstance(first, ProbeFit):
+        return None
+    width = first.feature_mean.numel()
+
+    def raw(split: SplitTensors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = split.x if len(split) else torch.zeros(0, width)  # an empty split
+        return x, split.targets
+
+    first.fit_probes(raw(splits["train"]), raw(splits["val"]))
+    fitted = {k: v for k, v in first.state_dict().items() if not k.startswith("backbone.")}
+    for module in modules[1:]:
+        module.load_state_dict(fitted, strict=False)
+    with torch.no_grad():
+        return {
+            name: SplitTensors(first.encode(raw(split)[0]), split.targets)
+            for name, split in splits.items()
+        }
 
 
 def _finish_stage(
@@ -335,7 +429,7 @@ def _checkpoint(
     }
     module.on_save_checkpoint(checkpoint)
     buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    torch.save(strip_frozen_backbone(checkpoint, module.backbone), buffer)
     return buffer.getvalue()
 
 

@@ -23,14 +23,24 @@ from landmark_tl.models.strategies import (
     FeatureChain,
     HeadSwap,
     Hierarchical,
+    HierarchicalProbe,
+    LinearProbe,
     MultiOutput,
 )
 from landmark_tl.models.strategies.base import METRIC_NAMES
 from landmark_tl.trainer_options import Monitor
 
 # Strategies whose heads are plain functions of the cached features (the probes fit in
-# closed form per run and run as usual; a strategy not listed here runs as usual too).
-BATCHED_STRATEGIES = (MultiOutput, HeadSwap, FeatureChain, Hierarchical)
+# closed form, once per group: see landmark_tl.sweep.group; a strategy not listed here
+# runs as usual).
+BATCHED_STRATEGIES = (
+    MultiOutput,
+    HeadSwap,
+    FeatureChain,
+    Hierarchical,
+    LinearProbe,
+    HierarchicalProbe,
+)
 
 # Per-member values: everything else must agree across a group.
 MEMBER_KEYS = ("seed", "strategy.lr", "head.dropout")

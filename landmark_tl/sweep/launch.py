@@ -10,9 +10,11 @@ or not; for a batched job its task only writes out what the group computed.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,35 @@ from landmark_tl.build import feature_device
 from landmark_tl.config import TrainConfig, to_train_config
 from landmark_tl.sweep.group import Member, run_group
 from landmark_tl.sweep.grouping import group_jobs, unbatchable_reason
+from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.train import metric_at, summary
 
 log = logging.getLogger(__name__)
+
+
+def remember_sweep_configs(config_loader: Any) -> None:
+    """Make ``config_loader`` keep each job's composed config until it is asked for again.
+
+    Hydra's sweepers compose every job's config to check it before they launch
+    (``Sweeper.validate_batch_is_legal``), then the launcher composes it again: about a
+    second per job on a busy machine. The second request gets the first result (once: a
+    later request composes afresh, so nothing stale is served); both requests pass the
+    same master config and overrides.
+    """
+    compose = config_loader.load_sweep_config
+    if getattr(compose, "remembers", False):
+        return
+    kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        key = (id(master_config), tuple(sweep_overrides))
+        if key in kept:
+            return kept.pop(key)
+        kept[key] = compose(master_config, sweep_overrides)
+        return copy.deepcopy(kept[key])  # the first asker may change its copy
+
+    load_sweep_config.remembers = True  # type: ignore[attr-defined]
+    config_loader.load_sweep_config = load_sweep_config
 
 
 def job_configs(
@@ -74,8 +102,12 @@ def launch_jobs(
     config: DictConfig,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
+    threads: int | None = 1,
+    workers: int = 1,
 ) -> list[JobReturn]:
-    """Run every job (batched where possible); their JobReturns in job order."""
+    """Run every job (batched where possible: see :func:`train_batches` for ``threads``
+    and ``workers``); their JobReturns in job order. The batches train first, then each
+    job, in job order, runs alone or writes out what its batch computed."""
     jobs = job_configs(hydra_context, config, job_overrides, initial_job_idx)
     configs = [train_config_of(job) for job in jobs]
     composed = [i for i, c in enumerate(configs) if c is not None]
@@ -83,8 +115,18 @@ def launch_jobs(
     units = [([composed[i] for i in group], True) for group in groups]
     units += [([composed[i]], False) for i in alone]
     units += [([i], False) for i, c in enumerate(configs) if c is None]
+    units.sort(key=lambda u: min(u[0]))
+    batches = {
+        tuple(unit): [
+            Member(configs[i], Path(job_output_dir(jobs[i])), list(jobs[i].hydra.overrides.task))
+            for i in unit
+        ]
+        for unit, batched in units
+        if batched
+    }
+    outcomes = dict(zip(batches, train_batches(batches, threads, workers), strict=True))
     returns: dict[int, JobReturn] = {}
-    for unit, batched in sorted(units, key=lambda u: min(u[0])):
+    for unit, batched in units:
         if not batched:
             index = unit[0]
             config_i = configs[index]
@@ -92,20 +134,34 @@ def launch_jobs(
             log.info("\t#%d : %s (runs alone: %s)", index, _shown(jobs[index]), reason)
             returns[index] = _run(hydra_context, task_function, jobs[index])
             continue
-        members = [
-            Member(configs[i], Path(job_output_dir(jobs[i])), list(jobs[i].hydra.overrides.task))
-            for i in unit
-        ]
-        log.info("head batch of %d jobs: %s", len(unit), ", ".join(f"#{i}" for i in unit))
-        try:
-            outcomes: list[Any] = run_group(members, feature_device(members[0].config))
-        except Exception as error:  # noqa: BLE001 - the group failed as a whole: each job says so
-            log.error("head batch %s failed: %s", unit, error)
-            outcomes = [error] * len(unit)
-        for index, member, outcome in zip(unit, members, outcomes, strict=True):
+        members, results = batches[tuple(unit)], outcomes[tuple(unit)]
+        for index, member, outcome in zip(unit, members, results, strict=True):
             returns[index] = _run(hydra_context, _writer(member, outcome), jobs[index])
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[i] for i in range(len(jobs))]
+
+
+def train_batches(
+    batches: dict[tuple[int, ...], list[Member]], threads: int | None, workers: int
+) -> list[list[Any]]:
+    """Each batch's outcomes (per member its metrics or error), in the given order.
+
+    ``workers`` batches train at once, in threads of this process (no imports or data to
+    load again): their vectorised loops run side by side, the rest one at a time (see
+    :data:`landmark_tl.sweep.group.SHARED_STATE`); each on ``threads`` torch threads.
+    """
+
+    def train(item: tuple[tuple[int, ...], list[Member]]) -> list[Any]:
+        unit, members = item
+        log.info("head batch of %d jobs: %s", len(unit), ", ".join(f"#{i}" for i in unit))
+        try:
+            return run_group(members, feature_device(members[0].config), threads=None)
+        except Exception as error:  # noqa: BLE001 - the group failed as a whole: each job says so
+            log.error("head batch %s failed: %s", list(unit), error)
+            return [error] * len(unit)
+
+    with torch_threads(threads), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(train, batches.items()))
 
 
 def _shown(job: DictConfig) -> str:
