@@ -1,6 +1,8 @@
 """Which MLP-head defaults earn their keep against the linear probe? Train and val data only.
 
-    OMP_NUM_THREADS=1 python benchmarks/head_defaults.py            # writes docs/head_defaults.md
+    OMP_NUM_THREADS=1 python benchmarks/head_defaults.py   # writes outputs/head_defaults.md
+
+(docs/head_defaults.md is assembled from its rounds, with the commands of each.)
 
 Protocol (the test split of every data set is never read): for each data set and split
 seed, the split's *train* images are split again per landmark into inner-train and
@@ -243,7 +245,7 @@ def probe_f1(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "head_defaults.md")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "head_defaults.md")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--splits", nargs="+", type=int, default=list(SPLIT_SEEDS))
     parser.add_argument(
@@ -324,6 +326,7 @@ def write_markdown(results: dict, out: Path, seconds: float, command: str) -> No
             + f" | {np.mean(outer):.3f} | {wins}/{len(keys)} | {np.mean(chosen):+.3f}"
             + f" | {sum(d >= 0 for d in chosen)}/{len(keys)} |"
         )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
