@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from landmark_tl.data.catalog import CatalogError, build_catalog, scan_image_folder
 from landmark_tl.data.sources.shards import ShardSource
@@ -126,16 +127,17 @@ def test_doctor_reads_shards(shard_dir, capsys):
     assert "2 categories, 4 landmarks, 24 usable images." in out
 
 
-def test_data_parallel_ranks_read_disjoint_samples_of_the_shards(shard_dir, monkeypatch):
-    """Images are read when their batch is asked, not in setup: under DistributedSampler,
-    as Lightning puts on each rank's loader, each rank reads only its own share of the
-    training samples from the shards."""
-    from torch.utils.data import DataLoader, DistributedSampler
+def test_data_parallel_ranks_read_disjoint_shards(shard_dir, monkeypatch):
+    """Under data-parallel training each rank is dealt whole shards: no shard file is read
+    by two ranks, every shard is read in an epoch, and every rank serves as many items."""
+    from torch.utils.data import DataLoader
 
     from landmark_tl.data.datamodule import LandmarkDataModule
+    from landmark_tl.data.sampling import ShardSampler
     from landmark_tl.data.splits import SplitSpec
     from landmark_tl.models.backbone import create_backbone
 
+    source = ShardSource(shard_dir)
     read: list[str] = []
     real = ShardSource.read
 
@@ -144,16 +146,36 @@ def test_data_parallel_ranks_read_disjoint_samples_of_the_shards(shard_dir, monk
         return real(self, key)
 
     pre = create_backbone("resnet18", weights="none", input_size=(3, 32, 32)).preprocessing
-    dm = LandmarkDataModule(ShardSource(shard_dir), pre, split=SplitSpec(1, 2), num_workers=0)
+    dm = LandmarkDataModule(source, pre, split=SplitSpec(1, 1), num_workers=0, seed=3)
     dm.setup()
+    # Lightning would be running 2 processes: the module sees a world of 2 and rank 0
+    for name, value in {"is_initialized": True, "get_world_size": 2, "get_rank": 0}.items():
+        monkeypatch.setattr(torch.distributed, name, lambda v=value: v)
+    sampler = dm.train_dataloader().sampler
+    assert isinstance(sampler, ShardSampler)
+    dataset = dm.datasets["train"]
+    items = len(dataset)
     monkeypatch.setattr(ShardSource, "read", counted)
-    dataset = dm.train_dataloader().dataset
-    by_rank = []
-    for rank in (0, 1):
-        read.clear()
-        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, seed=0)
-        for _ in DataLoader(dataset, batch_size=4, sampler=sampler):
-            pass
-        by_rank.append(set(read))
-    assert by_rank[0].isdisjoint(by_rank[1])
-    assert by_rank[0] | by_rank[1] == {dm.catalog.key(r.path) for r in dm.records("train")}
+    for epoch in (0, 1):
+        by_rank = []
+        for rank in (0, 1):
+            read.clear()
+            ranked = ShardSampler(dataset, sampler.shards, num_replicas=2, rank=rank, seed=3)
+            ranked.set_epoch(epoch)
+            for _ in DataLoader(dataset, batch_size=4, sampler=ranked):
+                pass
+            assert len(read) == len(ranked) == -(-items // 2)
+            by_rank.append({source.shard_of(k) for k in read})
+        assert by_rank[0].isdisjoint(by_rank[1])
+        assert by_rank[0] | by_rank[1] == {
+            source.shard_of(dm.catalog.key(r.path)) for r in dm.records("train")
+        }
+
+
+def test_fewer_shards_than_ranks_is_refused():
+    from torch.utils.data import TensorDataset
+
+    from landmark_tl.data.sampling import ShardSampler
+
+    with pytest.raises(ValueError, match="1 shard.*2 data-parallel ranks.*per_shard"):
+        ShardSampler(TensorDataset(torch.zeros(4)), [0, 0, 0, 0], num_replicas=2, rank=0)

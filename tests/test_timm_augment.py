@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from landmark_tl.config import ConfigError, validate_config
 from landmark_tl.data.transforms import TimmAugmentation, training_views
@@ -84,3 +86,14 @@ def test_fine_tuning_with_timm_augmentation_and_mixup_trains(tiny_config, tmp_pa
     metrics = train(config, tmp_path / "run")
     assert metrics["stages"][0]["epochs"] == 1
     assert 0.0 <= metrics["test"]["category"]["macro_f1"] <= 1.0
+
+
+def test_posterize_at_full_magnitude_keeps_one_bit():
+    """At magnitude 10 timm asks Pillow to keep 0 bits, which Pillow 13 refuses mid-training."""
+    augment = TimmAugmentation(PRE, "rand-m10-inc1", erasing=0.0)
+    [rand_augment] = [t for t in augment.pil_steps.transforms if hasattr(t, "ops")]
+    posterize = next(op for op in rand_augment.ops if op.name == "PosterizeIncreasing")
+    posterize.prob = 1.0
+    assert posterize.level_fn(posterize.magnitude, posterize.hparams) == (0,)
+    out = posterize(Image.new("RGB", (4, 4), (200, 100, 50)))
+    assert np.asarray(out)[0, 0].tolist() == [128, 0, 0]  # the top bit kept

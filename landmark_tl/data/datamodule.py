@@ -26,9 +26,10 @@ from landmark_tl.data.catalog import (
 from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store
 from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
-from landmark_tl.data.sampling import BalancedSampler, Sampler
+from landmark_tl.data.sampling import BalancedSampler, Sampler, ShardSampler
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
+from landmark_tl.data.sources.shards import ShardSource
 from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
     RANDOM_AUGMENTS,
@@ -329,6 +330,9 @@ class LandmarkDataModule(L.LightningDataModule):
         if shuffle and self.sampler is Sampler.balanced:
             sampler = BalancedSampler(item_landmarks(dataset), self.balance_power, self.seed)
             shuffle = False
+        elif shuffle and isinstance(dataset, ImageDataset) and self._reads_shards_in_parallel():
+            sampler = ShardSampler(dataset, self._item_shards(dataset), seed=self.seed)
+            shuffle = False
         if isinstance(dataset, FeatureDataset):  # rows in memory or mapped: no workers
             return DataLoader(
                 dataset,
@@ -347,6 +351,20 @@ class LandmarkDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def _reads_shards_in_parallel(self) -> bool:
+        """Whether images come from tar shards to one of several data-parallel ranks
+        (stored features are read from the feature store, not the shards)."""
+        return isinstance(self.source, ShardSource) and _data_parallel()
+
+    def _item_shards(self, dataset: ImageDataset) -> np.ndarray:
+        """The number of the shard each item's image is read from, in item order."""
+        records = self.catalog.records
+        shards = [
+            str(self.source.shard_of(self.catalog.key(records[i].path))) for i in dataset.indices
+        ]
+        numbers = np.unique(shards, return_inverse=True)[1]
+        return np.repeat(numbers, len(dataset.views))
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -355,6 +373,12 @@ class LandmarkDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _data_parallel() -> bool:
+    """Whether this process is one of several data-parallel ranks."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def default_workers() -> int:

@@ -15,6 +15,7 @@ from enum import Enum
 
 import numpy as np
 import timm.data
+import timm.data.auto_augment
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -167,6 +168,28 @@ def random_augmentation(size: tuple[int, int]) -> v2.Compose:
     )
 
 
+_POSTERIZE_OPS = {"Posterize", "PosterizeIncreasing", "PosterizeOriginal"}
+
+
+def _posterize_keeping_a_bit(policy: object) -> None:
+    """Make the posterize ops of a timm auto-augment policy keep at least one bit.
+
+    At full magnitude (10; RandAugment's ``mstd`` reaches it now and then) timm's
+    increasing posterize asks to keep 0 bits, which Pillow 13 refuses with a ValueError
+    that stops training. One bit is the strongest posterize Pillow allows. Only the op
+    instances of this policy change, not timm's tables.
+    """
+    ops = list(getattr(policy, "ops", ()))  # RandAugment, AugMix
+    ops += [op for sub in getattr(policy, "policy", ()) for op in sub]  # AutoAugment
+    for op in ops:
+        if getattr(op, "name", None) in _POSTERIZE_OPS:
+            op.aug_fn = _posterize_at_least_one_bit
+
+
+def _posterize_at_least_one_bit(image: Image.Image, bits_to_keep: int, **_: object) -> Image.Image:
+    return timm.data.auto_augment.posterize(image, max(1, bits_to_keep))
+
+
 class TimmAugmentation:
     """timm's training transform (``create_transform(is_training=True)``: random resized
     crop, flip, RandAugment/TrivialAugment, random erasing) on uint8 (C, H, W) tensors of
@@ -194,6 +217,8 @@ class TimmAugmentation:
                 "(TrivialAugment-like: one op, uniform magnitude), augmix-m5-w4-d2"
             ) from err
         self.pil_steps = transforms.Compose([*primary.transforms, *secondary.transforms])
+        for step in secondary.transforms:
+            _posterize_keeping_a_bit(step)
         self.erasing = next((t for t in final.transforms if isinstance(t, RandomErasing)), None)
         self.mean = torch.tensor(pre.mean).view(-1, 1, 1)
         self.std = torch.tensor(pre.std).view(-1, 1, 1)

@@ -84,6 +84,12 @@ class ShardSource(ImageSource):
         member = self._members[key]
         return Stamp(member.size, member.mtime_ns)
 
+    def shard_of(self, key: str) -> Path:
+        """The shard file that holds the image of ``key``."""
+        if not self._members:
+            self.listing()
+        return self._members[key].shard
+
     def read(self, key: str) -> bytes:
         if not self._members:
             self.listing()
