@@ -20,6 +20,8 @@ from landmark_tl.io import printable
 # Runs without the key are format 1.
 RUN_FORMAT = 2
 BACKBONE_WEIGHTS = "backbone.safetensors"
+# A run that stopped with an error says why here (it has no metrics.json).
+FAILED_FILE = "failed.json"
 METRICS_SECTIONS = {"data": dict, "hierarchy": dict, "stages": list, "timings": dict}
 
 
@@ -204,9 +206,32 @@ def find_metrics_files(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+def unfinished_runs(paths: Iterable[str | Path]) -> list[str]:
+    """Run dirs below ``paths`` that started (a fingerprint) but have no metrics.json, each
+    described with the error its ``failed.json`` records, if any."""
+    from landmark_tl.fingerprint import FILENAME
+
+    lines = []
+    for path in map(Path, paths):
+        marks = [f for name in (FILENAME, FAILED_FILE) for f in path.rglob(name)]
+        started = sorted({f.parent for f in marks}) if path.is_dir() else []
+        for run_dir in (d for d in started if not (d / "metrics.json").exists()):
+            why = "unfinished: still running, or killed (resume=true continues it)"
+            if (run_dir / FAILED_FILE).is_file():
+                try:
+                    why = f"failed: {read_json(run_dir / FAILED_FILE)['error']}"
+                except (MalformedRunError, KeyError, TypeError):
+                    why = f"failed (unreadable {FAILED_FILE})"
+            lines.append(f"skipped run {printable(str(run_dir))}: {why}")
+    return lines
+
+
 def collect_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
-    """Load the runs below ``paths``; runs with unreadable files are skipped and described."""
+    """Load the runs below ``paths``; runs with unreadable files, and runs that failed or
+    never finished, are skipped and described."""
     from landmark_tl.fingerprint import RunDirError, check_run_marker
+
+    paths = list(paths)
 
     runs, skipped = [], []
     for metrics_path in find_metrics_files(paths):
@@ -219,4 +244,4 @@ def collect_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
             runs.append(Run(run_dir, metrics, read_predictions(run_dir / "predictions.csv")))
         except (MalformedRunError, RunDirError) as error:
             skipped.append(f"skipped run {printable(str(run_dir))}: {error}")
-    return runs, skipped
+    return runs, skipped + unfinished_runs(paths)

@@ -11,6 +11,7 @@ import logging
 import secrets
 import sys
 import time
+import traceback
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ from landmark_tl.models.backbone import KEPT_WEIGHTS, Backbone, save_weights_fil
 from landmark_tl.plots import write_run_plots
 from landmark_tl.provenance import provenance
 from landmark_tl.quiet import quiet_known_notices
-from landmark_tl.rundir import BACKBONE_WEIGHTS, RUN_FORMAT, read_metrics
+from landmark_tl.rundir import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT, read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ def train(
     validate_config(config)
     # Data-parallel ranks > 0 start after rank 0 has claimed the dir and written its files.
     recorded = claim_run_dir(run_dir, config, config.resume) if is_rank_zero() else None
+    if is_rank_zero():
+        (run_dir / FAILED_FILE).unlink(missing_ok=True)  # a failed run resumed tries again
     finished = run_dir / "metrics.json"
     if recorded is not None and finished.is_file():
         log.info("%s finished before (resume=true): keeping its results", run_dir)
@@ -125,11 +128,22 @@ def train(
     loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
     try:
         metrics = _train(config, run_dir, overrides, recorded, loggers, start)
-    except BaseException:
+    except BaseException as error:
         loggers.fail()
+        if is_rank_zero():
+            record_failure(run_dir, error)
         raise
     loggers.finish(metrics, overrides)
     return metrics
+
+
+def record_failure(run_dir: Path, error: BaseException) -> None:
+    """Write why a run stopped to its ``failed.json`` (a multirun goes on to the next job,
+    and Hydra shows the error only when the sweep ends) and say so in the run's log."""
+    message = f"{type(error).__name__}: {printable(str(error))[:500]}"
+    details = {"error": message, "traceback": traceback.format_exc()[-8000:]}
+    atomic_write_json(run_dir / FAILED_FILE, details)
+    log.error("run failed (%s); details in %s", message, run_dir / FAILED_FILE)
 
 
 def _train(

@@ -232,3 +232,30 @@ def test_training_a_frozen_backbone_in_stage2_is_refused(tiny_config, tmp_path):
     config = tiny_config("strategy=head_swap", "strategy.train_in_stage2=[head,backbone]")
     with pytest.raises(ConfigError, match=r"train_in_stage2.*backbone\.freeze=all"):
         train(config, tmp_path / "run")
+
+
+def test_a_failed_run_says_why_the_report_lists_it_and_resume_retries(
+    finished, tmp_path, monkeypatch
+):
+    run_dir, args, _ = finished
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("diverged in stage joint")
+
+    monkeypatch.setattr("landmark_tl.train.fit_stages", fail)
+    failed = tmp_path / "sweep" / "1"
+    with pytest.raises(RuntimeError, match="diverged"):
+        train(compose_config(*args), failed)
+    recorded = json.loads((failed / "failed.json").read_text())
+    assert recorded["error"] == "RuntimeError: diverged in stage joint"
+    assert "in fail" in recorded["traceback"]
+
+    shutil.copytree(run_dir, tmp_path / "sweep" / "0")
+    runs, skipped = collect_runs([tmp_path / "sweep"])
+    assert [r.directory.name for r in runs] == ["0"]
+    assert skipped == [f"skipped run {failed}: failed: RuntimeError: diverged in stage joint"]
+
+    monkeypatch.undo()
+    train(compose_config(*args, "resume=true"), failed)
+    assert (failed / "metrics.json").is_file() and not (failed / "failed.json").exists()
+    assert collect_runs([tmp_path / "sweep"])[1] == []
