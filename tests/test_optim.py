@@ -37,6 +37,13 @@ def test_the_default_recipe_is_the_studys_adam_with_a_constant_rate():
     assert build_scheduler(optimizer, Recipe(), epochs=10, steps_per_epoch=5) is None
 
 
+def test_heads_default_to_label_smoothing_and_the_study_protocol_keeps_plain_cross_entropy():
+    assert compose_config().optim.label_smoothing == 0.1  # optim=heads
+    for overrides in (["experiment=study_protocol"], ["recipe=study"], ["optim=study"]):
+        recipe = compose_config(*overrides).optim
+        assert (recipe.label_smoothing, recipe.scheduler.value) == (0.0, "none")
+
+
 def test_adamw_leaves_norms_and_biases_undecayed():
     net = Net(nn.Linear(4, 8))
     net.backbone.requires_grad_(False)  # frozen parameters stay out
