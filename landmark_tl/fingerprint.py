@@ -10,9 +10,11 @@ a reader can tell a finished, consistent run dir from a half-written or mixed on
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -111,14 +113,29 @@ class Fingerprint:
         return lines
 
 
+# config_items of the configs seen last, by their repr (a dataclass's repr shows every
+# field, so equal reprs mean equal items): a heads-launcher multirun asks for each job's
+# items three times (grouping, checking the group, the run's fingerprint), and building
+# them through OmegaConf costs about 0.1 s each on a busy machine.
+_ITEMS_SEEN: dict[str, dict[str, Any]] = {}
+_ITEMS_KEPT = 64
+_ITEMS_LOCK = threading.Lock()  # the heads launcher's batches run in threads
+
+
 def config_items(config: Any) -> dict[str, Any]:
     """The config as flat ``dotted.key → value`` pairs, cosmetic keys left out."""
-    container = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
-    return {
-        k: v
-        for k, v in _flatten(container)
-        if k not in COSMETIC_KEYS and not k.startswith(COSMETIC_PREFIXES)
-    }
+    key = repr(config)
+    with _ITEMS_LOCK:
+        if key not in _ITEMS_SEEN:
+            container = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+            if len(_ITEMS_SEEN) >= _ITEMS_KEPT:
+                del _ITEMS_SEEN[next(iter(_ITEMS_SEEN))]
+            _ITEMS_SEEN[key] = {
+                k: v
+                for k, v in _flatten(container)
+                if k not in COSMETIC_KEYS and not k.startswith(COSMETIC_PREFIXES)
+            }
+        return copy.deepcopy(_ITEMS_SEEN[key])
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:

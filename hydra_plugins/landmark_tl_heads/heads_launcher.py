@@ -53,7 +53,7 @@ class HeadsLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
-        from landmark_tl.sweep.launch import remember_sweep_configs  # heavy: only now
+        from landmark_tl.sweep.compose import remember_sweep_configs  # heavy: only now
 
         remember_sweep_configs(hydra_context.config_loader)
 

@@ -49,7 +49,7 @@ from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
 from landmark_tl.rundir import FAILED_FILE, read_metrics
-from landmark_tl.sweep.grouping import check_group, group_monitor
+from landmark_tl.sweep.grouping import check_group, group_monitor, shared_items
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
     SplitTensors,
@@ -110,18 +110,64 @@ def split_tensors(datamodule: LandmarkDataModule, split: str) -> SplitTensors:
     )
 
 
+@dataclass
+class PreparedData:
+    """A group's data: the frozen backbone, the set-up data module, each split's tensors."""
+
+    backbone: Any
+    datamodule: LandmarkDataModule
+    splits: dict[str, SplitTensors]
+
+
+class SharedData:
+    """The data set-up of the last group, reused by the next group that reads the same
+    data (a multirun's groups mostly differ only in their heads): one backbone, catalog
+    scan, split and feature read for all of them instead of one per group. Only the last
+    is kept, so memory does not grow with the number of distinct data sets."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.prepared: PreparedData | None = None
+
+    def get(self, config: TrainConfig) -> PreparedData:
+        key = data_key(config)
+        if self.prepared is None or key != self.key:
+            self.key, self.prepared = key, prepare_group_data(config)
+        return self.prepared
+
+
+def data_key(config: TrainConfig) -> str:
+    """Equal for two groups' configs exactly when :func:`prepare_group_data` gives both the
+    same: the data, backbone, feature and path settings, the accelerator, and the seed
+    where it changes the features (see :func:`~landmark_tl.sweep.grouping.shared_items`)."""
+    seed = shared_items(config).get("seed")
+    parts = (config.data, config.backbone, config.features, config.paths, seed)
+    return repr((*parts, config.trainer.accelerator))
+
+
+def prepare_group_data(config: TrainConfig) -> PreparedData:
+    """The backbone, set-up data module and split tensors of ``config``'s group."""
+    backbone, datamodule = prepare_data(config)
+    splits = {s: split_tensors(datamodule, s) for s in ("train", "val", "test")}
+    return PreparedData(backbone, datamodule, splits)
+
+
 def run_group(
-    members: Sequence[Member], device: torch.device | str = "cpu", threads: int | None = 1
+    members: Sequence[Member],
+    device: torch.device | str = "cpu",
+    threads: int | None = 1,
+    data: SharedData | None = None,
 ) -> list[dict | BaseException]:
     """Train every member's heads together, on ``threads`` torch threads (see
     :func:`~landmark_tl.sweep.vectorised.torch_threads`); per member its metrics, or the
-    error that stopped it (the others go on)."""
+    error that stopped it (the others go on). ``data``: reuse another group's data set-up
+    when it reads the same data."""
     configs = [m.config for m in members]
     check_group(configs)
     for config in configs:
         validate_config(config)
     with SHARED_STATE:
-        return _run_group(members, device, threads)
+        return _run_group(members, device, threads, data or SharedData())
 
 
 @contextmanager
@@ -135,7 +181,7 @@ def _released(lock: threading.Lock) -> Iterator[None]:
 
 
 def _run_group(
-    members: Sequence[Member], device: torch.device | str, threads: int | None
+    members: Sequence[Member], device: torch.device | str, threads: int | None, data: SharedData
 ) -> list[dict | BaseException]:
     start = time.perf_counter()
     states = [_State(m) for m in members]
@@ -144,7 +190,8 @@ def _run_group(
     pending = [s for s in states if s.metrics is None and s.error is None]
     if not pending:
         return [_result(s) for s in states]
-    backbone, datamodule = prepare_data(pending[0].member.config)
+    prepared = data.get(pending[0].member.config)
+    backbone, datamodule = prepared.backbone, prepared.datamodule
     for state in pending:
         config = state.member.config
         state.fingerprint = run_fingerprint(config, datamodule)
@@ -153,19 +200,19 @@ def _run_group(
         write_run_setup(state.member.run_dir, config, datamodule, state.fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
     with torch_threads(threads):
-        _fit_group(pending, datamodule, backbone, device, setup_seconds, start)
+        _fit_group(pending, prepared, device, setup_seconds, start)
     return [_result(s) for s in states]
 
 
 def _fit_group(
     pending: list[_State],
-    datamodule: LandmarkDataModule,
-    backbone: Any,
+    prepared: PreparedData,
     device: torch.device | str,
     setup_seconds: float,
     start: float,
 ) -> None:
     """Build, train, test and write out every pending member."""
+    backbone, datamodule = prepared.backbone, prepared.datamodule
     hierarchy = datamodule.catalog.hierarchy
     for state in pending:
         L.seed_everything(state.member.config.seed, workers=True, verbose=False)
@@ -176,7 +223,7 @@ def _fit_group(
     )
     for state in pending:
         state.module.class_weights = class_weights
-    splits = {s: split_tensors(datamodule, s) for s in ("train", "val", "test")}
+    splits = prepared.splits
     validate = not split_is_empty(datamodule, "val")
     for index, stage in enumerate(pending[0].module.stage_names):
         todo = []

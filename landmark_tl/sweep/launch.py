@@ -10,7 +10,6 @@ or not; for a batched job its task only writes out what the group computed.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -25,37 +24,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from landmark_tl.build import feature_device
 from landmark_tl.config import TrainConfig, to_train_config
-from landmark_tl.sweep.group import Member, run_group
+from landmark_tl.sweep.group import Member, SharedData, run_group
 from landmark_tl.sweep.grouping import group_jobs, unbatchable_reason
 from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.train import metric_at, summary
 
 log = logging.getLogger(__name__)
-
-
-def remember_sweep_configs(config_loader: Any) -> None:
-    """Make ``config_loader`` keep each job's composed config until it is asked for again.
-
-    Hydra's sweepers compose every job's config to check it before they launch
-    (``Sweeper.validate_batch_is_legal``), then the launcher composes it again: about a
-    second per job on a busy machine. The second request gets the first result (once: a
-    later request composes afresh, so nothing stale is served); both requests pass the
-    same master config and overrides.
-    """
-    compose = config_loader.load_sweep_config
-    if getattr(compose, "remembers", False):
-        return
-    kept: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
-
-    def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        key = (id(master_config), tuple(sweep_overrides))
-        if key in kept:
-            return kept.pop(key)
-        kept[key] = compose(master_config, sweep_overrides)
-        return copy.deepcopy(kept[key])  # the first asker may change its copy
-
-    load_sweep_config.remembers = True  # type: ignore[attr-defined]
-    config_loader.load_sweep_config = load_sweep_config
 
 
 def job_configs(
@@ -151,11 +125,13 @@ def train_batches(
     :data:`landmark_tl.sweep.group.SHARED_STATE`); each on ``threads`` torch threads.
     """
 
+    data = SharedData()  # groups that read the same data set it up once
+
     def train(item: tuple[tuple[int, ...], list[Member]]) -> list[Any]:
         unit, members = item
         log.info("head batch of %d jobs: %s", len(unit), ", ".join(f"#{i}" for i in unit))
         try:
-            return run_group(members, feature_device(members[0].config), threads=None)
+            return run_group(members, feature_device(members[0].config), None, data)
         except Exception as error:  # noqa: BLE001 - the group failed as a whole: each job says so
             log.error("head batch %s failed: %s", list(unit), error)
             return [error] * len(unit)
