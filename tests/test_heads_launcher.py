@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import landmark_tl.sweep.group as group_module
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.report import main as report_main
 from landmark_tl.rundir import read_predictions
@@ -170,8 +171,9 @@ def test_a_diverging_member_fails_alone(config_args, tmp_path):
     assert not (tmp_path / "1" / "metrics.json").exists()
 
 
-def test_batches_trained_at_once_match_one_at_a_time(config_args, tmp_path):
-    """Two batches in two threads (the launcher's ``workers``) give what each gives alone."""
+def test_batches_trained_at_once_match_one_at_a_time(config_args, tmp_path, monkeypatch):
+    """Two batches in two threads (the launcher's ``workers``) give what each gives alone;
+    reading the same data, they set it up once."""
     args = {"multi_output": [], "hierarchical_probe": [PROBE_GRID]}
 
     def batches(root: Path) -> dict[tuple[int, ...], list[Member]]:
@@ -186,8 +188,15 @@ def test_batches_trained_at_once_match_one_at_a_time(config_args, tmp_path):
             for b, (a, extra) in enumerate(args.items())
         }
 
+    setups = []
+    prepare = group_module.prepare_group_data
+    monkeypatch.setattr(
+        group_module, "prepare_group_data", lambda c: setups.append(c) or prepare(c)
+    )
     at_once = train_batches(batches(tmp_path / "at_once"), threads=1, workers=2)
+    assert len(setups) == 1
     alone = [run_group(members) for members in batches(tmp_path / "alone").values()]
+    assert len(setups) == 3  # without a shared set-up, one per group
     assert [[r["test"] for r in b] for b in at_once] == [[r["test"] for r in b] for b in alone]
     for run in (tmp_path / "alone").iterdir():
         same, delta = _agreement(run, tmp_path / "at_once" / run.name)
