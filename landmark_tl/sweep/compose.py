@@ -1,8 +1,9 @@
 """Compose a multirun's job configs once per distinct set of config-group choices.
 
 Hydra composes every job of a multirun from scratch (defaults list, YAML files, merges):
-about half a second per job on a busy 2-core machine, and its sweepers compose each job
-twice (once to check the batch, ``Sweeper.validate_batch_is_legal``, once to launch it).
+a quarter of a second per job on the busy 2-core machine (study_table1's 24 jobs: 6.6 s;
+3.1 s here), and its sweepers compose each job twice (once to check the batch,
+``Sweeper.validate_batch_is_legal``, once to launch it).
 Jobs that differ only in plain values (``seed=1``, ``strategy.lr=0.01``) compose the same
 config before their values are applied, so :func:`remember_sweep_configs` composes each
 distinct set of the other overrides once, with Hydra's own ``load_sweep_config``, and gives
@@ -90,11 +91,11 @@ class CheapComposer:
             self.bases[key] = self.compose(master, list(key[1]))
         config = copy.deepcopy(self.bases[key])
         ConfigLoaderImpl._apply_overrides_to_config(values, config)
-        self._record(config, master, parsed)
+        self._record(config, parsed)
         OmegaConf.copy_cache(from_config=master, to_config=config)
         return config
 
-    def _record(self, config: DictConfig, master: DictConfig, parsed: Sequence[Override]) -> None:
+    def _record(self, config: DictConfig, parsed: Sequence[Override]) -> None:
         """What Hydra's compose records of the overrides: the task's, in order, and the
         run dir name made of them (the master's hydra overrides are already in place)."""
         task = [o for o in parsed if not o.is_hydra_override()]
