@@ -129,6 +129,15 @@ class FeatureDataset(Dataset):
         return tuple(t[0] for t in self.__getitems__([i]))
 
 
+def mapped_split(dataset: Dataset) -> tuple[FeatureRows, dict[str, torch.Tensor]] | None:
+    """A split's stored rows and targets (in item order) when they are read from the mapped
+    shards (they exceed ``features.memory_mb``), for fits to read a chunk at a time; None
+    when the split's features are in memory (or it serves images)."""
+    if isinstance(dataset, FeatureDataset) and dataset.rows.memory is None:
+        return dataset.rows, {"category": dataset.categories, "landmark": dataset.landmarks}
+    return None
+
+
 def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
