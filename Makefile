@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
+# Test processes (pytest-xdist); each file runs whole in one process, so its fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint format bench bench-scale clean
 
@@ -11,7 +13,7 @@ run: $(VENV)/.installed
 	$(PY) -m landmark_tl.train $(ARGS)
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check landmark_tl tests benchmarks hydra_plugins

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from landmark_tl.config import CONFIG_DIR, TrainConfig, compose
 from landmark_tl.data.synthetic import generate_synthetic_monuments
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n N` the N workers already fill the cores: one torch thread each (and
+    # in the commands they start) instead of N x cores threads fighting over them.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 CONF_DIR = CONFIG_DIR
 REPO_ROOT = Path(__file__).resolve().parents[1]
