@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
 from landmark_tl.cli import hydra_app
 from landmark_tl.config import TrainConfig, register_configs, to_train_config, validate_config
+from landmark_tl.data.catalog import paused_gc
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
@@ -157,11 +158,12 @@ def _train(
     """The run itself, once the config is checked and the trackers are open."""
     backbone, datamodule = prepare_data(config)
     catalog = datamodule.catalog
-    fingerprint = run_fingerprint(config, datamodule)
-    if recorded is not None:
-        refuse_changes(run_dir, recorded.differences(fingerprint))
-    if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
-        write_run_setup(run_dir, config, datamodule, fingerprint, backbone)
+    with paused_gc():  # a few objects per image: see paused_gc
+        fingerprint = run_fingerprint(config, datamodule)
+        if recorded is not None:
+            refuse_changes(run_dir, recorded.differences(fingerprint))
+        if is_rank_zero():  # data-parallel ranks share one run dir; one of them writes
+            write_run_setup(run_dir, config, datamodule, fingerprint, backbone)
     setup_seconds = time.perf_counter() - start
 
     # Seed again: whether features came from the cache must not change the head's init.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -244,6 +245,50 @@ def test_two_processes_filling_at_once_compute_each_row_once(tmp_path):
     store = FeatureStore(tmp_path, "enc")
     assert _stored_rows(store) == 12
     assert torch.isfinite(_read(store, _images(12))).all()  # every shard intact
+
+
+def _fill_as_rank(rank: int, root: str, rendezvous: str, out: str) -> None:
+    """One of 2 data-parallel ranks (gloo): fill the store twice, noting what it read."""
+    torch.distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
+    images = _images(12)
+    images[5] = b"not an image"
+    store = FeatureStore(root, "enc", shard_rows=2)
+    digests = [bytes_digest(d) for d in images]
+    reads: list[list[int]] = []
+
+    def fill():
+        reads.append([])
+        read = lambda i: reads[-1].append(i) or images[i]  # noqa: E731
+        wanted = {"original": range(12)}
+        return fill_store(store, _backbone(), digests, wanted, IDENTITY, read, _decode)
+
+    first, again = fill(), fill()  # again: only the broken image is still missing
+    shard_ids, _ = store.locate("original", digests)
+    torch.distributed.destroy_process_group()
+    summary = {
+        "reads": reads,
+        "failed": sorted(first.failed),
+        "computed": [first.computed, again.computed],
+        "stored": np.flatnonzero(shard_ids >= 0).tolist(),
+    }
+    Path(out, f"{rank}.json").write_text(json.dumps(summary))
+
+
+def test_data_parallel_ranks_split_the_feature_pass(tmp_path):
+    """Each rank encodes a disjoint part of the missing images, together all of them once;
+    then every rank sees every row, and both leave out the same broken image."""
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    torch.multiprocessing.spawn(
+        _fill_as_rank, args=(str(tmp_path / "store"), rendezvous, str(tmp_path)), nprocs=2
+    )
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    first = [r["reads"][0] for r in ranks]
+    assert all(len(set(f)) == len(f) > 0 for f in first)  # nothing read twice
+    assert set(first[0]).isdisjoint(first[1]) and set(first[0]) | set(first[1]) == set(range(12))
+    assert sorted(ranks[0]["reads"][1] + ranks[1]["reads"][1]) == [5]  # the rest was there
+    for r in ranks:
+        assert r["failed"] == [5] and r["computed"] == [11, 0]
+        assert r["stored"] == [i for i in range(12) if i != 5]
 
 
 def test_an_image_replaced_during_the_pass_is_keyed_by_the_bytes_encoded(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import landmark_tl.sweep.group as group_module
+from landmark_tl.data.features import FeatureRows
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.report import main as report_main
 from landmark_tl.rundir import read_predictions
@@ -154,6 +155,28 @@ def test_batched_members_match_separate_runs(approach, config_args, tmp_path):
             assert "frozen_backbone" in checkpoint
             assert not any(k.startswith("backbone.") for k in checkpoint["state_dict"])
             assert (run / "logs" / stage["name"] / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("approach", ["multi_output", "linear_probe"])
+def test_features_over_the_memory_budget_are_read_from_the_store_with_the_same_results(
+    approach, config_args, tmp_path, monkeypatch
+):
+    """features.memory_mb=0: no split fits, so heads step on minibatches read from the
+    mapped rows and the probe reads them a chunk at a time; results as in memory."""
+    reads: list[int] = []
+    gather = FeatureRows._gather
+    monkeypatch.setattr(FeatureRows, "_gather", lambda s, i: reads.append(len(i)) or gather(s, i))
+    grid = [PROBE_GRID] if approach.endswith("probe") else []
+    largest = {}
+    for budget in ("64", "0"):
+        reads.clear()
+        args = (f"+approach={approach}", *grid, "head.dropout=0.3", f"features.memory_mb={budget}")
+        [result] = run_group([Member(compose_config(*config_args(*args)), tmp_path / budget)])
+        assert isinstance(result, dict)
+        largest[budget] = max(reads)
+    assert largest == {"64": 12, "0": 8}  # the whole train split (12) at once; 8 at a time
+    same, delta = _agreement(tmp_path / "64", tmp_path / "0")
+    assert same == 1.0 and max(delta.values()) <= 1e-6
 
 
 def test_a_diverging_member_fails_alone(config_args, tmp_path):

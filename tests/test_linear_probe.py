@@ -140,7 +140,7 @@ def test_probe_refuses_a_bad_grid_and_a_trainable_backbone(backbone):
         LinearProbe(unfrozen, HIERARCHY, STAGES)
 
 
-def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool):
+def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool, memory: int = 64 << 20):
     dm = LandmarkDataModule(
         tiny_tree,
         backbone.preprocessing,
@@ -148,6 +148,7 @@ def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool):
         num_workers=0,
         feature_encoder=backbone,
         feature_store=FeatureStore(tmp_path / "features", "enc"),
+        feature_memory=memory,
     )
     dm.setup("fit")
     if relabel_test:  # the test split's labels must play no part in the fit
@@ -155,12 +156,12 @@ def _fit_on_tiny(tiny_tree, backbone, tmp_path, relabel_test: bool):
         test.categories, test.landmarks = 1 - test.categories, test.landmarks.flip(0)
     probe = LinearProbe(backbone, dm.hierarchy, STAGES, l2_grid=GRID)
     fit_stages(probe, dm, tmp_path, **TRAINER)
-    return probe
+    return probe, dm
 
 
 def test_changing_test_labels_changes_nothing_in_the_fit(tiny_tree, backbone, tmp_path):
-    a = _fit_on_tiny(tiny_tree, backbone, tmp_path / "a", relabel_test=False)
-    b = _fit_on_tiny(tiny_tree, backbone, tmp_path / "b", relabel_test=True)
+    a, _ = _fit_on_tiny(tiny_tree, backbone, tmp_path / "a", relabel_test=False)
+    b, _ = _fit_on_tiny(tiny_tree, backbone, tmp_path / "b", relabel_test=True)
     state_a, state_b = a.state_dict(), b.state_dict()
     assert torch.equal(a.chosen_l2, b.chosen_l2)
     for key in ("feature_mean", "net.heads.landmark.weight", "net.heads.category.bias"):
@@ -185,6 +186,26 @@ def test_probe_run_writes_the_usual_run_dir(approach, tiny_config, tmp_path):
     )
     image = next(p for p in Path(config.data.root).rglob("*") if p.is_file())
     assert loaded.predict(image)[0].landmark
+
+
+def test_a_probe_over_the_memory_budget_fits_from_the_store_as_in_memory(
+    tiny_tree, backbone, tmp_path
+):
+    """features.memory_mb=0: the fit reads the stored rows a chunk at a time (statistics,
+    row space, every L-BFGS step) and gives the in-memory fit."""
+    (a, dm), (b, _) = (
+        _fit_on_tiny(tiny_tree, backbone, tmp_path / str(budget), False, budget)
+        for budget in (64 << 20, 0)
+    )
+    assert dm.datasets["train"].rows.memory is not None  # 64 MiB: the in-memory path
+    assert torch.equal(a.chosen_l2, b.chosen_l2)
+    state_a, state_b = a.state_dict(), b.state_dict()
+    for key in ("feature_mean", "feature_scale", "net.heads.landmark.weight"):
+        assert torch.allclose(state_a[key], state_b[key], atol=5e-3)  # L-BFGS: rounding
+    test = dm.datasets["test"].rows[range(len(dm.datasets["test"]))]
+    predictions = [probe.decode(probe(test)) for probe in (a, b)]
+    for task in ("category", "landmark"):
+        assert torch.equal(predictions[0][task], predictions[1][task])
 
 
 def test_study_table1_carries_the_probes_and_its_variant_sweeps_splits():

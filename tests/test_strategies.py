@@ -20,6 +20,7 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "lo
 
 @pytest.fixture(scope="module")
 def backbone():
+    torch.manual_seed(0)  # the same random backbone whatever tests ran before in this process
     return create_backbone("resnet18", weights="none", input_size=(3, 32, 32))
 
 
@@ -70,6 +71,7 @@ def _fit(module, datamodule, tmp_path):
 def test_head_swap_keeps_the_trunk_and_trains_only_the_new_head(
     first, backbone, datamodule, tmp_path
 ):
+    torch.manual_seed(0)  # the heads' init, whatever tests ran before in this process
     module = HeadSwap(backbone, datamodule.hierarchy, STAGES, first=first, hidden=[16])
     second = "landmark" if first == "category" else "category"
     result, snaps = _fit(module, datamodule, tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import logging
 import os
@@ -229,6 +230,22 @@ def avif_supported() -> bool:
     except ImportError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No automatic garbage collection inside: building a few objects per image (records,
+    paths, stamps) triggers full collections that walk every object the libraries
+    imported (torch, Lightning, Hydra: millions), which cost a warm 10k-image setup about
+    half of its time (~50 µs per image). Nothing built here is cyclic garbage; the
+    collector runs again afterwards. For bounded setup work only, not for long passes."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def build_catalog(

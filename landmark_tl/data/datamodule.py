@@ -23,6 +23,7 @@ from landmark_tl.data.catalog import (
     Problem,
     build_catalog,
     load_rgb,
+    paused_gc,
     strict_decoding,
 )
 from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store
@@ -127,6 +128,15 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([i]))
+
+
+def mapped_split(dataset: Dataset) -> tuple[FeatureRows, dict[str, torch.Tensor]] | None:
+    """A split's stored rows and targets (in item order) when they are read from the mapped
+    shards (they exceed ``features.memory_mb``), for fits to read a chunk at a time; None
+    when the split's features are in memory (or it serves images)."""
+    if isinstance(dataset, FeatureDataset) and dataset.rows.memory is None:
+        return dataset.rows, {"category": dataset.categories, "landmark": dataset.landmarks}
+    return None
 
 
 def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -248,11 +258,20 @@ class LandmarkDataModule(L.LightningDataModule):
             return
         # with a feature pass to come, it is the one full decode: the catalog reads headers
         verify = Verify.header if self.feature_encoder is not None else Verify.decode
-        catalog = build_catalog(self.source, index=self.index, verify=verify)
-        self.catalog = drop_small_landmarks(catalog, self.min_images_per_landmark, self.split_spec)
-        self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
+        with paused_gc():
+            catalog = build_catalog(self.source, index=self.index, verify=verify)
+            self.catalog = drop_small_landmarks(
+                catalog, self.min_images_per_landmark, self.split_spec
+            )
+            self.assignment = assign_splits(self.catalog, self.split_spec, self.split_file)
         if self.feature_encoder is not None:
-            self._fill_store()
+            self._fill_store()  # a long pass: with the collector
+        with paused_gc():
+            self._make_datasets()
+        log.info("split sizes: %s", {k: len(v) for k, v in self.datasets.items()})
+
+    def _make_datasets(self) -> None:
+        """Each split's dataset: stored features, or images decoded as they are read."""
         categories, landmarks = (torch.tensor(x) for x in self.catalog.labels())
         indices = {s: [i for i, a in enumerate(self.assignment) if a == s] for s in SPLITS}
         decoder = ImageDecoder(self.catalog, self.preprocessing)
@@ -268,7 +287,6 @@ class LandmarkDataModule(L.LightningDataModule):
             else:
                 views = list(self.views(split).values())
                 self.datasets[split] = ImageDataset(decoder, idx, *labels, views)
-        log.info("split sizes: %s", {k: len(v) for k, v in self.datasets.items()})
 
     def _fill_store(self) -> None:
         """Compute the store's missing rows (every image, every view of its split); images

@@ -23,6 +23,7 @@ memory-mapped shards; it loads everything into memory only when that fits a budg
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import logging
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 DTYPES = ("float32", "float16")
 SHARD_BYTES = 16 << 20  # rows per shard: about this many bytes (one file per 16 MiB)
 _CHUNK = 8 << 20  # bytes read at a time when checking a shard's checksum
+MIN_CHUNK_ROWS = 8  # FeatureRows.chunks: fewest rows per chunk, whatever the budget
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
     id INTEGER PRIMARY KEY, view TEXT NOT NULL, file TEXT NOT NULL UNIQUE,
@@ -334,6 +336,7 @@ class FeatureRows:
         self.width = 0 if first is None else first.shape[1]
         self.budget = budget
         self._touched = 0
+        self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.memory: torch.Tensor | None = None
         if len(rows) * self.width * 4 <= budget:
             self.memory = self._gather(np.arange(len(rows)))
@@ -345,12 +348,26 @@ class FeatureRows:
     def __getitem__(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         indices = np.asarray(indices, dtype=np.int64)
         if self.memory is not None:
-            return self.memory[torch.from_numpy(indices)]
-        out = self._gather(indices)
-        self._touched += len(indices) * max(self.width * 4, mmap.PAGESIZE)
-        if self._touched > self.budget:
-            self._release()
-        return out
+            out = self.memory[torch.from_numpy(indices)]
+        else:
+            out = self._gather(indices)
+            self._touched += len(indices) * max(self.width * 4, mmap.PAGESIZE)
+            if self._touched > self.budget:
+                self._release()
+        return out if self.transform is None else self.transform(out)
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        """Every row in order, a chunk at a time (an eighth of the budget each, at least
+        ``MIN_CHUNK_ROWS`` rows): how fits that need all rows read them within the budget."""
+        size = max(MIN_CHUNK_ROWS, self.budget // (8 * 4 * max(self.width, 1)))
+        for start in range(0, len(self), size):
+            yield self[np.arange(start, min(start + size, len(self)))]
+
+    def transformed(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> FeatureRows:
+        """The same rows passed through ``transform`` as they are read (e.g. standardised)."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
     def _gather(self, indices: np.ndarray) -> torch.Tensor:
         out = np.empty((len(indices), self.width), dtype=np.float32)
@@ -365,6 +382,18 @@ class FeatureRows:
         self._touched = 0
         for mapped in self._maps:
             mapped.madvise(mmap.MADV_DONTNEED)
+
+
+Rows = torch.Tensor | FeatureRows  # a split's features: in memory, or read from the store
+
+
+def row_chunks(x: Rows) -> Iterator[torch.Tensor]:
+    """All rows of ``x`` in order: a tensor whole (in memory already), stored rows a chunk
+    at a time."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    else:
+        yield from x.chunks()
 
 
 # ---- the feature pass ------------------------------------------------------------------
@@ -442,12 +471,20 @@ def fill_store(
     """Compute the rows the store lacks: for each view name, the images ``wanted[view]``
     (indices into ``digests``). ``read(i)`` gives image i's bytes and ``decode(data, i)``
     its uint8 (3, H, W) tensor (in ``num_workers`` loader workers). One process computes
-    while others wait for the lock and then find the rows there."""
+    while others wait for the lock and then find the rows there.
+
+    Under data-parallel training (``torch.distributed`` initialised, world > 1) the ranks
+    split the pass: rank 0 holds the lock for them all, each rank encodes every
+    world-th missing image and commits its own shards; when all are done every rank sees
+    every row, and the result (every rank's failures) is the same on each."""
     result = PassResult()
-    if not _missing(store, digests, wanted):
+    rank, world = _rank_and_world()
+    if world == 1 and not _missing(store, digests, wanted):
         return result
-    with store.lock():
-        store.remove_orphans()
+    with store.lock() if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            store.remove_orphans()
+        _barrier(world)  # the store is settled: every rank finds the same rows missing
         groups = _missing(store, digests, wanted)
         start = time.perf_counter()
         for names, todo in groups.items():
@@ -456,7 +493,7 @@ def fill_store(
                 backbone,
                 digests,
                 names,
-                _PassImages(todo, read, decode, [views[n] for n in names]),
+                _PassImages(todo[rank::world], read, decode, [views[n] for n in names]),
                 result,
                 batch_size=max(1, batch_size // len(names)),
                 num_workers=num_workers,
@@ -464,11 +501,43 @@ def fill_store(
                 autocast=autocast,
             )
         log.info(
-            "computed %d features (%d images) in %.1f s",
+            "computed %d features (%d images) in %.1f s%s",
             result.computed,
             result.images,
             time.perf_counter() - start,
+            f" (rank {rank} of {world})" if world > 1 else "",
         )
+        _barrier(world)  # every rank's rows are committed
+    return _gathered(result, world)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this data-parallel process; (0, 1) when there is none."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _gathered(result: PassResult, world: int) -> PassResult:
+    """Every rank's failures and counts merged into ``result`` (its ``decoded`` stays this
+    rank's own: each rank records what it decoded), so every rank leaves out the same
+    images."""
+    if world == 1:
+        return result
+    parts: list = [None] * world
+    own = (result.computed, result.images, result.failed, result.broken)
+    torch.distributed.all_gather_object(parts, own)
+    result.computed = sum(p[0] for p in parts)
+    result.images = sum(p[1] for p in parts)
+    for _, _, failed, broken in parts:
+        result.failed.update(failed)
+        result.broken.update(broken)
     return result
 
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from landmark_tl.build import build_strategy, prepare_data, training_class_weights
 from landmark_tl.checkpointing import strip_frozen_backbone
 from landmark_tl.config import TrainConfig, validate_config
-from landmark_tl.data.datamodule import LandmarkDataModule
+from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
 from landmark_tl.errors import UserError
 from landmark_tl.fingerprint import check_run_marker, claim_run_dir, refuse_changes
 from landmark_tl.fit import (
@@ -93,9 +93,13 @@ class _State:
 
 
 def split_tensors(datamodule: LandmarkDataModule, split: str) -> SplitTensors:
-    """All of ``split``'s inputs and targets in dataset order, read through the data
-    module's own loader (whatever store serves them), as the probes read them."""
+    """``split``'s inputs and targets in dataset order, as the probes read them: the stored
+    rows themselves when they exceed ``features.memory_mb`` (read a batch at a time), else
+    all of them in memory, read through the data module's own loader."""
     loader = getattr(datamodule, f"{split}_dataloader")()
+    mapped = mapped_split(loader.dataset)
+    if mapped is not None:
+        return SplitTensors(*mapped)
     ordered = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
     xs, categories, landmarks = [], [], []
     for x, category, landmark in ordered:
@@ -388,7 +392,12 @@ def _fit_probes(
         module.load_state_dict(fitted, strict=False)
     with torch.no_grad():
         return {
-            name: SplitTensors(first.encode(raw(split)[0]), split.targets)
+            name: SplitTensors(
+                first.encode(raw(split)[0])
+                if isinstance(split.x, torch.Tensor)
+                else split.x.transformed(first.encode),  # standardised as rows are read
+                split.targets,
+            )
             for name, split in splits.items()
         }
 

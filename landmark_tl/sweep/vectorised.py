@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from landmark_tl.data.features import Rows, row_chunks
 from landmark_tl.models.optim import OptimizerName, Recipe
 from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
 from landmark_tl.trainer_options import VAL_LOSS, Monitor
@@ -91,9 +92,11 @@ class MemberOutcome:
 
 @dataclass
 class SplitTensors:
-    """A split's inputs (features) and targets, in dataset order."""
+    """A split's inputs (features) and targets, in dataset order; ``x`` in memory, or the
+    feature store's rows (:class:`FeatureRows`, more than ``features.memory_mb``), read a
+    batch at a time."""
 
-    x: torch.Tensor
+    x: Rows
     targets: dict[str, torch.Tensor]
 
     def __len__(self) -> int:
@@ -335,11 +338,13 @@ class VectorisedStage:
         tracker = _Stopping(self.settings, self.monitor.mode)
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         train = SplitTensors(
-            train.x.to(self.device), {t: y.to(self.device) for t, y in train.targets.items()}
+            train.x.to(self.device) if isinstance(train.x, torch.Tensor) else train.x,
+            {t: y.to(self.device) for t, y in train.targets.items()},
         )
+        width = train.x.shape[1] if isinstance(train.x, torch.Tensor) else train.x.width
         with _MaskedDropouts(self.template) as dropouts:
             self.template.train()  # the stage's modes: dropout where a separate run has it
-            order = dropouts.active_widths(self.template, train.x.shape[1])
+            order = dropouts.active_widths(self.template, width)
             for epoch in range(max(s.epochs for s in self.settings)):
                 if not any(tracker.running):
                     break
@@ -413,7 +418,7 @@ class VectorisedStage:
             targets = {t: v[index] for t, v in train.targets.items()}
             masks = self._masks(order, generators, rows)
             with torch.set_grad_enabled(optimiser is not None):
-                logits = self._logits(dropouts, params, train.x[index], masks)
+                logits = self._logits(dropouts, params, _take(train.x, index), masks)
                 total, per_task = self._loss(logits, targets, loss_weights, train=True)
             if optimiser is not None:
                 grads = torch.autograd.grad(total.sum(), [params[t] for t in self.trainable])
@@ -454,7 +459,11 @@ class VectorisedStage:
         # no masks: every dropout is the identity, as in eval mode (the heads have no other
         # layer that trains differently)
         with torch.no_grad(), _MaskedDropouts(self.template) as dropouts:
-            logits = self._logits(dropouts, params, split.x.to(self.device), None)
+            parts = [
+                self._logits(dropouts, params, x.to(self.device), None)
+                for x in row_chunks(split.x)  # in memory: one chunk
+            ]
+            logits = {t: torch.cat([p[t] for p in parts], dim=1) for t in parts[0]}
             targets = {
                 t: y.to(self.device).expand(len(self.modules), -1) for t, y in split.targets.items()
             }
@@ -594,6 +603,15 @@ class _Stopping:
         if epoch + 1 >= setting.epochs:
             self.running[m] = False
         return keep
+
+
+def _take(x: Rows, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (any shape) of ``x``, on ``index``'s device: indexed in memory, or
+    read from the feature store's mapped rows (a minibatch at a time)."""
+    if isinstance(x, torch.Tensor):
+        return x[index]
+    rows = x[index.reshape(-1).cpu().numpy()]
+    return rows.reshape(*index.shape, rows.shape[-1]).to(index.device)
 
 
 def _copy_members(
