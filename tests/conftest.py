@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +38,15 @@ TINY_OVERRIDES = [
     "trainer=cpu",
     "strategy.stages.joint.epochs=2",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same random state, whatever ran before it in its process
+    (under pytest-xdist a worker's earlier files vary from run to run)."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")
