@@ -39,12 +39,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from doc_section import replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1000, 10_000, 100_000)
 CATEGORIES, LANDMARKS = 4, 5
 BASES = 32
-MARK_BEGIN, MARK_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 
 
 def generate(root: Path, count: int) -> Path:
@@ -250,11 +250,8 @@ def table(results: list[dict]) -> str:
 def write_doc(results: list[dict], seconds: float) -> None:
     import torch
 
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text(encoding="utf-8")
     section = "\n".join(
         [
-            MARK_BEGIN,
             "## Scale: memory and setup against the number of images (`make bench-scale`)",
             "",
             f"Measured by `python benchmarks/scale.py` on {platform.machine()}, "
@@ -274,16 +271,9 @@ def write_doc(results: list[dict], seconds: float) -> None:
             "```json",
             json.dumps(results, indent=1),
             "```",
-            MARK_END,
         ]
     )
-    if MARK_BEGIN in text:
-        text = (
-            text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END) :]
-        )
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text, encoding="utf-8")
+    replace_section(REPO / "docs" / "benchmarks.md", "scale", section)
 
 
 def main() -> None:

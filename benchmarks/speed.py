@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from doc_section import replace_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = "abcdes"
@@ -84,7 +85,7 @@ def _pipeline_vs_bare(work: Path) -> dict:
     pipeline = _timed(lambda: dm.setup("fit"))
     n = sum(len(d) for d in dm.datasets.values())
     ready = torch.randint(0, 256, (n, *backbone.preprocessing.input_size), dtype=torch.uint8)
-    bare = _timed(lambda: extract_features(backbone, ready, batch_size=64))
+    bare = _timed(lambda: extract_features(backbone, ready))  # the pass's batch size
     return {
         "images": n,
         "pipeline_s": pipeline,
@@ -276,7 +277,7 @@ def run_section(name: str) -> dict:
 
 def _markdown(results: dict[str, dict], seconds: float) -> str:
     lines = [
-        "# Benchmarks",
+        "## `make bench`: the pipeline against its limits",
         "",
         f"Measured by `python benchmarks/speed.py` (`make bench`) on {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU, "
@@ -339,13 +340,12 @@ def main() -> None:
             flush=True,
         )
     report = _markdown(results, time.perf_counter() - start)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report + _NOTES, encoding="utf-8")
+    replace_section(args.out, "speed", report + _NOTES)
     print(report)
 
 
 _NOTES = """
-## How each figure is measured
+### How each figure is measured
 
 - **a** `LandmarkDataModule.setup()` with the packaged backbone and an empty feature cache:
   scan and verify every image, digest the files, decode and resize once, run the backbone,
@@ -368,7 +368,7 @@ _NOTES = """
   point; the ratio divides it by one single run.
 - **f** `ru_maxrss` of the section's process and its children.
 
-## Where the time goes (b, d)
+### Where the time goes (b, d)
 
 With a frozen backbone the one feature pass is the floor. With the basic or joblib
 launcher every run then pays fixed costs that do not shrink with the data: the imports of

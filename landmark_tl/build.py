@@ -107,9 +107,8 @@ def build_backbone(config: TrainConfig) -> Backbone:
         input_size=tuple(b.input_size) if b.input_size else None,
         mean=tuple(b.mean) if b.mean else None,
         std=tuple(b.std) if b.std else None,
+        channels_last=config.trainer.channels_last_choice(),
     )
-    if config.trainer.channels_last:
-        backbone.use_channels_last()
     if config.trainer.compile:
         backbone.model.compile()
     return backbone

@@ -48,6 +48,7 @@ COSMETIC_KEYS = frozenset(
         "features.memory_mb",
         "trainer.enable_progress_bar",
         "trainer.log_every_n_steps",
+        "trainer.channels_last",  # memory layout: float rounding only, as features.batch_size
     }
 )
 # Groups that only record or show a run (trackers), whatever their keys.

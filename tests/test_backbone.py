@@ -89,6 +89,21 @@ def test_freeze_all_keeps_backbone_in_eval_mode_without_gradients():
     assert all(p.requires_grad for p in trainable.parameters())
 
 
+def test_a_frozen_backbone_infers_in_channels_last_with_the_same_features():
+    nchw = create_backbone("resnet18", weights="none", channels_last=False)
+    nhwc = create_backbone("resnet18", weights="none")  # frozen: NHWC unless told otherwise
+    nhwc.load_state_dict(nchw.state_dict())
+    assert nhwc.channels_last and not nchw.channels_last
+    conv = nhwc.model.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(nhwc(images), nchw(images), atol=1e-5)
+    trainable = {"weights": "none", "freeze": "none"}
+    assert not create_backbone("resnet18", **trainable).channels_last  # training: NCHW
+    assert create_backbone("resnet18", **trainable, channels_last=True).channels_last
+
+
 def test_normalisation_uses_model_mean_and_std():
     backbone = create_backbone("resnet18", weights="none", mean=(0.5,) * 3, std=(0.25,) * 3)
     seen = {}

@@ -131,6 +131,7 @@ def test_duplicate_within_a_landmark_keeps_the_first(tmp_path):
         ("data.batch_size=0", "data.batch_size=0"),
         ("strategy.stages.joint.epochs=0", "strategy.stages.joint.epochs=0"),
         ("features.batch_size=-1", "features.batch_size=-1"),
+        ("trainer.channels_last=sometimes", "trainer.channels_last=sometimes"),
     ],
 )
 def test_invalid_config_values_are_refused_naming_the_key(override, key):

@@ -22,8 +22,10 @@ from landmark_tl.data.features import (
     FeatureRows,
     FeatureStore,
     FeatureStoreError,
+    _PassThreads,
     encoder_key,
     fill_store,
+    pass_batch_size,
 )
 from landmark_tl.io import bytes_digest, file_digest
 from landmark_tl.models.backbone import create_backbone
@@ -91,6 +93,43 @@ def test_image_digest_follows_content_not_name(tmp_path):
     b.write_bytes(b"same bytes")
     c.write_bytes(b"other bytes")
     assert file_digest(a) == file_digest(b) != file_digest(c)
+
+
+class _Clock:
+    """A clock the test moves by hand: the feature pass's thread choice without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("decode_s", "threads_after"), [(0.001, 2), (0.5, 1)])
+def test_the_pass_takes_every_core_once_the_decoding_workers_keep_up(decode_s, threads_after):
+    clock, before = _Clock(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+
+    def batches():
+        for _ in range(12):
+            clock.now += decode_s  # the wait for the loader workers
+            yield None
+
+    try:
+        with _PassThreads(workers=1, probe=4, clock=clock) as threads:
+            for _ in threads.timed(batches()):
+                seen.append(torch.get_num_threads())
+                clock.now += 0.1  # the forward pass
+        assert seen[:5] == [1] * 5  # beside one worker: one core while it probes
+        assert seen[5:] == [threads_after] * 7  # idle workers: every core; busy: stays
+        assert torch.get_num_threads() == 2  # restored after the pass
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_pass_batch_fits_the_cpu_caches_unless_set():
+    assert pass_batch_size("cpu") == 8 and pass_batch_size(torch.device("cuda")) == 64
 
 
 def test_pass_writes_shards_of_rows_equal_to_the_backbone(tmp_path):

@@ -26,7 +26,7 @@ from landmark_tl.data.catalog import (
     paused_gc,
     strict_decoding,
 )
-from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store
+from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store, pass_batch_size
 from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sampling import BalancedSampler, Sampler, ShardSampler
@@ -182,7 +182,7 @@ class LandmarkDataModule(L.LightningDataModule):
         feature_encoder: Backbone | None = None,
         feature_store: FeatureStore | None = None,
         feature_device: torch.device | str = "cpu",
-        feature_batch_size: int = 64,
+        feature_batch_size: int | None = None,
         feature_autocast: torch.dtype | None = None,
         feature_memory: int = 64 << 20,
         seed: int = 0,
@@ -209,7 +209,7 @@ class LandmarkDataModule(L.LightningDataModule):
         self.feature_encoder = feature_encoder
         self.feature_store = feature_store
         self.feature_device = feature_device
-        self.feature_batch_size = feature_batch_size
+        self.feature_batch_size = feature_batch_size or pass_batch_size(feature_device)
         self.feature_autocast = feature_autocast
         self.feature_memory = feature_memory
         self.seed = seed
