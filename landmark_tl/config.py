@@ -134,7 +134,7 @@ class FeaturesConfig:
     """Frozen-backbone features computed once per image and view, cached on disk."""
 
     cache: str = "auto"  # auto: on when the backbone is frozen; true; false
-    batch_size: int | None = None  # of the feature pass; null: 8 on a CPU, 64 on a GPU
+    batch_size: int | None = None  # of the feature pass; null: 64 on a GPU, CPU: ~8 at 224 px
     random_views: int = 4  # data.augment=random with cached features: views per image
     dtype: str = "float32"  # how rows are stored: float32, or float16 (half the disk/memory)
     memory_mb: int = 64  # features of a split up to this size are read into memory

@@ -129,7 +129,9 @@ def test_the_pass_takes_every_core_once_the_decoding_workers_keep_up(decode_s, t
 
 
 def test_the_pass_batch_fits_the_cpu_caches_unless_set():
-    assert pass_batch_size("cpu") == 8 and pass_batch_size(torch.device("cuda")) == 64
+    assert pass_batch_size(torch.device("cuda"), (3, 224, 224)) == 64
+    sizes = {px: pass_batch_size("cpu", (3, px, px)) for px in (32, 112, 224, 384, 1024)}
+    assert sizes == {32: 64, 112: 32, 224: 8, 384: 3, 1024: 1}
 
 
 def test_pass_writes_shards_of_rows_equal_to_the_backbone(tmp_path):

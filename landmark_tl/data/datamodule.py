@@ -209,7 +209,9 @@ class LandmarkDataModule(L.LightningDataModule):
         self.feature_encoder = feature_encoder
         self.feature_store = feature_store
         self.feature_device = feature_device
-        self.feature_batch_size = feature_batch_size or pass_batch_size(feature_device)
+        self.feature_batch_size = feature_batch_size or pass_batch_size(
+            feature_device, preprocessing.input_size
+        )
         self.feature_autocast = feature_autocast
         self.feature_memory = feature_memory
         self.seed = seed
