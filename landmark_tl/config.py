@@ -129,6 +129,14 @@ CONFIG_DIR = Path(landmark_tl.conf.__file__).resolve().parent
 CONFIG_MODULE = landmark_tl.conf.__name__
 
 
+def auto_choice(key: str, value: Any) -> bool | None:
+    """An ``auto|true|false`` setting: True / False, or None for auto."""
+    text = str(value).lower()
+    if text not in {"auto", "true", "false"}:
+        raise ConfigError(f"{key}={value}: use auto, true or false")
+    return None if text == "auto" else text == "true"
+
+
 @dataclass
 class FeaturesConfig:
     """Frozen-backbone features computed once per image and view, cached on disk."""
@@ -140,12 +148,10 @@ class FeaturesConfig:
     memory_mb: int = 64  # features of a split up to this size are read into memory
 
     def enabled(self, backbone_frozen: bool) -> bool:
-        value = str(self.cache).lower()
-        if value not in {"auto", "true", "false"}:
-            raise ConfigError(f"features.cache={self.cache}: use auto, true or false")
-        if value == "true" and not backbone_frozen:
+        choice = auto_choice("features.cache", self.cache)
+        if choice and not backbone_frozen:
             raise ConfigError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
-        return value == "true" or (value == "auto" and backbone_frozen)
+        return backbone_frozen if choice is None else choice
 
 
 @dataclass
@@ -170,12 +176,7 @@ class TrainerConfig:
     def channels_last_choice(self) -> bool | None:
         """``channels_last`` as :func:`~landmark_tl.models.backbone.create_backbone` takes
         it: True / False, or None for auto."""
-        value = str(self.channels_last).lower()
-        if value not in {"auto", "true", "false"}:
-            raise ConfigError(
-                f"trainer.channels_last={self.channels_last}: use auto, true or false"
-            )
-        return None if value == "auto" else value == "true"
+        return auto_choice("trainer.channels_last", self.channels_last)
 
 
 @dataclass
@@ -400,10 +401,11 @@ def validate_config(config: TrainConfig) -> None:
     problems += config.optim.problems(
         {n: stage.epochs for n, stage in config.strategy.stages.items() if stage.epochs is not None}
     )
-    try:
-        config.trainer.channels_last_choice()
-    except ConfigError as err:
-        problems.append(str(err))
+    for check in (lambda: config.features.enabled(frozen), config.trainer.channels_last_choice):
+        try:
+            check()
+        except ConfigError as err:
+            problems.append(str(err))
     try:
         check_lightning_surface(
             config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode

@@ -132,11 +132,13 @@ def test_duplicate_within_a_landmark_keeps_the_first(tmp_path):
         ("strategy.stages.joint.epochs=0", "strategy.stages.joint.epochs=0"),
         ("features.batch_size=-1", "features.batch_size=-1"),
         ("trainer.channels_last=sometimes", "trainer.channels_last=sometimes"),
+        ("features.cache=sometimes", "features.cache=sometimes"),
+        ("backbone.freeze=none features.cache=true", "features.cache=true needs a frozen"),
     ],
 )
 def test_invalid_config_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[")):
-        validate_config(compose_config(*TINY_OVERRIDES, "data.root=/x", override))
+        validate_config(compose_config(*TINY_OVERRIDES, "data.root=/x", *override.split()))
 
 
 def test_unknown_strategy_and_backbone_are_refused():
