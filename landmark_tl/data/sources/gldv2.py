@@ -55,7 +55,7 @@ class GLDv2Source(ImageSource):
         rows = self._train_rows(listing)
         rows = self._cleaned(rows, listing)
         categories = self._categories()
-        stored = _stored_images(self.root / "train")
+        stored = self._stored_images()
         without: Counter[str] = Counter()
         for line, image_id, landmark in rows:
             category = categories.get(landmark)
@@ -128,6 +128,32 @@ class GLDv2Source(ImageSource):
         )
         return cleaned
 
+    def _stored_images(self) -> set[str]:
+        """Keys of every file under ``train/`` (one listing of the tree, no stat per image;
+        symbolic links are followed inside the root and refused when they lead out)."""
+        stored: set[str] = set()
+        seen: set[str] = set()  # real folders walked: a link back up is not walked twice
+        pending = [self.root / "train"]
+        while pending:
+            folder = pending.pop()
+            if os.path.realpath(folder) in seen:
+                continue
+            seen.add(os.path.realpath(folder))
+            try:
+                with os.scandir(folder) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue  # as os.walk: an unreadable folder's images are "not downloaded"
+            relative = folder.relative_to(self.root).as_posix()
+            for entry in entries:
+                if entry.is_symlink():
+                    self.require_inside_root(entry.path)
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                else:
+                    stored.add(f"{relative}/{entry.name}")
+        return stored
+
     def _categories(self) -> dict[str, str]:
         """Landmark id → category (the configured column of the hierarchy file)."""
         path = self.root / HIERARCHY
@@ -150,12 +176,3 @@ class GLDv2Source(ImageSource):
                     f"{printable(categories[landmark])!r}); keep one row per landmark"
                 )
         return categories
-
-
-def _stored_images(train: Path) -> set[str]:
-    """Keys of every file under ``train/`` (one listing of the tree, no stat per image)."""
-    stored = set()
-    for folder, _, files in os.walk(train):
-        relative = Path(folder).relative_to(train.parent).as_posix()
-        stored.update(f"{relative}/{name}" for name in files)
-    return stored
