@@ -179,7 +179,7 @@ def check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
-            f"{width}x{height} = {width * height / 1e6:.1f} megapixels to decode, above "
+            f"{width}x{height} = {width * height:,} pixels to decode, above "
             f"data.max_pixels={max_pixels}: downscale the image, or raise data.max_pixels"
         )
 
