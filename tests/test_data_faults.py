@@ -221,6 +221,18 @@ def test_manifest_rows_naming_a_fifo_or_a_folder_say_what_they_are(tmp_path):
     assert len(catalog.records) == 12
 
 
+def test_gldv2_csv_files_that_are_fifos_are_refused_not_skipped(tmp_path):
+    root = tmp_path / "gldv2"
+    make_gldv2(root)
+    (root / "train_clean.csv").unlink()
+    os.mkfifo(root / "train_clean.csv")  # was taken as absent: every image, unclean ones too
+    outcome = _finishes(lambda: build_catalog(GLDv2Source(root)))
+    assert isinstance(outcome.get("error"), CatalogError)
+    assert "train_clean.csv: cannot be read as a CSV file (not a regular file (FIFO)" in str(
+        outcome["error"]
+    )
+
+
 def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
     pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)

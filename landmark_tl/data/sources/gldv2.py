@@ -46,7 +46,7 @@ class GLDv2Source(ImageSource):
         self.columns = columns or DEFAULT_COLUMNS
 
     def listing(self) -> Listing:
-        if not (self.root / TRAIN).is_file():
+        if not (self.root / TRAIN).exists():
             raise CatalogError(
                 f"{show(self.root)}: no {TRAIN}; data=gldv2 needs data.root to be the folder "
                 f"holding GLDv2's {TRAIN}, {HIERARCHY} and train/"
@@ -110,7 +110,7 @@ class GLDv2Source(ImageSource):
     ) -> list[tuple[int, str, str]]:
         """The rows train_clean.csv keeps (all of them without the file or with clean off)."""
         path = self.root / CLEAN
-        if not self.clean or not path.is_file():
+        if not self.clean or not path.exists():
             return rows
         columns = {self.columns.landmark: "data.columns.landmark", "images": f"{CLEAN} images"}
         kept = {
@@ -157,7 +157,7 @@ class GLDv2Source(ImageSource):
     def _categories(self) -> dict[str, str]:
         """Landmark id → category (the configured column of the hierarchy file)."""
         path = self.root / HIERARCHY
-        if not path.is_file():
+        if not path.exists():
             raise CatalogError(
                 f"{show(path)}: not found; data=gldv2 takes each landmark's category from "
                 "GLDv2's hierarchy file: download it into data.root"
