@@ -537,9 +537,9 @@ def default_out(inputs: Sequence[Path]) -> Path:
 
 
 def _warn_not_scored(inventory: Inventory) -> None:
-    for name, items in inventory.not_scored.items():
+    for items in inventory.not_scored.values():
         for item in items:
-            print(f"warning: not scored ({name.removesuffix(' runs')}): {item}", file=sys.stderr)
+            print(f"warning: {item}", file=sys.stderr)
 
 
 @hydra_app("report")

@@ -208,7 +208,7 @@ def take_inventory(paths: Iterable[str | Path]) -> Inventory:
     for run in runs:
         reason = debug_reason(run)
         if reason is not None:
-            debug.append(f"{printable(str(run.directory))}: {reason}")
+            debug.append(f"skipped run {printable(str(run.directory))}: debug run ({reason})")
             continue
         key = study_key(run)
         studies.setdefault(_digest(key), Study(_digest(key), key)).runs.append(run)
