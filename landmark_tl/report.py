@@ -1,6 +1,6 @@
 """Compare runs: one row per approach with seed spread, bootstrap intervals and paired tests.
 
-    landmark-tl report runs=DIR [runs=[DIR1,DIR2]] [out=OUT] [bootstrap=2000] [seed=0]
+    landmark-tl report runs=DIR [runs=[DIR1,DIR2]] [out=OUT] [study=ID|all] [bootstrap=2000]
 
 Finds every metrics.json below the DIRs (runs, Hydra multiruns, parents of either), puts
 debug, failed and unfinished runs apart, groups the others by study and, within a study, by

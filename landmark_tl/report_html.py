@@ -177,15 +177,28 @@ def _flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _records_table(records: Sequence[Mapping[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for record in records for k in record))
+    return html_table(columns, [[_format(r.get(c, "")) for c in columns] for r in records])
+
+
 def generic_section(name: str, value: Any) -> str:
     """Any metrics.json section as a heading and a key → value table (nested keys dotted);
-    a list of records (e.g. severity per level) as a table with their keys as columns."""
-    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        columns = list(dict.fromkeys(k for v in value for k in v))
-        rows = [[_format(v.get(c, "")) for c in columns] for v in value]
-        return f"<h3>{esc(name)}</h3>" + html_table(columns, rows)
-    rows = [[key or name, _format(v)] for key, v in _flat(value)]
-    return f"<h3>{esc(name)}</h3>" + html_table(["key", "value"], rows)
+    a list of records (e.g. severity per level), at any depth, as a table of its own with
+    the records' keys as columns."""
+    if _is_records(value):
+        return f"<h3>{esc(name)}</h3>" + _records_table(value)
+    items = _flat(value)
+    rows = [[key or name, _format(v)] for key, v in items if not _is_records(v)]
+    parts = [f"<h3>{esc(name)}</h3>", html_table(["key", "value"], rows) if rows else ""]
+    parts += [
+        f"<h4>{esc(f'{name}.{key}')}</h4>" + _records_table(v) for key, v in items if _is_records(v)
+    ]
+    return "".join(parts)
 
 
 def scores_section(metrics: Mapping[str, Any]) -> str:
