@@ -23,6 +23,8 @@ _ESCAPES = {
     "≈": r"$\approx$",
     "±": r"$\pm$",
     "†": r"$^\dagger$",
+    ">": r"$>$",
+    "<": r"$<$",
 }
 
 
@@ -32,12 +34,14 @@ def escape(text: str) -> str:
 
 
 def latex_table(table: Table) -> str:
-    """A ``table`` float: one row per approach, per task mean ± std, 95% CI and verdict;
+    """A ``table`` float: one row per approach, per task mean ± std, 95% CI and verdict
+    (and the difference to the linear probe with its verdict, when there is a probe row);
     the best row's mean in bold; the caption says how the numbers were computed."""
-    spec = "lr" + "rrl" * len(TASKS)
+    probe = table.probe is not None
+    spec = "lr" + ("rrll" if probe else "rrl") * len(TASKS)
     head = ["Approach", "Runs" if table.splits > 1 else "Seeds"]
     for task in TASKS:
-        head += [f"{task.capitalize()} F1", "95\\% CI", "vs best"]
+        head += [f"{task.capitalize()} F1", "95\\% CI", "vs best"] + (["vs probe"] if probe else [])
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -55,6 +59,11 @@ def latex_table(table: Table) -> str:
             std = "" if score.std is None else rf" $\pm$ {score.std:.3f}"
             mark = score.mark + ("†" if score.fallback else "")
             cells += [mean + std, f"[{score.ci_low:.3f}, {score.ci_high:.3f}]", escape(mark)]
+            if probe:
+                versus = score.vs_probe
+                cells.append(
+                    "--" if versus is None else f"{versus.diff:+.3f} {escape(versus.verdict)}"
+                )
         lines.append(" & ".join(cells) + r" \\")
     ranked = table.ranked_by or "test landmark macro F1"
     lines += [

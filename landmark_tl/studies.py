@@ -244,7 +244,11 @@ def row_groups(runs: Sequence[Run]) -> dict[str, list[Run]]:
         by_approach.setdefault(run.approach, []).append(run)
     groups: dict[str, list[Run]] = {}
     for approach, members in by_approach.items():
-        keys = sorted({k for run in members for k in settings[run.directory]})
+        # the strategy's own keys first, then the rest (head, optim, data ...), by name
+        keys = sorted(
+            {k for run in members for k in settings[run.directory]},
+            key=lambda k: (not k.startswith("strategy."), k),
+        )
         differing = [k for k in keys if len({settings[r.directory].get(k) for r in members}) > 1]
         for run in members:
             own = settings[run.directory]
