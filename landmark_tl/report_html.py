@@ -437,8 +437,9 @@ def _page_name(run: Run, common: Path) -> str:
 def write_comparison_pages(
     table: Table, runs: Sequence[Run], out_dir: str | Path, read: Sequence[str] = ()
 ) -> dict[str, Path]:
-    """Write ``report.html`` (the comparison) and ``runs/<run>.html`` (one page per run)
-    into ``out_dir``; returns the comparison page's path under ``html``."""
+    """Write ``report.html`` (the comparison) and ``runs/<run>.html`` (one page per run: a
+    copy of the run's own report.html, drawn here for runs without one) into ``out_dir``;
+    returns the comparison page's path under ``html``."""
     out_dir = Path(out_dir)
     groups = row_groups(runs)
     common = Path(*_common_parts([r.directory for r in runs]))
@@ -446,7 +447,9 @@ def write_comparison_pages(
     for name, members in groups.items():
         for run in members:
             href = _page_name(run, common)
-            atomic_write_text(out_dir / href, run_page(run.directory, run.metrics))
+            own = run.directory / "report.html"  # written by the run: copied, not redrawn
+            text = read_text(own) if own.is_file() else run_page(run.directory, run.metrics)
+            atomic_write_text(out_dir / href, text)
             links.setdefault(name, []).append(href)
     fallback = any(s.fallback for row in table.rows for s in row.scores.values())
     body = [
