@@ -85,7 +85,7 @@ def export(run: TrainedRun, fmt: ExportFormat | str, out_dir: Path) -> Path:
     if fmt not in {f.value for f in ExportFormat}:
         raise ValueError(f"fmt={fmt!r}: use one of {[f.value for f in ExportFormat]}")
     fmt = ExportFormat(fmt)
-    module = Exportable(run)
+    module = Exportable(run).eval()  # the exported graph is the inference one
     example = torch.zeros(2, *run.preprocessing.input_size, dtype=torch.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt is ExportFormat.onnx:
