@@ -21,18 +21,21 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["compose", "load_run", "train"]
 # Imported on first use, so that `import landmark_tl` (and `landmark-tl --help`) does not
-# load torch: the name, and the module that defines it.
+# load torch: the name, and the module that defines it (the modules `config`, `inference`
+# and `train` themselves; `train` is callable).
 _LAZY = {
     "compose": "landmark_tl.config",
     "load_run": "landmark_tl.inference",
+    "config": "landmark_tl.config",
+    "inference": "landmark_tl.inference",
     "train": "landmark_tl.train",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``compose``, ``load_run`` and ``train`` (the module ``landmark_tl.train``, callable
-    as ``train``), imported on first use."""
+    """``compose``, ``load_run``, ``train`` and the modules they come from, imported on
+    first use."""
     if name not in _LAZY:
         raise AttributeError(f"module 'landmark_tl' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if name == "train" else getattr(module, name)
+    return module if _LAZY[name].endswith(f".{name}") else getattr(module, name)

@@ -22,6 +22,7 @@ from torch import nn
 from landmark_tl.cli import hydra_app
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json
+from landmark_tl.loggers import log_to_tracked_run
 
 
 class ExportFormat(str, Enum):
@@ -118,6 +119,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(args.out) if args.out else run.run_dir / "export"
     path = export(run, args.format, out)
     print(f"wrote {path} and {out / 'labels.json'}")
+    if log_to_tracked_run(run.run_dir, out, "export"):
+        print("added them to the run's MLflow run (artifacts/export)")
 
 
 if __name__ == "__main__":

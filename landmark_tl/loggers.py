@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from lightning.pytorch.loggers import (
 from lightning.pytorch.utilities import rank_zero_only
 
 from landmark_tl.errors import ConfigError
+from landmark_tl.io import atomic_write_json
 from landmark_tl.rundir import BACKBONE_WEIGHTS
 from landmark_tl.trainer_options import resolve_target
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "landmark_tl"
 ARTIFACT_DIRS = ("plots", "export", ".hydra")  # run-dir folders logged as artifacts, if there
+TRACKING_FILE = "mlflow_run.json"  # the run's MLflow run, for files added later (export)
 # The package each tracker needs, and the extra of landmark_tl that installs it.
 _PACKAGES = {
     TensorBoardLogger: (("tensorboard", "tensorboardX"), "tensorboard"),
@@ -127,6 +130,10 @@ class RunLoggers:
                 uri = uri or default_tracking_uri(output_dir)
                 self.mlflow = MlflowRun.open(uri, self.experiment, self.run_dir.name, artifacts)
                 self.mlflow.log_params(self.params)
+                atomic_write_json(
+                    self.run_dir / TRACKING_FILE,
+                    {"tracking_uri": uri, "run_id": self.mlflow.run_id},
+                )
 
     def for_stage(self, stage: str) -> list[Logger]:
         """New logger objects for ``stage``'s Trainer, in the order given, each with the
@@ -271,6 +278,23 @@ class MlflowRun:
 
     def terminate(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def log_to_tracked_run(run_dir: Path, folder: Path, artifact_path: str) -> bool:
+    """Add ``folder``'s files to the MLflow run of ``run_dir`` (one trained with
+    logger=mlflow: it has a mlflow_run.json); whether there was one."""
+    path = run_dir / TRACKING_FILE
+    if not path.is_file():
+        return False
+    from mlflow.tracking import MlflowClient
+
+    tracked = json.loads(path.read_text(encoding="utf-8"))
+    with _fail_fast():
+        MlflowClient(tracked["tracking_uri"]).log_artifacts(
+            tracked["run_id"], str(folder), artifact_path=artifact_path
+        )
+    log.info("logged %s to MLflow run %s", folder, tracked["run_id"])
+    return True
 
 
 def run_artifacts(run_dir: Path) -> list[Path]:

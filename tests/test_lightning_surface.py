@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from landmark_tl import loggers as loggers_module
 from landmark_tl.config import ConfigError, validate_config
 from landmark_tl.errors import UsageError
+from landmark_tl.export import main as export_main
 from landmark_tl.fit import build_trainer
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.models.strategies.base import StageConfig
@@ -74,6 +75,9 @@ def test_trackers_record_the_run_in_mlflow_sqlite_and_tensorboard(tiny_config, t
     assert {"metrics.json", "config.yaml", "predictions.csv", "plots", "train.log"} <= artifacts
     assert client.list_artifacts(run.info.run_id, "plots")
     assert not (tmp_path / "mlruns").exists()
+    assert export_main([f"run={sweep / '0'}", "format=torchscript"]) == 0  # added later
+    exported = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
+    assert exported == {"export/model.pt", "export/labels.json"}
 
     events = sweep / "0" / "tensorboard" / "joint"
     scalars = EventAccumulator(str(events)).Reload()
