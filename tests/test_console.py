@@ -68,11 +68,12 @@ def test_runs_print_no_library_notices_and_log_them(tiny_tree, tmp_path):
     assert not [notice for notice in FIXED if notice in export.stderr], export.stderr
 
 
-def test_verbose_shows_library_notices_on_the_console(tiny_tree, tmp_path):
+@pytest.mark.parametrize("verbose", ["--verbose", "extras.quiet=false"])
+def test_verbose_shows_library_notices_on_the_console(tiny_tree, tmp_path, verbose):
     done = landmark_tl(
         tmp_path,
         "train",
-        "--verbose",
+        verbose,
         *TINY_OVERRIDES,
         f"data.root={tiny_tree}",
         f"hydra.run.dir={tmp_path / 'run'}",
