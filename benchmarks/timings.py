@@ -95,6 +95,9 @@ def markdown(result: dict[str, object]) -> str:
             "| default run | wall s | setup s | feature pass s | training s | load average |",
             "|---|---|---|---|---|---|",
             *rows,
+            "",
+            "A load average above the number of cores means other work shared them: the "
+            "times are then longer than on a quiet machine (rerun the script there).",
         ]
     )
 
