@@ -204,7 +204,9 @@ class PathsConfig:
 class ExtrasConfig:
     """Conveniences of the command line and per-run outputs that never change a result."""
 
-    quiet: bool = False  # hide warnings and adverts that say nothing about the run
+    # library notices (Lightning's lines, Python warnings) go to <run dir>/train.log;
+    # false (or --verbose on the command line) leaves them on the console
+    quiet: bool = True
     # curves and confusion PNGs in <run>/plots; false in sweeps keeps them off the hot
     # path (landmark-tl report runs=DIR run_plots=true draws them later)
     plots: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,16 +112,26 @@ def predictions_csv(predictions: Sequence[Prediction], top_k: int) -> str:
     return out.getvalue()
 
 
+def shown_paths(paths: Sequence[str]) -> list[str]:
+    """``paths`` relative to the deepest folder holding them all, so images of the same name
+    in different folders stay apart (``a/img1.png``, ``b/img1.png``); one file: its name."""
+    if not paths:
+        return []
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), base) for p in paths]
+
+
 def table(predictions: Sequence[Prediction]) -> str:
+    """The predictions as aligned columns, images named as :func:`shown_paths` does."""
     rows = [
         (
-            Path(p.source).name,
+            shown,
             p.category,
             f"{p.category_prob:.2f}",
             p.landmark,
             f"{p.landmark_prob:.2f}",
         )
-        for p in predictions
+        for p, shown in zip(predictions, shown_paths([p.source for p in predictions]), strict=True)
     ]
     header = ("image", "category", "p", "landmark", "p")
     widths = [max(len(printable(r[i])) for r in [header, *rows]) for i in range(5)]

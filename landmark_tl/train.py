@@ -44,12 +44,12 @@ from landmark_tl.fingerprint import (
 )
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
-from landmark_tl.loggers import RunLoggers
+from landmark_tl.loggers import RunLoggers, config_params
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.models.backbone import KEPT_WEIGHTS, Backbone, save_weights_file
 from landmark_tl.plots import write_run_plots
 from landmark_tl.provenance import provenance
-from landmark_tl.quiet import quiet_known_notices
+from landmark_tl.quiet import notices_in_run_log
 from landmark_tl.report_html import write_run_page
 from landmark_tl.rundir import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT, read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
@@ -119,6 +119,7 @@ def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fing
     return Fingerprint(config_items(config), data, split, code_version())
 
 
+@notices_in_run_log
 def train(
     config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -142,7 +143,9 @@ def train(
         check_run_marker(run_dir, metrics)
         return metrics
     start = time.perf_counter()
-    loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
+    loggers = RunLoggers(  # trackers checked
+        config.logger, run_dir, config.paths.output_dir, config_params(config)
+    )
     try:
         metrics = _train(config, run_dir, overrides, recorded, loggers, start)
     except BaseException as error:
@@ -388,8 +391,6 @@ def main(cfg: DictConfig) -> float:
     ``optimized_metric`` to sweepers. Data, config and run-dir errors print their message
     alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback)."""
     config = to_train_config(cfg)
-    if config.extras.quiet:
-        quiet_known_notices()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():
