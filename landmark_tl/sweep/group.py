@@ -347,11 +347,11 @@ def _train_stage(
                     row.update(chosen)
     for state, outcome in zip(todo, outcomes, strict=True):
         if outcome.failed is not None:
-            state.error = MemberFailed(f"{state.member.run_dir}: {outcome.failed}")
+            state.error = MemberFailed(outcome.failed)
             atomic_write_json(
                 state.member.run_dir / FAILED_FILE, {"stage": stage, "error": outcome.failed}
             )
-            log.error("%s", state.error)
+            log.error("%s: %s", state.member.run_dir, state.error)
     kept = [(s, o) for s, o in zip(todo, outcomes, strict=True) if o.failed is None]
     if not kept:
         return
