@@ -42,7 +42,7 @@ class JobFailed(CompactHydraException):
     the multirun (all of them by the time the sweeper raises it)."""
 
     def __init__(self, failures: list[str]) -> None:
-        super().__init__()
+        super().__init__(failures)  # as args: a process launcher (joblib) can pickle it
         self.failures = failures  # shared by the multirun's JobFailed errors
 
     def __str__(self) -> str:
