@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from landmark_tl.checkpointing import FrozenBackboneIO, RandomStreams, restore_frozen_backbone
+from landmark_tl.divergence import StopOnDivergence
 from landmark_tl.errors import ConfigError
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
@@ -164,10 +165,10 @@ def build_trainer(
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """A Trainer for one stage: best checkpoint and early stopping by ``monitor`` (the last
-    epoch when there is no validation split), the given loggers (default: CSV under
-    logs/<stage>) and extra callbacks; checkpoints keep the random streams and leave a
-    frozen ``backbone`` out (see landmark_tl.checkpointing); ``trainer_kwargs`` are further
-    Trainer arguments and may replace the defaults below."""
+    epoch when there is no validation split), failure when it diverges, the given loggers
+    (default: CSV under logs/<stage>) and extra callbacks; checkpoints keep the random
+    streams and leave a frozen ``backbone`` out (see landmark_tl.checkpointing);
+    ``trainer_kwargs`` are further Trainer arguments and may replace the defaults below."""
     watched = monitor if validate else None
     arguments = {
         "enable_model_summary": False,
@@ -184,6 +185,7 @@ def build_trainer(
             callbacks=[
                 *checkpoint_callbacks(stage, run_dir, watched),
                 RandomStreams(),
+                StopOnDivergence(stage, config.lr),
                 *early_stopping(config, watched),
                 *callbacks,
             ],

@@ -2,7 +2,8 @@
 
 Predicts category and landmark for image files, folders (searched recursively) or globs
 with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
-unreadable and special files (FIFOs, devices) are listed and skipped. An input that matches
+unreadable and special files (FIFOs, devices) are listed and skipped; ``top_k`` above the
+run's number of landmarks lists them all. An input that matches
 nothing, a bad ``top_k`` or an ``out`` folder exits 2 before the model is loaded; nothing is
 written unless an image was predicted.
 """
@@ -157,6 +158,7 @@ def main(cfg: DictConfig) -> None:
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); nothing to predict"
         )
     run = load_run(args.run)
+    top_k = min(top_k, run.hierarchy.num_landmarks)  # no columns for landmarks not there
     predictions, skipped = predict_files(run, files, top_k)
     skipped += special
     if not predictions:
