@@ -385,7 +385,12 @@ class TwoLevelStrategy(L.LightningModule):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
         optimizer = build_optimizer(
-            self, self.backbone.model, stage.lr, stage.weight_decay, self.recipe
+            self,
+            self.backbone.model,
+            stage.lr,
+            stage.weight_decay,
+            self.recipe,
+            self.backbone.lr_ratio,
         )
         if not self.recipe.scheduled:
             return {"optimizer": optimizer}
