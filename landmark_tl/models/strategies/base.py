@@ -98,6 +98,8 @@ class TwoLevelStrategy(L.LightningModule):
 
     takes_head: bool = True
     """Whether it takes the ``head.*`` options (hidden widths, dropout)."""
+    trains_backbone: bool = True
+    """Whether it can fine-tune the backbone (False: it fits on frozen features only)."""
 
     def __init__(
         self,

@@ -102,6 +102,7 @@ class ProbeFit(TwoLevelStrategy):
     subclasses whose output layers (:meth:`probe_layers`) sit directly on the features."""
 
     takes_head = False
+    trains_backbone = False
 
     def __init__(
         self,
