@@ -79,3 +79,11 @@ def test_a_combination_that_cannot_work_is_refused_naming_the_keys(overrides, me
 )
 def test_combinations_that_work_pass(overrides):
     validate_config(compose_config(*overrides))
+
+
+def test_the_finetune_approach_fine_tunes_multi_output_under_its_own_name():
+    config = compose_config("+approach=finetune")
+    assert config.strategy.approach == "finetune"  # its own row in reports
+    assert (config.strategy.name, config.backbone.freeze.value) == ("multi_output", "none")
+    assert (config.backbone.lr_ratio, config.backbone.freeze_bn) == (0.1, True)
+    assert compose_config("+approach=multi_output").strategy.approach == "multi_output"
