@@ -12,7 +12,7 @@ splits, paired tests against the linear probe, Holm-corrected). The Markdown tab
 commands, the machine and the wall time go into ``docs/real_photos.md`` between markers,
 so the sections written by hand (how the fine-tuning preset was chosen) stay.
 
-Not a CI test: about half an hour on a shared 2-core CPU at the defaults.
+Not a CI test: about an hour on a 2-core CPU shared with other work (docs/real_photos.md).
 """
 
 from __future__ import annotations
@@ -121,6 +121,43 @@ def tree_lines() -> list[str]:
     return [f"- **{category}**: {', '.join(items)}" for category, items in TREE.items()]
 
 
+def elapsed_minutes(sweep: Path) -> float:
+    """Wall time of the runs in ``sweep``: first run dir created to last metrics.json."""
+    runs = [p.parent for p in sweep.rglob("metrics.json")]
+    begin = min((r / "config.yaml").stat().st_mtime for r in runs)
+    return (max((r / "metrics.json").stat().st_mtime for r in runs) - begin) / 60
+
+
+def document(sweep: Path, args: argparse.Namespace, command: list[str], load: float) -> None:
+    """Report ``sweep`` and write its section of ``args.doc``."""
+    run([sys.executable, "-m", "landmark_tl.report", f"runs={sweep}", f"out={sweep}"])
+    table = (sweep / "table1.md").read_text(encoding="utf-8")
+    wall = elapsed_minutes(sweep)
+    body = "\n".join(
+        [
+            f"Tree ({len(ITEMS)} items in {len(TREE)} categories, {args.per_item} photos per "
+            f"item from Fashion-MNIST's train file, 28 px grey resized to {INPUT_SIZE} px):",
+            "",
+            *tree_lines(),
+            "",
+            "Command (then `python -m landmark_tl.report runs=<sweep dir>`):",
+            "",
+            "```",
+            "python " + " ".join(command[1:]),
+            "```",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+            f"1-minute load average at the start {load:.1f}. Wall time of the training runs: "
+            f"{wall:.1f} min ({len(args.candidates)} candidates x {len(args.seeds)} split "
+            "seeds).",
+            "",
+            table,
+        ]
+    )
+    replace_section(args.doc, f"real-photos-{args.per_item}", body)
+    print(f"wrote {args.doc} ({wall:.1f} min)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "real_photos")
@@ -129,11 +166,14 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=CANDIDATES)
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "real_photos.md")
     parser.add_argument("--quick", action="store_true", help="10 photos per item, 2 seeds")
+    parser.add_argument(
+        "--sweep", type=Path, help="only report and document this finished sweep dir"
+    )
     args = parser.parse_args()
     if args.quick:
         args.per_item, args.seeds = 10, args.seeds[:2]
     root = write_tree(args.out / f"fashion-mnist-{args.per_item}", args.per_item)
-    sweep = args.out / f"multirun-{args.per_item}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep = args.sweep or args.out / f"multirun-{args.per_item}-{time.strftime('%Y%m%d-%H%M%S')}"
     train = [
         sys.executable,
         "-m",
@@ -145,34 +185,10 @@ def main() -> None:
         f"data.split.seed={','.join(map(str, args.seeds))}",
         f"hydra.sweep.dir={sweep}",
     ]
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    run(train)
-    wall = time.perf_counter() - start
-    run([sys.executable, "-m", "landmark_tl.report", f"runs={sweep}", f"out={sweep}"])
-    table = (sweep / "table1.md").read_text(encoding="utf-8")
-    body = "\n".join(
-        [
-            f"Tree ({len(ITEMS)} items in {len(TREE)} categories, {args.per_item} photos per "
-            f"item from Fashion-MNIST's train file, 28 px grey upscaled to {INPUT_SIZE} px):",
-            "",
-            *tree_lines(),
-            "",
-            "Command (then `python -m landmark_tl.report runs=<sweep dir>`):",
-            "",
-            "```",
-            "python " + " ".join(train[1:]),
-            "```",
-            "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-            f"1-minute load average at the start {load:.1f}. Wall time of the training "
-            f"multirun: {wall / 60:.1f} min ({len(args.candidates)} candidates x "
-            f"{len(args.seeds)} split seeds).",
-            "",
-            table,
-        ]
-    )
-    replace_section(args.doc, f"real-photos-{args.per_item}", body)
-    print(f"wrote {args.doc} ({wall / 60:.1f} min)")
+    load = os.getloadavg()[0]
+    if args.sweep is None:
+        run(train)
+    document(sweep, args, train, load)
 
 
 if __name__ == "__main__":
