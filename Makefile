@@ -7,7 +7,7 @@ ARGS   ?=
 # Test processes (pytest-xdist); each file runs whole in one process, so its fixtures are built once.
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint format bench bench-scale clean
+.PHONY: run test lint format bench bench-scale real-photos clean
 
 run: $(VENV)/.installed
 	$(PY) -m landmark_tl.train $(ARGS)
@@ -40,6 +40,10 @@ bench: $(VENV)/.installed
 
 bench-scale: $(VENV)/.installed
 	$(PY) benchmarks/scale.py $(ARGS)
+
+# The real-photo benchmark: Fashion-MNIST as a two-level tree, 5 splits (docs/real_photos.md).
+real-photos: $(VENV)/.installed
+	$(PY) benchmarks/real_photos.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

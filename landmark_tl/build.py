@@ -113,6 +113,7 @@ def build_backbone(config: TrainConfig) -> Backbone:
         freeze=b.freeze,
         schedule=UnfreezeSchedule(b.unfreeze_at_epoch, b.unfreeze_last_blocks, b.lr_ratio),
         freeze_bn=b.freeze_bn,
+        lr_ratio=b.lr_ratio,
         drop_path_rate=b.drop_path_rate,
         input_size=tuple(b.input_size) if b.input_size else None,
         mean=tuple(b.mean) if b.mean else None,

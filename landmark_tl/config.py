@@ -30,7 +30,7 @@ from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 from landmark_tl.errors import ConfigError, UsageError
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
-from landmark_tl.models.optim import Recipe
+from landmark_tl.models.optim import Recipe, SchedulerName
 from landmark_tl.models.strategies import StrategyConfig, registered
 from landmark_tl.models.strategies.base import STAGE_NAMES
 from landmark_tl.trainer_options import check_lightning_surface
@@ -125,7 +125,7 @@ class BackboneConfig:
     freeze: FreezePolicy = FreezePolicy.all  # all | none | schedule
     unfreeze_at_epoch: int = 5  # schedule: epochs with the backbone frozen
     unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
-    lr_ratio: float = 0.1  # schedule: backbone learning rate / heads' learning rate
+    lr_ratio: float = 0.1  # none, schedule: backbone learning rate / heads' learning rate
     freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
     drop_path_rate: float | None = None  # stochastic depth when fine-tuning; null: timm's
     input_size: list[int] | None = None  # override timm's (C, H, W)
@@ -441,6 +441,51 @@ def _conflicts(config: TrainConfig) -> list[str]:
             f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
             "backbone.freeze=all keeps it frozen: set backbone.freeze=none (or schedule), "
             "or remove 'backbone'"
+        )
+    return problems + _finetuning_conflicts(config)
+
+
+def _finetuning_conflicts(config: TrainConfig) -> list[str]:
+    """Fine-tuning keys that the backbone's freeze policy or the strategy ignore."""
+    b, problems = config.backbone, []
+    freeze = f"backbone.freeze={b.freeze.value}"
+    if config.optim.layer_decay is not None and b.freeze is FreezePolicy.all:
+        problems.append(
+            f"optim.layer_decay={config.optim.layer_decay} scales the learning rates of a "
+            f"training backbone, but {freeze} trains none of it (its features may be cached): "
+            "set backbone.freeze=none (or schedule), or optim.layer_decay=null"
+        )
+    if b.unfreeze_last_blocks is not None and b.freeze is not FreezePolicy.schedule:
+        problems.append(
+            f"backbone.unfreeze_last_blocks={b.unfreeze_last_blocks} is the part that "
+            f"backbone.freeze=schedule unfreezes, but {freeze}: set backbone.freeze=schedule, "
+            "or backbone.unfreeze_last_blocks=null"
+        )
+    if b.freeze_bn and b.freeze is FreezePolicy.all:
+        problems.append(
+            f"backbone.freeze_bn=true keeps the batch-norm statistics of a training backbone, "
+            f"but {freeze} is frozen already: set backbone.freeze=none (or schedule), or "
+            "backbone.freeze_bn=false"
+        )
+    epochs = [s.epochs for s in config.strategy.stages.values() if s.epochs is not None]
+    if b.freeze is FreezePolicy.schedule and epochs and b.unfreeze_at_epoch >= max(epochs):
+        problems.append(
+            f"backbone.unfreeze_at_epoch={b.unfreeze_at_epoch}: no stage lasts longer "
+            f"(strategy.stages.*.epochs at most {max(epochs)}), so the backbone would never "
+            "unfreeze: lower it, or use backbone.freeze=all"
+        )
+    if b.freeze is FreezePolicy.schedule and config.optim.scheduler is SchedulerName.plateau:
+        problems.append(
+            "optim.scheduler=plateau keeps one rate per optimiser group it started with, but "
+            "backbone.freeze=schedule adds the backbone's groups later: use optim.scheduler="
+            "cosine (or step, none), or backbone.freeze=none"
+        )
+    name = config.strategy.name
+    if b.freeze is not FreezePolicy.all and not registered(name).module.trains_backbone:
+        problems.append(
+            f"strategy={name} fits on frozen features, but {freeze} asks to fine-tune the "
+            "backbone: set backbone.freeze=all, or choose a strategy that trains it "
+            "(e.g. +approach=finetune)"
         )
     return problems
 

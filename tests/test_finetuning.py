@@ -11,6 +11,7 @@ from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
+from landmark_tl.models.optim import Recipe, SchedulerName
 from landmark_tl.models.strategies import MultiOutput, StageConfig
 
 SCHEDULE = UnfreezeSchedule(unfreeze_at_epoch=1, last_blocks=2, lr_ratio=0.1)
@@ -123,3 +124,16 @@ def test_backbone_acts_frozen_before_the_unfreeze(tiny_tree, tmp_path):
     _trainer(tmp_path, 1).fit(module, datamodule=dm)
     after = module.backbone.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
+
+
+def test_unfrozen_blocks_get_layer_decayed_groups_in_the_schedule(tiny_tree, tmp_path):
+    module, dm = _module(tiny_tree)  # resnet18, its last 2 units (layer4.0, layer4.1) at epoch 1
+    module.recipe = Recipe(layer_decay=0.5, scheduler=SchedulerName.cosine)
+    record = _Record()
+    _trainer(tmp_path, 2, record).fit(module, datamodule=dm)
+    epoch1 = record.seen[1][2]
+    heads = epoch1[0]  # where the cosine schedule stands at epoch 1, before its first step
+    # timm's grouping: layer4.1 is the last layer (× lr_ratio 0.1), layer4.0 one below (× 0.5)
+    assert sorted(set(epoch1)) == pytest.approx([heads * 0.05, heads * 0.1, heads])
+    scheduler = module.trainer.lr_scheduler_configs[0].scheduler
+    assert len(scheduler.base_values) == len(module.trainer.optimizers[0].param_groups)

@@ -90,6 +90,19 @@ def test_cosine_schedule_warms_up_linearly_per_step_then_decays():
     assert rates[-1] < 0.005 and all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
 
 
+def test_a_fractional_warmup_lasts_that_share_of_an_epoch_in_steps():
+    param = nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    recipe = Recipe(scheduler=SchedulerName.cosine, warmup_epochs=0.25, warmup_lr=0.0)
+    scheduler = build_scheduler(optimizer, recipe, epochs=2, steps_per_epoch=16)
+    rates = []
+    for step in range(32):
+        scheduler.step_update(num_updates=step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[:5] == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])  # 4 warmup steps
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:], strict=False))
+
+
 def test_the_timm_recipe_trains_with_warmup_and_cosine_per_step(tiny_config, tmp_path):
     config = tiny_config(
         "optim=timm",

@@ -95,6 +95,7 @@ class Backbone(nn.Module):
         self.policy = FreezePolicy.none
         self.schedule: UnfreezeSchedule | None = None
         self.freeze_bn = False
+        self.lr_ratio = 1.0  # learning rate of a training backbone / the heads' rate
         self.channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> Backbone:
@@ -130,12 +131,16 @@ class Backbone(nn.Module):
         policy: FreezePolicy | str,
         schedule: UnfreezeSchedule | None = None,
         freeze_bn: bool = False,
+        lr_ratio: float = 1.0,
     ) -> Backbone:
         """Apply a freeze policy (``schedule`` for ``schedule``; ``freeze_bn`` keeps the
-        batch-norm statistics of a training backbone fixed). Frozen: eval mode for good."""
+        batch-norm statistics of a training backbone fixed; ``lr_ratio``: its learning rate
+        over the heads', the schedule's own under ``schedule``). Frozen: eval mode for good."""
         self.policy = FreezePolicy(policy)
+        self.lr_ratio = lr_ratio
         if self.policy is FreezePolicy.schedule:
             self.schedule = schedule or UnfreezeSchedule()
+            self.lr_ratio = self.schedule.lr_ratio
         self.freeze_bn = freeze_bn
         self.model.requires_grad_(self.policy is FreezePolicy.none)
         return self.train(self.training)
@@ -387,6 +392,7 @@ def create_backbone(
     freeze: FreezePolicy | str = FreezePolicy.all,
     schedule: UnfreezeSchedule | None = None,
     freeze_bn: bool = False,
+    lr_ratio: float = 1.0,
     input_size: tuple[int, int, int] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
@@ -397,6 +403,7 @@ def create_backbone(
     """The one door to a backbone: timm model, weights, preprocessing, freeze policy.
 
     ``keep_classifier=True`` keeps the ImageNet output layer (for checking weights);
+    ``lr_ratio`` is a training backbone's learning rate over the heads' (``freeze=none``);
     ``drop_path_rate`` sets stochastic depth in models that have it (None: timm's default);
     ``channels_last`` the NHWC memory format (None: when frozen for good, where the backbone
     only infers: 1.0-1.8x the images/s of NCHW on CPU across timm models, never slower;
@@ -417,5 +424,5 @@ def create_backbone(
         WeightsSource(weights).value,
         feature_width(model),
     )
-    backbone = Backbone(model, preprocessing, name).freeze(freeze, schedule, freeze_bn)
+    backbone = Backbone(model, preprocessing, name).freeze(freeze, schedule, freeze_bn, lr_ratio)
     return backbone.use_channels_last(backbone.frozen if channels_last is None else channels_last)

@@ -2,7 +2,9 @@
 
 ``backbone.freeze=schedule`` trains the heads with the backbone frozen for
 ``unfreeze_at_epoch`` epochs, then unfreezes the whole backbone or its last K units, which
-join the optimiser as a new parameter group at ``lr_ratio`` × the heads' learning rate.
+join the optimiser at ``lr_ratio`` × the heads' learning rate, in the groups of
+:func:`~landmark_tl.models.optim.backbone_groups` (no weight decay on norms and biases;
+``optim.layer_decay`` applies), and join the stage's timm schedule.
 Lightning's :class:`BaseFinetuning` keeps that group in checkpoints, so a resumed fit goes
 on with the same optimiser whether it was saved before or after the unfreeze.
 """
@@ -13,8 +15,11 @@ from dataclasses import dataclass
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
+from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
+
+from landmark_tl.models.optim import backbone_groups
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,38 @@ class ScheduledUnfreeze(BaseFinetuning):
         if self._group_restored(optimizer, modules):
             self.make_trainable(modules)  # a resume after the unfreeze: group came back
         else:
-            lr = optimizer.param_groups[0]["lr"] * self.schedule.lr_ratio
-            self.unfreeze_and_add_param_group(modules, optimizer, lr=lr, train_bn=self.train_bn)
+            self.make_trainable(modules)
+            self._add_groups(pl_module, modules, optimizer)
         self.unfrozen = True
         pl_module.backbone.train(pl_module.training)  # unfrozen units leave eval mode now
+
+    def _add_groups(
+        self, pl_module: L.LightningModule, modules: list[nn.Module], optimizer: Optimizer
+    ) -> None:
+        """The unfrozen parameters (less batch-norm ones without ``train_bn``) as new groups
+        at ``lr_ratio`` × the heads' rate; a timm schedule scales them from now on as it
+        scales the heads (its base values grow by theirs)."""
+        allowed = {id(p) for p in self.filter_params(modules, train_bn=self.train_bn)}
+        allowed -= {id(p) for group in optimizer.param_groups for p in group["params"]}
+        heads = optimizer.param_groups[0]
+        base = heads.get("initial_lr", heads["lr"])  # timm schedulers keep the base here
+        now = heads["lr"] / base if base else 1.0  # where the schedule stands
+        stage = pl_module.stages[pl_module.stage]
+        schedulers = [
+            config.scheduler
+            for config in pl_module.trainer.lr_scheduler_configs
+            if isinstance(config.scheduler, Scheduler) and config.scheduler.optimizer is optimizer
+        ]
+        model = pl_module.backbone.model
+        ratio = self.schedule.lr_ratio
+        for group in backbone_groups(model, base, stage.weight_decay, pl_module.recipe, ratio):
+            group["params"] = [p for p in group["params"] if id(p) in allowed]
+            if not group["params"]:
+                continue
+            group["initial_lr"], group["lr"] = group["lr"], group["lr"] * now
+            optimizer.add_param_group(group)
+            for scheduler in schedulers:
+                scheduler.base_values.append(group["initial_lr"])
 
     @staticmethod
     def _group_restored(optimizer: Optimizer, modules: list[nn.Module]) -> bool:

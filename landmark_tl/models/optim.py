@@ -99,27 +99,56 @@ def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Ten
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
-def parameter_groups(
-    module: nn.Module, backbone: nn.Module, lr: float, weight_decay: float, recipe: Recipe
+def backbone_groups(
+    model: nn.Module, lr: float, weight_decay: float, recipe: Recipe, lr_ratio: float = 1.0
 ) -> list[dict[str, Any]]:
-    """Trainable parameters of ``module`` in groups: no weight decay on norms and biases
-    (1-d tensors); with ``layer_decay``, the backbone's layers get lower learning rates
-    the closer they are to the input (timm's grouping of its models)."""
+    """The trainable parameters of a timm ``model`` in groups at ``lr × lr_ratio``: no weight
+    decay on norms, biases and the model's ``no_weight_decay()`` names; with
+    ``layer_decay``, timm's layer-wise decay over the model's own block grouping
+    (``group_matcher``): the last layer keeps the rate, each one nearer the input × decay."""
     if recipe.layer_decay is None:
-        return param_groups_weight_decay(module, weight_decay)
-    rest = nn.ModuleList(child for child in module.children() if child is not backbone)
-    groups = param_groups_weight_decay(rest, weight_decay)
-    groups += param_groups_layer_decay(backbone, weight_decay, layer_decay=recipe.layer_decay)
-    for group in groups:  # applied here once, so that any schedule scales it alike
-        group["lr"] = lr * group.pop("lr_scale", 1.0)
+        groups = param_groups_weight_decay(model, weight_decay)
+    else:
+        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+        groups = param_groups_layer_decay(
+            model, weight_decay, no_weight_decay_list=skip, layer_decay=recipe.layer_decay
+        )
+    for group in groups:  # applied here once, so that any schedule scales every group alike
+        group["lr"] = lr * lr_ratio * group.pop("lr_scale", 1.0)
+    return [group for group in groups if group["params"]]
+
+
+def parameter_groups(
+    module: nn.Module,
+    backbone: nn.Module,
+    lr: float,
+    weight_decay: float,
+    recipe: Recipe,
+    backbone_lr_ratio: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Trainable parameters of ``module`` in groups, each parameter in exactly one: the
+    parameters outside ``backbone`` (found by identity, whatever wraps the backbone) at
+    ``lr`` with no weight decay on norms and biases; the backbone's as
+    :func:`backbone_groups` at ``lr × backbone_lr_ratio``."""
+    inside = {id(p) for p in backbone.parameters()}
+    groups = []
+    for group in param_groups_weight_decay(module, weight_decay):
+        params = [p for p in group["params"] if id(p) not in inside]
+        groups.append(group | {"params": params, "lr": lr})
+    groups += backbone_groups(backbone, lr, weight_decay, recipe, backbone_lr_ratio)
     return [group for group in groups if group["params"]]
 
 
 def build_optimizer(
-    module: nn.Module, backbone: nn.Module, lr: float, weight_decay: float, recipe: Recipe
+    module: nn.Module,
+    backbone: nn.Module,
+    lr: float,
+    weight_decay: float,
+    recipe: Recipe,
+    backbone_lr_ratio: float = 1.0,
 ) -> torch.optim.Optimizer:
-    groups = parameter_groups(module, backbone, lr, weight_decay, recipe)
-    if not any(group["params"] for group in groups):
+    groups = parameter_groups(module, backbone, lr, weight_decay, recipe, backbone_lr_ratio)
+    if not groups:
         raise RuntimeError("no trainable parameters")
     return create_optimizer_v2(
         groups,

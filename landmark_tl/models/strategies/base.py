@@ -98,6 +98,8 @@ class TwoLevelStrategy(L.LightningModule):
 
     takes_head: bool = True
     """Whether it takes the ``head.*`` options (hidden widths, dropout)."""
+    trains_backbone: bool = True
+    """Whether it can fine-tune the backbone (False: it fits on frozen features only)."""
 
     intended_notices: tuple[str, ...] = (r"Found \d+ module\(s\) in eval mode",)
     """Lightning's warnings (regexes) about what this strategy does on purpose, not shown
@@ -389,7 +391,12 @@ class TwoLevelStrategy(L.LightningModule):
             raise RuntimeError(f"stage '{self.stage}' has no trainable parameters")
         stage = self.stages[self.stage]
         optimizer = build_optimizer(
-            self, self.backbone.model, stage.lr, stage.weight_decay, self.recipe
+            self,
+            self.backbone.model,
+            stage.lr,
+            stage.weight_decay,
+            self.recipe,
+            self.backbone.lr_ratio,
         )
         if not self.recipe.scheduled:
             return {"optimizer": optimizer}

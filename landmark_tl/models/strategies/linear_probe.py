@@ -104,6 +104,7 @@ class ProbeFit(TwoLevelStrategy):
     takes_head = False
     # the probe is fitted before its epoch, whose training_step only logs (returns no loss)
     intended_notices = (*TwoLevelStrategy.intended_notices, r"`training_step` returned `None`")
+    trains_backbone = False
 
     def __init__(
         self,

@@ -53,6 +53,9 @@ class StrategyConfig:
     # tasks; val/landmark_f1 ... where every stage trains that task)
     monitor: str = "val/loss"
     monitor_mode: str = "auto"  # auto: min for a loss, max for a score; or min | max
+    # the approach's name in metrics.json and reports (e.g. finetune for a fine-tuned
+    # multi_output); null: the strategy's name (and first task)
+    label: str | None = None
 
     def stage_configs(self) -> dict[str, StageConfig]:
         """The stages, with ``lr`` applied to each when it is set."""
@@ -67,6 +70,8 @@ class StrategyConfig:
     @property
     def approach(self) -> str:
         """A readable name of the approach, e.g. ``head_swap (landmark first)``."""
+        if self.label:
+            return self.label
         first = getattr(self, "first", None)
         return f"{self.name} ({first} first)" if first else self.name
 
