@@ -533,6 +533,14 @@ _NOTES = """
 - **e** training steps of the unfrozen backbone + heads (batch 16, `augment=random`, images
   streamed: decoded per step in the loading loop's workers, and augmented) against the same steps
   on one ready batch; rounds are interleaved so that drift affects both alike.
+- **h** one epoch fine-tuning the whole default backbone (`backbone.freeze=none`,
+  `backbone.input_size=[3,128,128]`, `multi_output`, batch 32, the default Adam and label
+  smoothing) over the embedded set's training split, decoded once into uint8 tensors that
+  both sides read through the same `DataLoader`: the framework's Trainer as a run builds it
+  (`landmark_tl.fit.build_trainer`: checkpoints, CSV log, callbacks, per-step metrics)
+  against a plain loop over a copy of the same timm model and heads with an optimiser of
+  the same class and parameter groups; epochs interleaved, each side first in turn, the
+  fastest of 2 each after a 2-batch warm-up (`cpu_s_ratio`: the same from CPU seconds).
 - **s** heads-launcher sweeps of 9 (lr x dropout), 27 (study_grid) and 81 (study_grid x 3
   seeds) points on a warm cache: `per_point_s` = (t81 - t9) / 72, the cost of one more
   point; the ratio divides it by one single run.
