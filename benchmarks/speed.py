@@ -13,6 +13,9 @@ d  the 27-point study_grid sweep (heads launcher) vs a single run        goal: <
 e  fine-tuning steps/s with data loading vs bare forward+backward       goal: ratio >= 0.85
 s  heads-launcher sweeps of 9, 27 and 81 points: seconds per extra point (no goal)
 f  peak memory (max RSS) of each section, children included
+h  one fine-tuning epoch (backbone.freeze=none, 128 px): the framework's Trainer vs a bare
+   timm training loop on the same decoded images, model, batch and optimiser
+                                                            goal: img/s ratio >= 0.9
 g  the GPU path (trainer=gpu: bf16, channels_last), only with --section g on a CUDA
    machine: a default run, the feature pass vs the bare bf16 forward, one fine-tuning
    epoch (goal: pass / bare >= 0.85)
@@ -23,6 +26,7 @@ Each section runs in its own process on the embedded data set, with a fresh feat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -37,9 +41,10 @@ from pathlib import Path
 
 import torch
 from doc_section import replace_section
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = "abcdes"
+SECTIONS = "abcdehs"
 GOALS = {
     "a": ("pipeline / bare throughput", ">= 0.85", lambda r: r >= 0.85),
     "b": ("study_table1 / one feature pass", "<= 1.5", lambda r: r <= 1.5),
@@ -47,6 +52,7 @@ GOALS = {
     "d": ("27-point sweep / single run", "<= 3", lambda r: r <= 3),
     "e": ("fine-tune steps/s with loading / bare", ">= 0.85", lambda r: r >= 0.85),
     "s": ("seconds per extra sweep point / single run", "—", None),
+    "h": ("fine-tuning epoch img/s: framework / bare timm loop", ">= 0.9", lambda r: r >= 0.9),
     "g": ("GPU: feature pass / bare bf16 forward", ">= 0.85", lambda r: r >= 0.85),
 }
 # Sweeps off the hot path: no per-run plots (landmark-tl report runs=DIR run_plots=true).
@@ -315,6 +321,119 @@ def section_e(work: Path, steps: int = 3, rounds: int = 3, batch_size: int = 16)
     }
 
 
+def _decoded_train_split(config) -> tuple[object, object, TensorDataset]:
+    """The framework's backbone and data module for ``config``, and its training split
+    decoded once (by the data module's own decoder, in its loader workers) into uint8
+    tensors with their labels: what both sides of section h read."""
+    from landmark_tl.build import prepare_data
+
+    backbone, dm = prepare_data(config)
+    batches = list(DataLoader(dm.datasets["train"], batch_size=64, num_workers=dm.num_workers))
+    return backbone, dm, TensorDataset(*(torch.cat(t) for t in zip(*batches, strict=True)))
+
+
+def _bare_copy(module, optimizer: torch.optim.Optimizer):
+    """A plain copy of the strategy's timm model and heads, and an optimiser of the same
+    class, parameter groups and settings over the copy's parameters."""
+    import copy
+
+    model, heads = copy.deepcopy(module.backbone.model), copy.deepcopy(module.net)
+    originals = [*module.backbone.model.parameters(), *module.net.parameters()]
+    copies = dict(zip(map(id, originals), [*model.parameters(), *heads.parameters()], strict=True))
+    groups = [
+        {
+            **{k: v for k, v in g.items() if k != "params"},
+            "params": [copies[id(p)] for p in g["params"]],
+        }
+        for g in optimizer.param_groups
+    ]
+    return model, heads, type(optimizer)(groups, **optimizer.defaults)
+
+
+def section_h(work: Path, input_px: int = 128, batch_size: int = 32, rounds: int = 2) -> dict:
+    """One fine-tuning epoch (``backbone.freeze=none``, default backbone and strategy) of
+    the framework (its Trainer as a run builds it: checkpoints, CSV log, callbacks) against
+    a bare loop over the same timm model and heads, batch size and optimiser, both reading
+    the same decoded uint8 images; epochs interleaved, the best of ``rounds`` each."""
+    import torch.nn.functional as F
+
+    from landmark_tl.build import build_strategy
+    from landmark_tl.config import compose
+    from landmark_tl.fit import build_trainer
+    from landmark_tl.trainer_options import trainer_arguments
+
+    config = compose(
+        [
+            "backbone.freeze=none",
+            f"backbone.input_size=[3,{input_px},{input_px}]",
+            f"data.batch_size={batch_size}",
+            "trainer=cpu",
+            f"paths.cache_dir={work / 'cache'}",
+        ]
+    )
+    backbone, dm, decoded = _decoded_train_split(config)
+    loader = DataLoader(decoded, batch_size=batch_size, shuffle=True)
+    module = build_strategy(config, backbone, dm.hierarchy)
+    module.begin_stage("joint")
+    stage = dataclasses.replace(module.stages["joint"], epochs=1)
+    model, heads, optimizer = _bare_copy(module, module.configure_optimizers()["optimizer"])
+    smoothing = config.optim.label_smoothing
+    weights = module.loss_weights
+
+    def bare_epoch(batches: DataLoader) -> None:
+        model.train(), heads.train()
+        for x, category, landmark in batches:
+            x = (x.float() / 255.0 - backbone.mean) / backbone.std
+            logits = heads(model(x))
+            loss = weights["category"] * F.cross_entropy(
+                logits["category"], category, label_smoothing=smoothing
+            ) + weights["landmark"] * F.cross_entropy(
+                logits["landmark"], landmark, label_smoothing=smoothing
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    def framework_epoch(batches: DataLoader) -> None:
+        trainer = build_trainer(
+            "joint",
+            stage,
+            work / "run",
+            validate=False,
+            backbone=backbone,
+            **trainer_arguments(config.trainer),
+        )
+        trainer.fit(module, train_dataloaders=batches)
+
+    warm_up = DataLoader(Subset(decoded, range(2 * batch_size)), batch_size=batch_size)
+    framework_epoch(warm_up), bare_epoch(warm_up)
+    sides = {"framework": framework_epoch, "bare": bare_epoch}
+    wall = {name: [] for name in sides}
+    cpu = {name: [] for name in sides}
+    load = [os.getloadavg()[0]]
+    for run in range(rounds):  # interleaved, each side first in turn: drift hits both alike
+        for name in sorted(sides, reverse=run % 2 == 1):
+            start_cpu = time.process_time()
+            wall[name].append(_timed(lambda: sides[name](loader)))  # noqa: B023
+            cpu[name].append(time.process_time() - start_cpu)
+        load.append(os.getloadavg()[0])
+    n = len(decoded)
+    framework, bare = min(wall["framework"]), min(wall["bare"])
+    return {
+        "images": n,
+        "input_px": input_px,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "load_1min": f"{min(load):.1f}-{max(load):.1f}",
+        "framework_epoch_s": framework,
+        "bare_epoch_s": bare,
+        "framework_img_s": n / framework,
+        "bare_img_s": n / bare,
+        "cpu_s_ratio": min(cpu["bare"]) / min(cpu["framework"]),
+        "ratio": bare / framework,
+    }
+
+
 def run_section(name: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"ltl-bench-{name}-") as tmp:
         result = globals()[f"section_{name}"](Path(tmp))
@@ -414,6 +533,14 @@ _NOTES = """
 - **e** training steps of the unfrozen backbone + heads (batch 16, `augment=random`, images
   streamed: decoded per step in the loading loop's workers, and augmented) against the same steps
   on one ready batch; rounds are interleaved so that drift affects both alike.
+- **h** one epoch fine-tuning the whole default backbone (`backbone.freeze=none`,
+  `backbone.input_size=[3,128,128]`, `multi_output`, batch 32, the default Adam and label
+  smoothing) over the embedded set's training split, decoded once into uint8 tensors that
+  both sides read through the same `DataLoader`: the framework's Trainer as a run builds it
+  (`landmark_tl.fit.build_trainer`: checkpoints, CSV log, callbacks, per-step metrics)
+  against a plain loop over a copy of the same timm model and heads with an optimiser of
+  the same class and parameter groups; epochs interleaved, each side first in turn, the
+  fastest of 2 each after a 2-batch warm-up (`cpu_s_ratio`: the same from CPU seconds).
 - **s** heads-launcher sweeps of 9 (lr x dropout), 27 (study_grid) and 81 (study_grid x 3
   seeds) points on a warm cache: `per_point_s` = (t81 - t9) / 72, the cost of one more
   point; the ratio divides it by one single run.
