@@ -18,7 +18,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from landmark_tl.cli import as_list, hydra_app
 from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
+from landmark_tl.reporting.mistakes import HierarchyScore, mistakes_markdown, summarise_mistakes
 from landmark_tl.rundir import TASKS, Run, collect_runs
 from landmark_tl.stats import (
     Comparison,
@@ -109,6 +110,8 @@ class Table:
     seed: int
     splits: int = 1  # distinct test sets (splits) among the runs
     probe: str | None = None  # the row the "vs probe" columns compare with
+    # per row, its hierarchy-aware scores (landmark_tl.reporting.mistakes)
+    mistakes: dict[str, dict[str, HierarchyScore]] = field(default_factory=dict)
 
 
 SplitKey = tuple[tuple[str, ...], ...]  # the sorted test-path sets of a group's splits
@@ -330,6 +333,7 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
         seed=seed,
         splits=len(path_sets),
         probe=probe,
+        mistakes=summarise_mistakes(groups, probe, bootstrap, seed),
     )
 
 
@@ -412,6 +416,11 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         *("| " + " | ".join(_markdown_cells(row, table)) + " |" for row in table.rows),
         "",
         *_legend(table, len(table.rows)),
+        *mistakes_markdown(
+            [row.approach for row in table.rows],
+            table.mistakes,
+            {row.approach: row.scores["landmark"].mean for row in table.rows},
+        ),
     ]
     if any(s.fallback for row in table.rows for s in row.scores.values()):
         lines += [

@@ -31,6 +31,12 @@ from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.evaluation.hierarchy_metrics import (
+    HIERARCHY_TOP_K,
+    distances_at_k,
+    hierarchy_aware_scores,
+    ranked_landmarks,
+)
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,
@@ -67,7 +73,12 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
-    writer.writerow(["path"] + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")])
+    distances = landmark_distances(fit, datamodule.hierarchy.parent_tensor())
+    writer.writerow(
+        ["path"]
+        + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")]
+        + [f"landmark_distance_at_{k}" for k in distances]
+    )
     tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
     if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
         log.warning("the test covered %d of %d test images (trainer limits)", tested, len(records))
@@ -78,8 +89,22 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
             target = int(fit.test_outputs.targets[t][i])
             prob = float(fit.test_outputs.probs[t][i, pred])
             row += [names[t][target], names[t][pred], f"{prob:.4f}"]
-        writer.writerow(row)
+        writer.writerow(row + [f"{d[i]:.4g}" for d in distances.values()])
     return out.getvalue()
+
+
+def landmark_distances(fit: FitResult, parent: torch.Tensor) -> dict[int, list[float]]:
+    """Per test image and k, the mean tree distance of its k top-ranked landmarks to the
+    true one (:mod:`landmark_tl.evaluation.hierarchy_metrics`): what the report bootstraps
+    mistake severity and distance@k from. Empty without landmark predictions."""
+    test = fit.test_outputs
+    if "landmark" not in test.preds:
+        return {}
+    preds, targets, probs = (x["landmark"] for x in (test.preds, test.targets, test.probs))
+    return {
+        k: distances_at_k(ranked_landmarks(preds, probs, k), targets, parent).tolist()
+        for k in HIERARCHY_TOP_K
+    }
 
 
 def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor:
@@ -240,7 +265,15 @@ def run_metrics(
         if sizes["val"]
         else "none: last epoch kept",
         **averaged_scores(fit),
-        "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
+        "hierarchy": {
+            **hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor()),
+            **hierarchy_aware_scores(
+                test.preds["landmark"],
+                test.targets["landmark"],
+                catalog.hierarchy.parent_tensor(),
+                test.probs["landmark"],
+            ),
+        }
         if sizes["test"]
         else {},
         "frequency_buckets": frequency_bucket_scores(
