@@ -8,6 +8,7 @@ from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
 from landmark_tl.models.strategies.feature_chain import FeatureChain
 from landmark_tl.models.strategies.head_swap import HeadSwap
 from landmark_tl.models.strategies.hierarchical import Hierarchical
+from landmark_tl.models.strategies.knn import KNN
 from landmark_tl.models.strategies.linear_probe import HierarchicalProbe, LinearProbe
 from landmark_tl.models.strategies.multi_output import MultiOutput
 from landmark_tl.models.strategies.registry import (
@@ -23,6 +24,7 @@ __all__ = [
     "HeadSwap",
     "Hierarchical",
     "HierarchicalProbe",
+    "KNN",
     "LinearProbe",
     "MultiOutput",
     "StageConfig",
