@@ -4,6 +4,7 @@ Importing this package registers the built-in strategies; a new one registers it
 ``@register_strategy`` (see :mod:`landmark_tl.models.strategies.registry`).
 """
 
+from landmark_tl.models.strategies.arcface import ArcFace
 from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
 from landmark_tl.models.strategies.feature_chain import FeatureChain
 from landmark_tl.models.strategies.head_swap import HeadSwap
@@ -20,6 +21,7 @@ from landmark_tl.models.strategies.registry import (
 
 __all__ = [
     "STRATEGIES",
+    "ArcFace",
     "FeatureChain",
     "HeadSwap",
     "Hierarchical",

@@ -14,7 +14,7 @@ and val features, as the linear probe does) and the stage's single epoch only lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,27 +56,32 @@ def check_k_fits(k_grid: Sequence[int], train_rows: int) -> None:
 
 
 @torch.no_grad()
-def split_rows(module: TwoLevelStrategy, split: str) -> tuple[Rows, dict[str, torch.Tensor]]:
-    """A split's encoded features and targets in dataset order: the stored rows when they
-    are read from the mapped shards, else all of them in memory through the datamodule's
+def split_rows(
+    module: TwoLevelStrategy,
+    split: str,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[Rows, dict[str, torch.Tensor]]:
+    """A split's encoded features (passed through ``transform``, e.g. an embedding) and
+    targets in dataset order: the stored rows when they are read from the mapped shards
+    (transformed as they are read), else all of them in memory through the datamodule's
     loader (unshuffled)."""
     shuffled = getattr(module.trainer.datamodule, f"{split}_dataloader")()
     mapped = mapped_split(shuffled.dataset)
     if mapped is not None:
-        return mapped
+        rows, targets = mapped
+        return (rows if transform is None else rows.transformed(transform)), targets
     loader = DataLoader(
         shuffled.dataset, batch_size=shuffled.batch_size, collate_fn=shuffled.collate_fn
     )
-    xs, categories, landmarks = [], [], []
+    xs, categories, landmarks = [torch.zeros(0)], [], []
     for x, category, landmark in loader:
-        xs.append(module.encode(x.to(module.device)).float())
+        features = module.encode(x.to(module.device))
+        xs.append((features if transform is None else transform(features)).float())
         categories.append(category)
         landmarks.append(landmark)
-    if not xs:
-        return torch.zeros(0, module.backbone.num_features), {
-            t: torch.zeros(0, dtype=torch.long) for t in TASKS
-        }
-    return torch.cat(xs), {"category": torch.cat(categories), "landmark": torch.cat(landmarks)}
+    if len(xs) == 1:
+        return xs[0], {t: torch.zeros(0, dtype=torch.long) for t in TASKS}
+    return torch.cat(xs[1:]), {"category": torch.cat(categories), "landmark": torch.cat(landmarks)}
 
 
 class CategoryFromLandmark(TwoLevelStrategy):
