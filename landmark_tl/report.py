@@ -31,6 +31,11 @@ from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
 from landmark_tl.reporting.mistakes import HierarchyScore, mistakes_markdown, summarise_mistakes
+from landmark_tl.reporting.recommendation import (
+    Recommendation,
+    recommend,
+    recommendation_lines,
+)
 from landmark_tl.rundir import TASKS, Run, collect_runs
 from landmark_tl.stats import (
     Comparison,
@@ -112,6 +117,8 @@ class Table:
     probe: str | None = None  # the row the "vs probe" columns compare with
     # per row, its hierarchy-aware scores (landmark_tl.reporting.mistakes)
     mistakes: dict[str, dict[str, HierarchyScore]] = field(default_factory=dict)
+    # the one approach to deploy, chosen on validation (landmark_tl.reporting.recommendation)
+    recommendation: Recommendation | None = None
 
 
 SplitKey = tuple[tuple[str, ...], ...]  # the sorted test-path sets of a group's splits
@@ -334,6 +341,7 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
         splits=len(path_sets),
         probe=probe,
         mistakes=summarise_mistakes(groups, probe, bootstrap, seed),
+        recommendation=recommend(rows, groups, probe),
     )
 
 
@@ -416,6 +424,7 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         *("| " + " | ".join(_markdown_cells(row, table)) + " |" for row in table.rows),
         "",
         *_legend(table, len(table.rows)),
+        *recommendation_lines(table.recommendation),
         *mistakes_markdown(
             [row.approach for row in table.rows],
             table.mistakes,

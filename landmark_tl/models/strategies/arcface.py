@@ -55,6 +55,11 @@ class ArcFaceConfig(StrategyConfig):
     temperatures: list[float] = field(default_factory=lambda: [0.03, 0.07, 0.1])
     loss_weights: LossWeights = field(default_factory=lambda: LossWeights(category=0.0))
 
+    @property
+    def approach(self) -> str:
+        """``arcface``, or ``arcface (knn)`` when it classifies by neighbours."""
+        return f"{self.name} (knn)" if self.classify == "knn" else self.name
+
 
 @register_strategy(ArcFaceConfig)
 class ArcFace(CategoryFromLandmark):
