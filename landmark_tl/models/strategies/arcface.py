@@ -58,7 +58,8 @@ class ArcFaceConfig(StrategyConfig):
     @property
     def approach(self) -> str:
         """``arcface``, or ``arcface (knn)`` when it classifies by neighbours."""
-        return f"{self.name} (knn)" if self.classify == "knn" else self.name
+        name = super().approach
+        return f"{name} (knn)" if self.classify == "knn" and name == self.name else name
 
 
 @register_strategy(ArcFaceConfig)

@@ -116,6 +116,7 @@ class KNN(CategoryFromLandmark):
     """Weighted kNN on the frozen features; no parameters, nothing optimised."""
 
     takes_head = False
+    trains_backbone = False  # votes on frozen features only
 
     def __init__(
         self,
