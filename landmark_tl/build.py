@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from landmark_tl.config import ConfigError, DataSource, TrainConfig, validate_config
+from landmark_tl.config import ConfigError, DataSource, DataVerify, TrainConfig, validate_config
 from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureStore, encoder_key
@@ -67,18 +67,28 @@ def build_source(config: TrainConfig) -> ImageSource:
     data = config.data
     root = resolve_data_root(config)
     columns = Columns(data.columns.path, data.columns.landmark, data.columns.category)
+    source: ImageSource
     if data.source is DataSource.manifest:
-        return ManifestSource(root, data.manifest, data.hierarchy, columns)
-    if data.source is DataSource.gldv2:
-        return GLDv2Source(root, clean=data.clean, columns=columns)
-    if data.source is DataSource.shards:
-        return ShardSource(root)
-    return FolderSource(root)
+        source = ManifestSource(root, data.manifest, data.hierarchy, columns)
+    elif data.source is DataSource.gldv2:
+        source = GLDv2Source(root, clean=data.clean, columns=columns)
+    elif data.source is DataSource.shards:
+        source = ShardSource(root, check_digests=data.verify is DataVerify.digest)
+    else:
+        source = FolderSource(root)
+    source.max_pixels = data.max_pixels
+    return source
 
 
 def catalog_index(config: TrainConfig, source: ImageSource) -> CatalogIndex:
     """The catalog index of ``source``, kept under ``paths.cache_dir``."""
-    return CatalogIndex.for_source(cache_dir(config), source.name, source.root)
+    return CatalogIndex.for_source(
+        cache_dir(config),
+        source.name,
+        source.root,
+        max_pixels=config.data.max_pixels,
+        rehash=config.data.verify is DataVerify.digest,
+    )
 
 
 def read_catalog(config: TrainConfig) -> Catalog:
@@ -158,6 +168,7 @@ def build_datamodule(config: TrainConfig, backbone: Backbone) -> LandmarkDataMod
         feature_device=feature_device(config),
         feature_batch_size=config.features.batch_size,
         feature_memory=config.features.memory_mb << 20,
+        loader_timeout=data.timeout_s,
         seed=config.seed,
     )
 

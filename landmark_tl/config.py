@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import landmark_tl.conf
+from landmark_tl.data.features import DTYPES as FEATURE_DTYPES
 from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
@@ -40,6 +41,11 @@ class DataSource(str, Enum):
     manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
     gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
     shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
+
+
+class DataVerify(str, Enum):
+    stamp = "stamp"  # the catalog index trusts a file whose size and mtime are unchanged
+    digest = "digest"  # every file is read and hashed on every run (and shard sets checked)
 
 
 @dataclass
@@ -99,6 +105,15 @@ class DataConfig:
     # WeightedRandomSampler)
     sampler: Sampler = Sampler.none
     balance_power: float = 1.0  # 1: every landmark equally often; 0.5: square root
+    # what the catalog index trusts: stamp (unchanged size and mtime mean unchanged bytes)
+    # or digest (every file read and hashed each run; shard sets checked against shards.json)
+    verify: DataVerify = DataVerify.stamp
+    # images that would decode to more pixels (JPEGs reduced as far as the model's input
+    # allows) are skipped and reported; null: no limit (Pillow's bomb check still applies)
+    max_pixels: int | None = 40_000_000
+    # seconds a DataLoader waits for a batch from its workers before the run stops naming
+    # the cause (a hung read, workers out of shared memory); 0: wait forever
+    timeout_s: float = 600
 
 
 @dataclass
@@ -339,6 +354,25 @@ def _range_problems(config: TrainConfig) -> list[str]:
             config.features.batch_size is None or config.features.batch_size >= 1,
             ">= 1",
         ),
+        (
+            "features.memory_mb",
+            config.features.memory_mb,
+            config.features.memory_mb >= 0,
+            ">= 0 (0: always read from the mapped shards)",
+        ),
+        (
+            "features.dtype",
+            config.features.dtype,
+            config.features.dtype in FEATURE_DTYPES,
+            f"one of {list(FEATURE_DTYPES)}",
+        ),
+        (
+            "data.max_pixels",
+            config.data.max_pixels,
+            config.data.max_pixels is None or config.data.max_pixels >= 1,
+            ">= 1 (or null: no limit)",
+        ),
+        ("data.timeout_s", config.data.timeout_s, config.data.timeout_s >= 0, ">= 0 (0: none)"),
         (
             "features.random_views",
             config.features.random_views,

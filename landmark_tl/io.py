@@ -36,6 +36,22 @@ def _umask_by_setting() -> int:
     return mask
 
 
+class ReasonedOSError(OSError):
+    """An OSError printed as its message alone: no ``[Errno 28]`` prefix, and no
+    ``[Errno None]`` when it has no error number (the message names the file and the fix)."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror is not None else super().__str__()
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError's reason for a message (``No space left on device``), never
+    ``[Errno None] ...``; the file is left to the message, which names it."""
+    if error.strerror:
+        return error.strerror
+    return str(error.args[0]) if error.args else type(error).__name__
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = True) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place. The
     file gets the mode ``open()`` would give a new file (0666 less the umask).
@@ -56,8 +72,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(
-            err.errno, f"could not write {printable(str(path))}: {err.strerror or err}"
+        raise ReasonedOSError(
+            err.errno, f"could not write {printable(str(path))}: {describe_os_error(err)}"
         ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,13 +121,35 @@ def not_regular_reason(kind: str) -> str:
 
 
 def require_regular_file(path: str | Path) -> None:
-    """Raise OSError for a path that is not a regular file (checked before opening it)."""
+    """Raise OSError for a path that is not a regular file (checked before opening it, so
+    that a FIFO or a device is never opened: reading one may block forever), and for a
+    path holding a NUL byte (which no file name can)."""
+    if "\0" in os.fspath(path):
+        raise OSError(errno.EINVAL, "the path holds a NUL byte, which no file name can", str(path))
     mode = os.stat(path).st_mode
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     kind = special_file_kind(mode)
     if kind is not None:
         raise OSError(errno.EINVAL, not_regular_reason(kind), str(path))
+
+
+def not_a_file_reason(path: str | Path) -> str | None:
+    """What ``path`` is when it is not a regular file (``file not found``, ``a folder, not a
+    file``, ``a FIFO, not a regular file``, ...), found without opening it; None for a
+    regular file."""
+    if "\0" in os.fspath(path):
+        return "a path with a NUL byte, which no file name can hold"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as error:
+        return f"cannot be stat-ed ({describe_os_error(error)})"
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    kind = special_file_kind(mode)
+    return None if kind is None else f"a {kind}, not a regular file (never opened)"
 
 
 def bytes_digest(data: bytes) -> str:

@@ -17,15 +17,18 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
 
+from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.io import atomic_write_bytes, printable
 from landmark_tl.metrics import macro_f1
 from landmark_tl.rundir import (
     TASKS,
     MalformedRunError,
-    read_class_names,
     read_epoch_metrics,
+    read_json,
     read_predictions,
 )
 
@@ -78,35 +81,55 @@ def split_revalidation(
     return kept, min(candidates, key=lambda e: (abs(kept["val/loss"][e] - again), e))
 
 
-def curves_figure(stage: str, series: Mapping[str, Mapping[int, float]]) -> Figure:
-    """Loss and accuracy per epoch, train (solid) and val (dashed), of one training stage;
-    a dotted line marks the epoch whose checkpoint was chosen (and tested)."""
+def monitored_quantity(monitor: str) -> str:
+    """The score family a monitor names (``val/f1``, ``val/landmark_f1`` → ``f1``;
+    ``val/category_acc`` → ``acc``); macro F1 for a loss, which has its own panel."""
+    name = monitor.removeprefix("val/").rpartition("_")[2] if "_" in monitor else monitor
+    name = name.removeprefix("val/")
+    return "f1" if name == "loss" else name
+
+
+_QUANTITY_NAMES = {"f1": "macro F1", "acc": "accuracy"}
+
+
+def curves_figure(
+    stage: str, series: Mapping[str, Mapping[int, float]], monitor: str = "val/f1"
+) -> Figure:
+    """Loss and the monitored score (``strategy.monitor``: macro F1 by default) per epoch,
+    train (solid) and val (dashed), of one training stage: each task's and, in black, their
+    mean; a dotted line marks the epoch whose checkpoint was chosen (and tested)."""
     series, chosen = split_revalidation(series)
+    quantity = monitored_quantity(monitor)
     fig = Figure(figsize=(10, 4), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax, score_ax = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("val", "--")):
         if f"{split}/loss" in series:
             _plot_series(loss_ax, series[f"{split}/loss"], f"{split} loss", linestyle=style)
         for task in TASKS:
-            if f"{split}/{task}_acc" in series:
+            if f"{split}/{task}_{quantity}" in series:
                 _plot_series(
-                    acc_ax,
-                    series[f"{split}/{task}_acc"],
+                    score_ax,
+                    series[f"{split}/{task}_{quantity}"],
                     f"{split} {task}",
                     linestyle=style,
                     color=TASK_COLORS[task],
                 )
-    for ax, quantity in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        if f"{split}/{quantity}" in series:
+            _plot_series(
+                score_ax, series[f"{split}/{quantity}"], f"{split} mean", linestyle=style, color="k"
+            )
+    name = _QUANTITY_NAMES.get(quantity, quantity)
+    for ax, title in ((loss_ax, "loss"), (score_ax, f"{name} (monitor {monitor})")):
         if chosen is not None:
             ax.axvline(chosen, color="black", linestyle=":", label=f"chosen (epoch {chosen})")
-        ax.set_title(f"Stage '{stage}': {quantity}")
+        ax.set_title(f"Stage '{stage}': {title}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(quantity)
+        ax.set_ylabel(title.partition(" (")[0])
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.has_data():
             ax.legend(fontsize=8)
-    acc_ax.set_ylim(0.0, 1.02)
+    score_ax.set_ylim(0.0, 1.02)
     return fig
 
 
@@ -123,33 +146,70 @@ def confusion_matrix(
     return np.bincount(np.asarray(cells, dtype=np.int64), minlength=k * k).reshape(k, k)
 
 
-def confusion_figure(task: str, matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Heat map of a confusion matrix, titled with the task's macro F1 and accuracy."""
+def confusion_figure(
+    task: str,
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    blocks: Sequence[tuple[str, int]] = (),
+) -> Figure:
+    """Heat map of a row-normalised confusion matrix (each true class's images sum to 1;
+    cells show the share in %), titled with the task's macro F1 and accuracy; ``blocks``
+    ((category, landmarks), in order) frames each category's landmarks."""
     k = len(class_names)
     rows, cols = np.nonzero(matrix)
     counts = matrix[rows, cols]
     targets, preds = np.repeat(rows, counts), np.repeat(cols, counts)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = min(4.0 + 0.22 * k, 14.0)
     fig = Figure(figsize=(side + 1.5, side), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="images", ticks=MaxNLocator(integer=True))
+    image = ax.imshow(shares, cmap="Blues", interpolation="nearest", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's test images")
     font = 8 if k <= 12 else 6
     ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=font)
     ax.set_yticks(range(k), class_names, fontsize=font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(
-        f"Confusion matrix: {task} — macro F1 {macro_f1(preds, targets, k):.3f}, "
-        f"accuracy {accuracy:.3f} (n={matrix.sum()})"
+        f"Confusion matrix: {task}, normalised by true class (%)\nmacro F1 "
+        f"{macro_f1(preds, targets, k):.3f}, accuracy {accuracy:.3f} (n={matrix.sum()})",
+        fontsize=10,
     )
+    start = 0
+    for _, size in blocks:  # category blocks: a frame around each category's landmarks
+        ax.add_patch(
+            Rectangle((start - 0.5, start - 0.5), size, size, fill=False, edgecolor="tab:red")
+        )
+        start += size
     if k <= ANNOTATE_MAX_CLASSES:
-        dark = matrix.max() / 2
-        for r, c, n in zip(rows, cols, counts, strict=True):
-            color = "white" if n > dark else "black"
-            ax.text(c, r, str(n), ha="center", va="center", fontsize=font, color=color)
+        for r, c in zip(rows, cols, strict=True):
+            color = "white" if shares[r, c] > 0.5 else "black"
+            text = f"{100 * shares[r, c]:.0f}"
+            ax.text(c, r, text, ha="center", va="center", fontsize=font, color=color)
     return fig
+
+
+def category_ordered(
+    hierarchy: LabelHierarchy | None, extra: Sequence[str] = ()
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """Landmark names grouped by category (categories in the hierarchy's order) and the
+    (category, landmarks) blocks; ``extra`` names (not in the hierarchy) go last, unframed."""
+    if hierarchy is None:
+        return list(extra), []
+    names, blocks = [], []
+    for c, category in enumerate(hierarchy.categories):
+        members = [
+            name
+            for name, parent in zip(
+                hierarchy.landmark_names, hierarchy.landmark_to_category, strict=True
+            )
+            if parent == c
+        ]
+        if members:
+            names += members
+            blocks.append((printable(category), len(members)))
+    return names + [n for n in extra if n not in names], blocks
 
 
 def most_confused_pairs(
@@ -213,39 +273,74 @@ def bar_chart_figure(
     return fig
 
 
-def _write_curves(run_dir: Path, out_dir: Path) -> list[Path]:
-    written = []
-    for csv_path in sorted((run_dir / "logs").glob("*/metrics.csv")):
-        stage = csv_path.parent.name
-        figure = curves_figure(stage, read_epoch_metrics(csv_path))
-        written.append(save_png(figure, out_dir / f"curves_{stage}.png"))
-    return written
+def run_monitor(run_dir: Path) -> str:
+    """``strategy.monitor`` of the run (its config.yaml), ``val/f1`` when not recorded."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return "val/f1"
+    return str(OmegaConf.select(OmegaConf.load(path), "strategy.monitor") or "val/f1")
 
 
-def _write_confusions(run_dir: Path, out_dir: Path) -> list[Path]:
+def curves_figures(run_dir: Path) -> dict[str, Figure]:
+    """The learning curves of each logged stage of ``run_dir``, by stage name."""
+    monitor = run_monitor(run_dir)
+    return {
+        csv_path.parent.name: curves_figure(
+            csv_path.parent.name, read_epoch_metrics(csv_path), monitor
+        )
+        for csv_path in sorted((run_dir / "logs").glob("*/metrics.csv"))
+    }
+
+
+def read_hierarchy(run_dir: Path) -> LabelHierarchy | None:
+    """hierarchy.json of a run, None when absent or unreadable (logged)."""
+    path = run_dir / "hierarchy.json"
+    if not path.is_file():
+        return None
+    try:
+        return LabelHierarchy.from_dict(read_json(path))
+    except (MalformedRunError, KeyError, TypeError, ValueError) as error:
+        log.warning("%s: unreadable (%s)", printable(str(path)), error)
+        return None
+
+
+def confusion_figures(run_dir: Path) -> dict[str, Figure]:
+    """Each task's confusion figure (normalised matrix, landmarks in category blocks; the
+    most-confused pairs above MATRIX_MAX_CLASSES classes), by task; {} without predictions."""
     try:
         predictions = read_predictions(run_dir / "predictions.csv")
-        known = read_class_names(run_dir) or {t: [] for t in TASKS}
     except MalformedRunError as error:
         log.warning("no confusion matrices: %s", error)
-        return []
-    written = []
+        return {}
+    hierarchy = read_hierarchy(run_dir)
+    figures = {}
     for task in TASKS:
         true, pred = predictions.true[task], predictions.pred[task]
-        extra = sorted((set(true) | set(pred)) - set(known[task]))
-        names = [*known[task], *extra]
-        if len(names) > MATRIX_MAX_CLASSES:
-            figure = confused_pairs_figure(task, true, pred, names)
+        seen = sorted(set(true) | set(pred))
+        if task == "landmark":
+            names, blocks = category_ordered(hierarchy, seen)
         else:
-            figure = confusion_figure(task, confusion_matrix(true, pred, names), names)
-        written.append(save_png(figure, out_dir / f"confusion_{task}.png"))
-    return written
+            known = hierarchy.category_names if hierarchy is not None else []
+            names, blocks = [*known, *(n for n in seen if n not in known)], []
+        if len(names) > MATRIX_MAX_CLASSES:
+            figures[task] = confused_pairs_figure(task, true, pred, names)
+        else:
+            matrix = confusion_matrix(true, pred, names)
+            figures[task] = confusion_figure(task, matrix, names, blocks)
+    return figures
 
 
 def write_run_plots(run_dir: str | Path) -> list[Path]:
     """Write ``curves_<stage>.png`` per logged stage and ``confusion_<task>.png`` per task."""
     run_dir = Path(run_dir)
     out_dir = run_dir / "plots"
-    written = _write_curves(run_dir, out_dir) + _write_confusions(run_dir, out_dir)
+    written = [
+        save_png(fig, out_dir / f"curves_{stage}.png")
+        for stage, fig in curves_figures(run_dir).items()
+    ]
+    written += [
+        save_png(fig, out_dir / f"confusion_{task}.png")
+        for task, fig in confusion_figures(run_dir).items()
+    ]
     log.info("wrote %d plots to %s", len(written), printable(str(out_dir)))
     return written

@@ -1,10 +1,11 @@
 """Compare runs: one row per approach with seed spread, bootstrap intervals and paired tests.
 
-    landmark-tl report runs=DIR [runs=[DIR1,DIR2]] [out=OUT] [bootstrap=2000] [seed=0]
+    landmark-tl report runs=DIR [runs=[DIR1,DIR2]] [out=OUT] [study=ID|all] [bootstrap=2000]
 
-Finds every metrics.json below the DIRs (runs, Hydra multiruns, parents of either), groups
-the runs by approach and sweep point (the overrides that differ between runs, training and
-split seeds excepted) and writes table1.md, table1.csv and table1.png, best first.
+Finds every metrics.json below the DIRs (runs, Hydra multiruns, parents of either), puts
+debug, failed and unfinished runs apart, groups the others by study and, within a study, by
+approach and sweep point (see :mod:`landmark_tl.studies`), and writes table1.md, table1.csv,
+table1.tex (booktabs), table1.png and report.html (with one page per run), best first.
 
 Runs on different splits (different test images, e.g. ``data.split.seed``) of one approach
 are pooled: the split is a resampling level of the bootstrap, shared by all approaches.
@@ -24,19 +25,21 @@ from typing import Any
 
 import numpy as np
 from hydra.core.config_store import ConfigStore
+from matplotlib.figure import Figure
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from landmark_tl.cli import as_list, hydra_app
 from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
+from landmark_tl.report_latex import latex_table
 from landmark_tl.reporting.mistakes import HierarchyScore, mistakes_markdown, summarise_mistakes
 from landmark_tl.reporting.recommendation import (
     Recommendation,
     recommend,
     recommendation_lines,
 )
-from landmark_tl.rundir import TASKS, Run, collect_runs
+from landmark_tl.rundir import TASKS, Run
 from landmark_tl.stats import (
     Comparison,
     batched_macro_f1,
@@ -48,6 +51,7 @@ from landmark_tl.stats import (
     resample_indices,
     seed_averaged_f1,
 )
+from landmark_tl.studies import Inventory, row_groups, select, take_inventory
 
 BEST, SAME, WORSE = "best", "≈ best", "worse"
 ABOVE_PROBE, SAME_AS_PROBE, BELOW_PROBE = "> probe", "≈ probe", "< probe"
@@ -133,32 +137,6 @@ class _Samples:
     resampled: np.ndarray
     splits: SplitKey
     split_means: dict[tuple[str, ...], float]
-
-
-_NOT_A_POINT = (
-    "seed=",
-    "data.split.seed=",
-    "experiment=",
-    "sweep=",
-    "approach=",
-    "+approach=",
-    "hydra",
-)
-
-
-def point_label(run: Run, shared: set[str]) -> str:
-    """The approach, plus the overrides that set this run apart (seeds excepted)."""
-    own = [o for o in run.overrides if o not in shared and not o.startswith(_NOT_A_POINT)]
-    return " ".join([run.approach, *own])
-
-
-def _group(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by approach and sweep point; seeds of one point form one group."""
-    shared = set.intersection(*(set(r.overrides) for r in runs)) if runs else set()
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(point_label(run, shared), []).append(run)
-    return groups
 
 
 def _encode(runs: Sequence[Run], task: str) -> tuple[dict[Path, tuple[np.ndarray, ...]], int]:
@@ -293,7 +271,7 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
     flatter the winner), else by test landmark macro F1."""
     if not runs:
         raise ValueError("no runs to summarise")
-    groups = _group(runs)
+    groups = row_groups(runs)
     rng = np.random.default_rng(seed)
     strata = {r.predictions.paths: r.predictions.true["landmark"] for r in runs}
     path_sets = sorted(strata, key=lambda p: (len(p), p))
@@ -393,8 +371,9 @@ def _best_line(table: Table) -> list[str]:
     return ["", f"Best by {table.ranked_by}: **{top.approach}** ({top.val_ranking:.3f})."]
 
 
-def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
-    """Table 1 as Markdown: a header line, the table, a legend and any skipped runs."""
+def markdown_table(table: Table, skipped: Sequence[str] = (), read: Sequence[str] = ()) -> str:
+    """Table 1 as Markdown: a header line, the table, a legend, any skipped runs and what
+    the report read (``read``: Markdown lines, see :meth:`Inventory.read_lines`)."""
     runs = sum(len(row.seeds) for row in table.rows)
     roots = ", ".join(f"`{printable(root)}`" for root in table.roots)
     images = "/".join(map(str, table.test_images))
@@ -445,6 +424,8 @@ def markdown_table(table: Table, skipped: Sequence[str] = ()) -> str:
         ]
     if skipped:
         lines += ["", "Skipped runs:", *(f"- {line}" for line in skipped)]
+    if read:
+        lines += ["", "## What was read", "", *read]
     return "\n".join(lines) + "\n"
 
 
@@ -523,9 +504,21 @@ def csv_table(table: Table) -> str:
     return out.getvalue()
 
 
-def write_report(table: Table, out_dir: str | Path, skipped: Sequence[str] = ()) -> dict[str, Path]:
-    """Write table1.md, table1.csv and the bar chart table1.png into ``out_dir``."""
+def write_report(
+    table: Table, out_dir: str | Path, skipped: Sequence[str] = (), read: Sequence[str] = ()
+) -> dict[str, Path]:
+    """Write table1.md, table1.csv, table1.tex and the bar chart table1.png into ``out_dir``."""
     out_dir = Path(out_dir)
+    return {
+        "markdown": atomic_write_text(out_dir / "table1.md", markdown_table(table, skipped, read)),
+        "csv": atomic_write_text(out_dir / "table1.csv", csv_table(table)),
+        "latex": atomic_write_text(out_dir / "table1.tex", latex_table(table)),
+        "png": save_png(table_figure(table), out_dir / "table1.png"),
+    }
+
+
+def table_figure(table: Table) -> Figure:
+    """Grouped bars of each task's mean F1 with its 95% interval, one group per row."""
     labels = [row.approach for row in table.rows]
     series = {
         task: tuple(
@@ -535,11 +528,7 @@ def write_report(table: Table, out_dir: str | Path, skipped: Sequence[str] = ())
         for task in TASKS
     }
     title = f"Macro F1 by approach (bootstrap B = {table.bootstrap})"
-    return {
-        "markdown": atomic_write_text(out_dir / "table1.md", markdown_table(table, skipped)),
-        "csv": atomic_write_text(out_dir / "table1.csv", csv_table(table)),
-        "png": save_png(bar_chart_figure(labels, series, title), out_dir / "table1.png"),
-    }
+    return bar_chart_figure(labels, series, title)
 
 
 @dataclass
@@ -547,37 +536,62 @@ class ReportArgs:
     """The keys of ``landmark-tl report`` (documented in conf/report.yaml)."""
 
     runs: Any = MISSING  # a dir, or a list of them
-    out: str | None = None  # default: the first of runs
+    out: str | None = None  # default: <first of runs>-report, beside it
+    study: str | None = None  # a study id (or its start), or all; None: the only study
     bootstrap: int = 2000
     seed: int = 0
     run_plots: bool = False  # draw each run's missing plots/ (runs with extras.plots=false)
+    html: bool = True  # report.html and one page per run (runs/<name>.html)
 
 
 ConfigStore.instance().store(name="report_schema", node=ReportArgs)
 
 
+def default_out(inputs: Sequence[Path]) -> Path:
+    """``<first input>-report`` beside the first input: never inside what is read."""
+    first = inputs[0].resolve()
+    base = first if first.is_dir() else first.parent
+    return base.parent / f"{base.name}-report"
+
+
+def _warn_not_scored(inventory: Inventory) -> None:
+    for items in inventory.not_scored.values():
+        for item in items:
+            print(f"warning: {item}", file=sys.stderr)
+
+
 @hydra_app("report")
 def main(cfg: DictConfig) -> None:
-    """Command line entry point; exit 2 when a path holds no usable run."""
+    """Command line entry point; exit 2 when a path holds no usable run or the runs belong
+    to several studies and none was chosen."""
     args: ReportArgs = OmegaConf.to_object(cfg)
     dirs = [Path(d) for d in as_list(args.runs)]
     if args.bootstrap < 1:
         raise UsageError(f"bootstrap={args.bootstrap}: must be a whole number >= 1")
-    runs, skipped = collect_runs(dirs)
-    for line in skipped:
-        print(f"warning: {line}", file=sys.stderr)
-    if not runs:
-        raise UsageError("every run found was skipped; nothing to report")
-    if args.run_plots:  # runs made with extras.plots=false (sweeps) get their plots now
-        for run in runs:
-            if not (run.directory / "plots").is_dir():
-                write_run_plots(run.directory)
-    table = summarise(runs, bootstrap=args.bootstrap, seed=args.seed)
-    first = dirs[0]
-    out = Path(args.out) if args.out else (first if first.is_dir() else first.parent)
-    files = write_report(table, out, skipped)
-    print(markdown_table(table, skipped))
-    print("wrote " + ", ".join(printable(str(p)) for p in files.values()))
+    inventory = take_inventory(dirs)
+    _warn_not_scored(inventory)
+    if not inventory.studies:
+        raise UsageError("no finished run to score (see the warnings); nothing to report")
+    try:
+        studies = select(inventory, args.study)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    out = Path(args.out) if args.out else default_out(dirs)
+    for study in studies:
+        if args.run_plots:  # runs made with extras.plots=false (sweeps) get their plots now
+            for run in study.runs:
+                if not (run.directory / "plots").is_dir():
+                    write_run_plots(run.directory)
+        folder = out / study.id if args.study == "all" else out
+        table = summarise(study.runs, bootstrap=args.bootstrap, seed=args.seed)
+        read = [f"Study `{study.id}`: {study.describe()}.", "", *inventory.read_lines()]
+        files = write_report(table, folder, read=read)
+        if args.html:
+            from landmark_tl.report_html import write_comparison_pages
+
+            files |= write_comparison_pages(table, study.runs, folder, read)
+        print(markdown_table(table, read=read))
+        print("wrote " + ", ".join(printable(str(p)) for p in files.values()))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from landmark_tl.models.backbone import KEPT_WEIGHTS, Backbone, save_weights_fil
 from landmark_tl.plots import write_run_plots
 from landmark_tl.provenance import provenance
 from landmark_tl.quiet import quiet_known_notices
+from landmark_tl.report_html import write_run_page
 from landmark_tl.rundir import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT, read_metrics
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
@@ -66,17 +67,23 @@ if not OmegaConf.has_resolver("run_id"):  # run as __main__, this module may be 
 register_configs()
 
 
+GALLERY_TOP_K = 3  # landmark_top<k> columns of predictions.csv (the report's error gallery)
+
+
 def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
-    """One row per test image: true and predicted labels of each task with its probability."""
+    """One row per test image: true and predicted labels of each task with its probability,
+    then the top landmarks as ``name (prob)``, as ``predict`` writes them."""
     records = datamodule.records("test")
     names = datamodule.hierarchy.names()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
     distances = landmark_distances(fit, datamodule.hierarchy.parent_tensor())
+    top_k = min(GALLERY_TOP_K, len(names["landmark"])) if "landmark" in tasks else 0
     writer.writerow(
         ["path"]
         + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")]
+        + [f"landmark_top{k + 1}" for k in range(top_k)]
         + [f"landmark_distance_at_{k}" for k in distances]
     )
     tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
@@ -89,6 +96,12 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
             target = int(fit.test_outputs.targets[t][i])
             prob = float(fit.test_outputs.probs[t][i, pred])
             row += [names[t][target], names[t][pred], f"{prob:.4f}"]
+        if top_k:
+            probs, indices = fit.test_outputs.probs["landmark"][i].topk(top_k)
+            row += [
+                f"{names['landmark'][int(j)]} ({float(q):.3f})"
+                for q, j in zip(probs, indices, strict=True)
+            ]
         writer.writerow(row + [f"{d[i]:.4g}" for d in distances.values()])
     return out.getvalue()
 
@@ -341,11 +354,13 @@ def write_run_results(
     fit: FitResult,
     metrics: dict[str, Any],
 ) -> None:
-    """predictions.csv, the plots (unless ``extras.plots=false``) and metrics.json, last:
+    """predictions.csv, the plots and report.html (unless ``extras.plots=false``) and
+    metrics.json, last:
     the mark of a finished run."""
     atomic_write_text(run_dir / "predictions.csv", predictions_csv(datamodule, fit))
     if config.extras.plots:
         write_run_plots(run_dir)
+        write_run_page(run_dir, metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 

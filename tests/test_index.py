@@ -278,9 +278,9 @@ def test_an_image_that_only_the_feature_pass_finds_broken_is_skipped_and_not_rea
 
     decoded: list[str] = []
 
-    def counted(data, real=dm_module.load_rgb):
+    def counted(data, real=dm_module.load_rgb, **options):
         decoded.append(Path(data.name).name)
-        return real(data)
+        return real(data, **options)
 
     monkeypatch.setattr(dm_module, "load_rgb", counted)
     cold = setup()

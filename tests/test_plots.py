@@ -117,3 +117,34 @@ def test_the_chosen_checkpoint_is_marked_not_drawn_as_an_epoch(tmp_path: Path) -
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [1, 1]
     plain = read_epoch_metrics(write_stage_log(tmp_path / "plain", "landmark", epochs=4))
     assert split_revalidation(plain) == (plain, None)  # no re-validation row: nothing marked
+
+
+def test_curves_show_the_monitored_score(run_dir: Path) -> None:
+    """Checkpoints are kept by val/f1 (the default): the right panel draws F1, not accuracy."""
+    from landmark_tl.plots import curves_figure
+
+    series = read_epoch_metrics(run_dir / "logs" / "landmark" / "metrics.csv")
+    score_ax = curves_figure("landmark", series).axes[1]
+    assert score_ax.get_title() == "Stage 'landmark': macro F1 (monitor val/f1)"
+    drawn = {line.get_label(): list(line.get_ydata()) for line in score_ax.lines}
+    assert drawn["val landmark"] == pytest.approx([0.1 * e for e in range(6)])
+    by_accuracy = curves_figure("landmark", series, monitor="val/landmark_acc").axes[1]
+    assert by_accuracy.get_title() == "Stage 'landmark': accuracy (monitor val/landmark_acc)"
+    by_loss = curves_figure("landmark", series, monitor="val/loss").axes[1]
+    assert "macro F1" in by_loss.get_title()  # a loss has its own panel
+
+
+def test_confusion_matrix_is_normalised_with_category_blocks(run_dir: Path) -> None:
+    from matplotlib.patches import Rectangle
+
+    from landmark_tl.plots import category_ordered, confusion_figures, read_hierarchy
+
+    names, blocks = category_ordered(read_hierarchy(run_dir))
+    assert names == LANDMARKS and blocks == [("Gothic", 2), ("Pyramids", 2)]
+    ax = confusion_figures(run_dir)["landmark"].axes[0]
+    shares = ax.images[0].get_array()
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)  # each true class sums to 1
+    assert shares[0, 0] == pytest.approx(0.6) and shares[0, 2] == pytest.approx(0.4)
+    frames = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert [(f.get_xy(), f.get_width()) for f in frames] == [((-0.5, -0.5), 2), ((1.5, 1.5), 2)]
+    assert {t.get_text() for t in ax.texts} == {"60", "40"}  # shares in %

@@ -181,7 +181,16 @@ def test_bootstrap_is_deterministic_for_a_seed(multirun: Path) -> None:
 def test_write_report_files(multirun: Path, tmp_path: Path) -> None:
     table = summarise(collect_runs([multirun])[0], bootstrap=200)
     files = write_report(table, tmp_path / "out")
-    assert {p.name for p in files.values()} == {"table1.md", "table1.csv", "table1.png"}
+    assert {p.name for p in files.values()} == {
+        "table1.md",
+        "table1.csv",
+        "table1.png",
+        "table1.tex",
+    }
+    latex = files["latex"].read_text()
+    assert "\\toprule" in latex and "\\bottomrule" in latex and "\\end{tabular}" in latex
+    assert "A & 2 & \\textbf{1.000} $\\pm$ 0.000 & [1.000, 1.000] & best" in latex
+    assert "B & 2 & 0.500 $\\pm$ 0.141" in latex and "& worse" in latex
     markdown = files["markdown"].read_text()
     assert "4 runs of 2 approaches on `/data/monuments`; 20 test images; bootstrap B = 200" in (
         markdown
@@ -202,7 +211,10 @@ def test_cli_writes_report_and_prints_table(
     assert main([f"runs={multirun}", "bootstrap=100", "seed=1"]) == 0
     out = capsys.readouterr().out
     assert "| A | 2 |" in out and "| B | 2 |" in out
-    assert (multirun / "table1.md").is_file() and (multirun / "table1.png").is_file()
+    report = multirun.parent / "multirun-report"  # beside the inputs, never inside them
+    assert (report / "table1.md").is_file() and (report / "table1.png").is_file()
+    assert not list(multirun.glob("table1.*")) and not (multirun / "report.html").exists()
+    assert f"Read `{multirun}`: 4 finished runs in 1 study." in (report / "table1.md").read_text()
 
 
 def test_cli_exit_code_2_for_a_path_without_runs(

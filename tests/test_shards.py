@@ -35,6 +35,7 @@ def test_shards_hold_the_source_images_and_labels(tiny_tree, shard_dir):
         "shard-000000.tar",
         "shard-000001.tar",
         "shard-000002.tar",
+        "shards.json",
     ]
     with tarfile.open(shard_dir / "shard-000000.tar") as tar:
         names = tar.getnames()

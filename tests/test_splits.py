@@ -103,8 +103,9 @@ def test_too_few_images_lists_every_offending_folder_and_the_fix():
         stratified_split(catalog, SplitSpec(val=2, test=3))
     message = str(caught.value)
     assert "2 landmarks have too few images" in message
-    assert f"{ROOT}/Gothic/Dom: 5 images, needs 6 (2 val + 3 test + 1 train)" in message
-    assert f"{ROOT}/Modern/CCTV: 2 images, needs 6" in message
+    assert "landmark Gothic/Dom: 5 images, needs 6 (2 val + 3 test + 1 train)" in message
+    assert "landmark Modern/CCTV: 2 images, needs 6" in message
+    assert "Add images of these landmarks" in message and "folders" not in message
     assert "Milan" not in message
     assert "lower data.split.val / data.split.test, use fractions" in message
     assert "data.split.small=train_only" in message

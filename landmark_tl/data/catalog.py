@@ -56,6 +56,7 @@ AVIF_HINT = (
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _MAX_LISTED = 10
 _CHUNK = 4096  # images read (and recorded in the index) at a time
+_SMALLEST = (1, 1)  # a draft size: a JPEG decodes at 1/8 per side
 
 
 class CatalogError(UserError, ValueError):
@@ -168,16 +169,43 @@ class Catalog:
         atomic_write_text(path, buffer.getvalue())
 
 
-def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
-    """Decode an image fully and upright (EXIF orientation applied) as 8-bit RGB.
+class ImageTooLargeError(ValueError):
+    """An image that would decode to more pixels than ``data.max_pixels`` allows."""
 
-    Transparent pixels are composited on white; 16-bit, 32-bit and float images are scaled
-    to 8 bits. Raises whatever Pillow raises for unreadable or truncated files, and OSError
-    for a path that is not a regular file (never opened).
+
+def check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when an image of ``size`` (as it will be decoded)
+    has more than ``max_pixels`` pixels (None: no limit)."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height:,} pixels to decode, above "
+            f"data.max_pixels={max_pixels}: downscale the image, or raise data.max_pixels"
+        )
+
+
+def load_rgb(
+    path: str | Path | BinaryIO,
+    *,
+    draft: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Decode an image upright (EXIF orientation applied) as 8-bit RGB.
+
+    ``draft`` (width, height): a JPEG is decoded reduced (by 2, 4 or 8 per side, by the
+    decoder, from Pillow's ``Image.draft``) as far as it stays at least that large; other
+    formats decode in full. ``max_pixels``: refuse (:class:`ImageTooLargeError`, before
+    decoding) an image that would still decode to more pixels than that. Transparent
+    pixels are composited on white; 16-bit, 32-bit and float images are scaled to 8 bits.
+    Raises whatever Pillow raises for unreadable or truncated files, and OSError for a path
+    that is not a regular file (never opened).
     """
     if isinstance(path, str | Path):
         require_regular_file(path)  # a FIFO would block the open forever
     with Image.open(path) as image:
+        if draft is not None:
+            image.draft(image.mode, draft)  # no effect but on JPEG
+        check_pixels(image.size, max_pixels)
         upright = ImageOps.exif_transpose(image)  # a fully decoded copy
     return _to_rgb(upright)
 
@@ -345,13 +373,17 @@ def _inspect_chunks(
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    inspect = partial(_inspect, source, avif=avif_supported(), verify=verify)
+    inspect = partial(
+        _inspect, source, avif=avif_supported(), verify=verify, max_pixels=source.max_pixels
+    )
     with strict_decoding(), ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(keys), _CHUNK):
             yield start, list(pool.map(inspect, keys[start : start + _CHUNK]))
 
 
-def _inspect(source: ImageSource, key: str, *, avif: bool, verify: Verify) -> Inspection:
+def _inspect(
+    source: ImageSource, key: str, *, avif: bool, verify: Verify, max_pixels: int | None
+) -> Inspection:
     if not avif and key.lower().endswith(".avif"):
         return Inspection(AVIF_HINT)
     try:
@@ -364,8 +396,10 @@ def _inspect(source: ImageSource, key: str, *, avif: bool, verify: Verify) -> In
     try:
         with Image.open(NamedBytes(data, key)) as image:
             (width, height), mode = image.size, image.mode
-        if verify is Verify.decode:
-            load_rgb(NamedBytes(data, key))
+            image.draft(mode, _SMALLEST)  # as small as the decoder allows
+            check_pixels(image.size, max_pixels)
+        if verify is Verify.decode:  # every byte decoded, at the smallest size (less memory)
+            load_rgb(NamedBytes(data, key), draft=_SMALLEST)
     except Exception as error:  # any decoder failure makes this file unusable, not the scan
         return Inspection(_unreadable(error), digest)
     return Inspection(None, digest, width, height, mode)
@@ -397,10 +431,13 @@ def _inspect_indexed(
         sizes[i], mtimes[i] = stamp.size, stamp.mtime_ns
     verdicts = Verdicts.empty(len(keys))
     stale = index.known(keys, sizes, mtimes, verify, verdicts)
+    changed = _changed_bytes(source, keys, verdicts, workers) if index.rehash else []
     if sum(map(verdicts.known, range(len(keys)))) + len(gone) < len(keys) or stale:
         with index.lock():
             verdicts = Verdicts.empty(len(keys))
             stale = index.known(keys, sizes, mtimes, verify, verdicts)
+            for i in changed:
+                verdicts.forget(i)
             todo = [i for i in range(len(keys)) if not verdicts.known(i) and i not in gone]
             for start in range(0, len(todo), _CHUNK):  # recorded as read: a kill keeps them
                 part = todo[start : start + _CHUNK]
@@ -425,6 +462,30 @@ def _inspect_indexed(
                 )
     verdicts.problems.update(gone)
     return verdicts
+
+
+def _changed_bytes(
+    source: ImageSource, keys: Sequence[str], verdicts: Verdicts, workers: int | None
+) -> list[int]:
+    """Positions of the files the index knows whose bytes no longer have the digest it
+    holds (``data.verify=digest``: size and mtime are not trusted); their verdicts are
+    forgotten, so that they are read again. Each file is read and hashed, not decoded."""
+    rows = [i for i, digest in enumerate(verdicts.digests) if digest is not None]
+
+    def digest(i: int) -> str | None:
+        try:
+            return bytes_digest(source.read(keys[i]))
+        except OSError:
+            return None  # read again (and reported) with the new and changed files
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        found = pool.map(digest, rows)
+        changed = [i for i, now in zip(rows, found, strict=True) if now != verdicts.digests[i]]
+    for i in changed:
+        verdicts.forget(i)
+    if changed:
+        log.info("%s: %d files changed with size and mtime kept", show(source.root), len(changed))
+    return changed
 
 
 def _unreadable(error: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,11 +56,16 @@ log = logging.getLogger(__name__)
 
 class ImageDecoder:
     """Reads a catalog image's bytes and decodes them upright, resized and cropped to the
-    model's geometry, as a uint8 (3, H, W) tensor. Used inside loader workers."""
+    model's geometry, as a uint8 (3, H, W) tensor. Used inside loader workers. A JPEG is
+    decoded reduced as far as it stays at least the size the resize step asks for (timm's
+    eval resize: the input size over ``crop_pct``), so a large photo never decodes in full."""
 
     def __init__(self, catalog: Catalog, preprocessing: Preprocessing) -> None:
         self.catalog = catalog
         self.geometry = geometry_transform(preprocessing)
+        side = math.ceil(max(preprocessing.input_size[1:]) / preprocessing.crop_pct)
+        self.draft = (side, side)
+        self.max_pixels = catalog.source.max_pixels if catalog.source is not None else None
 
     def read(self, i: int) -> bytes:
         """The bytes of catalog record ``i``."""
@@ -69,7 +75,7 @@ class ImageDecoder:
         """Record ``i``'s bytes ``data`` decoded at the model's geometry."""
         name = str(self.catalog.records[i].path)
         with strict_decoding():  # a truncated file fails here, as it would in the scan
-            image = load_rgb(NamedBytes(data, name))
+            image = load_rgb(NamedBytes(data, name), draft=self.draft, max_pixels=self.max_pixels)
         return to_uint8_tensor(self.geometry(image))
 
     def __call__(self, i: int) -> torch.Tensor:
@@ -159,6 +165,8 @@ class LandmarkDataModule(L.LightningDataModule):
     and batches carry (N, D) features read from the store's memory-mapped shards (gathered
     into memory when they fit ``feature_memory`` bytes) instead of (N, 3, H, W) images.
     ``index`` is the catalog index the source is read through (None: read every file).
+    Loaders with workers wait at most ``loader_timeout`` seconds for a batch (0: forever);
+    a worker that dies or times out stops the run with torch's reason.
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class LandmarkDataModule(L.LightningDataModule):
         feature_batch_size: int | None = None,
         feature_autocast: torch.dtype | None = None,
         feature_memory: int = 64 << 20,
+        loader_timeout: float = 600,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -214,6 +223,7 @@ class LandmarkDataModule(L.LightningDataModule):
         )
         self.feature_autocast = feature_autocast
         self.feature_memory = feature_memory
+        self.loader_timeout = loader_timeout
         self.seed = seed
         self.catalog: Catalog | None = None
         self.assignment: list[str] = []
@@ -314,6 +324,7 @@ class LandmarkDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             device=self.feature_device,
             autocast=self.feature_autocast,
+            timeout=self.loader_timeout,
         )
         if self.index is not None and (done.decoded or done.broken):
             # decoded: verified as a full decode; broken: later runs skip them unread
@@ -402,6 +413,7 @@ class LandmarkDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            timeout=self.loader_timeout if self.num_workers > 0 else 0,
             pin_memory=torch.cuda.is_available(),
         )
 

@@ -45,10 +45,16 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from landmark_tl.data.sqlite import connect
+from landmark_tl.data.sqlite import connect, damaged
 from landmark_tl.data.transforms import View
 from landmark_tl.errors import UserError
-from landmark_tl.io import atomic_write, bytes_digest, printable
+from landmark_tl.io import (
+    ReasonedOSError,
+    atomic_write,
+    bytes_digest,
+    describe_os_error,
+    printable,
+)
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -68,15 +74,46 @@ CREATE TABLE IF NOT EXISTS rows (
 """
 
 
+_DECODING = "jpeg-draft"  # ImageDecoder's way of decoding: features made otherwise differ
+
+
 def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
-    """Digest of what makes a backbone's features: name, weights, preprocessing and the
-    precision of the pass."""
-    parts = (backbone.name, backbone.weights_digest, repr(backbone.preprocessing), str(autocast))
+    """Digest of what makes a backbone's features: name, weights, preprocessing, how images
+    are decoded (JPEGs reduced to the resize size) and the precision of the pass."""
+    parts = (
+        backbone.name,
+        backbone.weights_digest,
+        repr(backbone.preprocessing),
+        _DECODING,
+        str(autocast),
+    )
     return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
 
 
-class FeatureStoreError(UserError, OSError):
+class FeatureStoreError(UserError, ReasonedOSError):
     """The feature store cannot be read or written; the message names the path and the fix."""
+
+
+class FeaturePassError(UserError, RuntimeError):
+    """The feature pass's loader workers died or sent nothing within ``data.timeout_s``."""
+
+
+def loader_failure(error: RuntimeError, timeout: float) -> FeaturePassError:
+    """A DataLoader's worker crash or timeout (torch's RuntimeError) as a message that says
+    the reason and the fix."""
+    return FeaturePassError(
+        f"the feature pass stopped: {' '.join(str(error).split())}. Its loader workers "
+        f"died or sent no batch within data.timeout_s={timeout:g} s: a worker killed for "
+        "memory, shared memory (/dev/shm) exhausted (in a container: --shm-size), or a read "
+        "that hangs. Lower data.num_workers (0 decodes in this process) or "
+        "features.batch_size, or free memory, and run again (computed features are kept)"
+    )
+
+
+def _as_os_error(error: sqlite3.Error) -> OSError:
+    """A SQLite error that is not damage (disk full, I/O) as the OSError it stands for."""
+    full = getattr(error, "sqlite_errorname", "") == "SQLITE_FULL"
+    return OSError(errno.ENOSPC if full else errno.EIO, str(error))
 
 
 def _store_problem(path: Path, error: OSError, doing: str) -> FeatureStoreError:
@@ -96,7 +133,7 @@ def _store_problem(path: Path, error: OSError, doing: str) -> FeatureStoreError:
             "e.g. chmod -R g+rwX on it, and umask 002), or set paths.cache_dir "
             "(env LANDMARK_TL_CACHE) to a folder you can write",
         )
-    return FeatureStoreError(error.errno, f"{where}: {doing} failed ({error})")
+    return FeatureStoreError(error.errno, f"{where}: {doing} failed ({describe_os_error(error)})")
 
 
 @dataclass(frozen=True)
@@ -154,6 +191,9 @@ class FeatureStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             db = connect(self.index_path, schema=_SCHEMA, check=not self._checked)
         except sqlite3.DatabaseError as error:
+            if not damaged(error):  # disk full, read-only, I/O: the index is not at fault
+                problem = _store_problem(self.index_path, _as_os_error(error), "opening the index")
+                raise problem from error
             self._discard_damaged_index(error)
             db = connect(self.index_path, schema=_SCHEMA, check=False)
         except OSError as error:
@@ -483,11 +523,14 @@ def fill_store(
     num_workers: int = 0,
     device: torch.device | str = "cpu",
     autocast: torch.dtype | None = None,
+    timeout: float = 0,
 ) -> PassResult:
     """Compute the rows the store lacks: for each view name, the images ``wanted[view]``
     (indices into ``digests``). ``read(i)`` gives image i's bytes and ``decode(data, i)``
     its uint8 (3, H, W) tensor (in ``num_workers`` loader workers). One process computes
-    while others wait for the lock and then find the rows there.
+    while others wait for the lock and then find the rows there. A worker that dies, or
+    workers that send no batch within ``timeout`` seconds (0: no limit), stop the pass with
+    :class:`FeaturePassError` (the rows computed before are kept).
 
     Under data-parallel training (``torch.distributed`` initialised, world > 1) the ranks
     split the pass: rank 0 holds the lock for them all, each rank encodes every
@@ -515,6 +558,7 @@ def fill_store(
                 num_workers=num_workers,
                 device=device,
                 autocast=autocast,
+                timeout=timeout,
             )
         log.info(
             "computed %d features (%d images) in %.1f s%s",
@@ -591,10 +635,17 @@ def _run_pass(
     num_workers: int,
     device: torch.device | str,
     autocast: torch.dtype | None,
+    timeout: float,
 ) -> None:
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(
+        images,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        timeout=timeout if num_workers else 0,  # torch takes a timeout only with workers
+    )
     writers = {name: store.writer(name) for name in names}
     device_type = torch.device(device).type
     batches = tqdm(
@@ -605,7 +656,7 @@ def _run_pass(
         threads,
         torch.autocast(device_type, dtype=autocast or torch.float32, enabled=bool(autocast)),
     ):
-        for ready, x, failed in threads.timed(batches):
+        for ready, x, failed in _worker_failures(threads.timed(batches), timeout):
             for i, digest, why in failed:
                 result.failed[i] = f"unreadable now ({why})"
                 if digest == digests[i]:  # the bytes the catalog read: broken for good
@@ -626,6 +677,21 @@ def _run_pass(
     for writer in writers.values():
         writer.flush()
     backbone.train(was_training)
+
+
+def _worker_failures(batches: Iterator[Any], timeout: float) -> Iterator[Any]:
+    """``batches``, with a loader worker's death or a timeout raised as
+    :class:`FeaturePassError` (torch raises a RuntimeError naming the pid and signal)."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if "DataLoader" not in str(error):
+                raise
+            raise loader_failure(error, timeout) from error
+        yield batch
 
 
 class _PassThreads:

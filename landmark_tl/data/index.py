@@ -9,14 +9,22 @@ header only, the size and mode, or a full decode). A row is not trusted for
 a file modified within :data:`RACY_NS` of its reading (as git does: a change in the same
 clock tick would leave the mtime equal). The index is in WAL mode and written under a lock,
 so joblib workers and data-parallel ranks can share it: one reads the files, the others
-find the rows. A damaged index is discarded and rebuilt, never used. A decode that fails
-later (the feature pass decodes every image anyway) is recorded in the file's row
-(:meth:`CatalogIndex.record_decoded`), so later runs skip that file without reading it.
+find the rows. A damaged index is discarded and rebuilt, never used; an index that cannot
+be written (disk full, read-only) is kept as it is and the run stops naming it and the fix.
+
+What is trusted: by default (``data.verify=stamp``) a file whose size and mtime_ns are
+unchanged is taken to hold the bytes it held, as git and rsync do; bytes replaced with the
+mtime put back are not seen. With ``rehash`` (``data.verify=digest``) every file is read
+and hashed on every run and a row is used only when the digest matches (no decode again).
+
+A decode that fails later (the feature pass decodes every image anyway) is recorded in the
+file's row (:meth:`CatalogIndex.record_decoded`), so later runs skip that file unread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import sqlite3
@@ -28,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from landmark_tl.data.sqlite import connect
+from landmark_tl.data.sqlite import connect, damaged
 from landmark_tl.errors import UserError
-from landmark_tl.io import printable
+from landmark_tl.io import ReasonedOSError, describe_os_error, printable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,11 @@ class Verdicts:
     def known(self, i: int) -> bool:
         return self.digests[i] is not None or i in self.problems
 
+    def forget(self, i: int) -> None:
+        """Make image i unknown again (to be read)."""
+        self.digests[i] = None
+        self.problems.pop(i, None)
+
     def set(self, i: int, found: Inspection) -> None:
         self.digests[i] = found.digest
         if found.problem is not None:
@@ -92,23 +105,35 @@ class Stamp:
     mtime_ns: int
 
 
-class CatalogIndexError(UserError, OSError):
+class CatalogIndexError(UserError, ReasonedOSError):
     """The catalog index cannot be opened or written; the message names it and the fix."""
 
 
 class CatalogIndex:
     """The index file at ``path`` (created when missing)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, rehash: bool = False) -> None:
         self.path = Path(path)
+        self.rehash = rehash  # trust a row only when the file's digest still matches
         self._checked = False
         self._lock: FileLock | None = None
 
     @classmethod
-    def for_source(cls, cache_dir: str | Path, kind: str, root: Path) -> CatalogIndex:
-        """The index of the ``kind`` source at ``root``, kept under ``cache_dir/catalog``."""
-        name = hashlib.blake2b(str(root).encode("utf-8", "surrogateescape"), digest_size=8)
-        return cls(Path(cache_dir) / "catalog" / f"{kind}-{name.hexdigest()}.sqlite")
+    def for_source(
+        cls,
+        cache_dir: str | Path,
+        kind: str,
+        root: Path,
+        *,
+        max_pixels: int | None = None,
+        rehash: bool = False,
+    ) -> CatalogIndex:
+        """The index of the ``kind`` source at ``root``, kept under ``cache_dir/catalog``;
+        one per pixel limit (its verdicts depend on it)."""
+        text = str(root) if max_pixels is None else f"{root}|max_pixels={max_pixels}"
+        name = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8)
+        path = Path(cache_dir) / "catalog" / f"{kind}-{name.hexdigest()}.sqlite"
+        return cls(path, rehash=rehash)
 
     def lock(self) -> FileLock:
         if self._lock is None:
@@ -122,6 +147,8 @@ class CatalogIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = connect(self.path, schema=_SCHEMA, check=not self._checked)
         except sqlite3.DatabaseError as error:
+            if not damaged(error):  # disk full, read-only, I/O: the index is not at fault
+                raise self._cannot_write(error) from error
             log.warning(
                 "%s: damaged catalog index (%s): discarding it; the files are read again",
                 printable(str(self.path)),
@@ -134,15 +161,27 @@ class CatalogIndex:
         except OSError as error:
             raise CatalogIndexError(
                 error.errno,
-                f"{printable(str(self.path))}: catalog index cannot be opened ({error}); fix "
-                "its permissions or set paths.cache_dir (env LANDMARK_TL_CACHE) to a folder "
-                "you can write",
+                f"{printable(str(self.path))}: catalog index cannot be opened "
+                f"({describe_os_error(error)}); fix its permissions or set paths.cache_dir "
+                "(env LANDMARK_TL_CACHE) to a folder you can write",
             ) from error
         self._checked = True
         try:
             yield db
+        except sqlite3.OperationalError as error:  # a write failed: the transaction rolls back
+            raise self._cannot_write(error) from error
         finally:
             db.close()
+
+    def _cannot_write(self, error: sqlite3.Error) -> CatalogIndexError:
+        full = getattr(error, "sqlite_errorname", "") == "SQLITE_FULL"
+        fix = "free disk space" if full else "fix its permissions or free disk space"
+        return CatalogIndexError(
+            errno.ENOSPC if full else errno.EIO,
+            f"{printable(str(self.path))}: catalog index cannot be written ({error}); it is "
+            f"kept as it was (what it held is intact): {fix}, or set paths.cache_dir (env "
+            "LANDMARK_TL_CACHE) to a disk with room, and run again",
+        )
 
     def known(
         self,

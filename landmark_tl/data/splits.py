@@ -179,7 +179,7 @@ def _check_sizes(root: Path, groups: dict[tuple[str, str], list[int]], spec: Spl
         n_val, n_test = spec.counts(len(indices))
         if len(indices) < n_val + n_test + 1:
             offenders.append(
-                f"{printable(str(root.joinpath(*pair)))}: {len(indices)} images, "
+                f"landmark {printable('/'.join(pair))}: {len(indices)} images, "
                 f"needs {n_val + n_test + 1} ({n_val} val + {n_test} test + 1 train)"
             )
     if offenders:
@@ -188,7 +188,8 @@ def _check_sizes(root: Path, groups: dict[tuple[str, str], list[int]], spec: Spl
             f"data.split.test={spec.test}:\n  "
             + "\n  ".join(offenders[:_MAX_LISTED])
             + _more(len(offenders), _MAX_LISTED)
-            + "\nAdd images to these folders, lower data.split.val / data.split.test, "
+            + "\nAdd images of these landmarks (to the folder, manifest or shards of "
+            f"{printable(str(root))}), lower data.split.val / data.split.test, "
             "use fractions (e.g. data.split.val=0.1), or set data.split.small=train_only "
             "(they only train) or data.split.small=drop (they are left out)."
         )

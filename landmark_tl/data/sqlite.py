@@ -31,3 +31,17 @@ def connect(path: Path, *, schema: str, check: bool) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+# SQLite's codes for a file that is not a sound database; any other error (disk full,
+# read-only, I/O, busy) says nothing about the file and must not get it discarded
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` says the database file is damaged (so it may be discarded and
+    rebuilt), rather than that it cannot be written or read now (disk full, read-only)."""
+    name = getattr(error, "sqlite_errorname", None)
+    if name is None:  # raised here (a failed quick_check), not by SQLite
+        return True
+    return name.startswith(_DAMAGE)

@@ -9,10 +9,16 @@ it needs only the keys, :meth:`ImageSource.stamp` and :meth:`ImageSource.read`.
 
 Each kind of source is one module here; :func:`landmark_tl.build.build_source` picks one
 by ``data.source``.
+
+Symbolic links, one policy for every source: a link is followed when its target lies
+inside ``data.root`` (the root itself may be a link); a link that leads outside it is
+refused (:meth:`ImageSource.require_inside_root`), naming the link and the fix, so that
+a run never trains on files outside the data set it names.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
-from landmark_tl.data.catalog import DroppedLandmark, Problem
+from landmark_tl.data.catalog import CatalogError, DroppedLandmark, Problem, show
 from landmark_tl.data.index import Stamp
 from landmark_tl.io import require_regular_file
 
@@ -52,12 +58,16 @@ class Listing:
     dropped: list[DroppedLandmark] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    links: list[str] = field(default_factory=list)  # symbolic links followed while listing
 
 
 class ImageSource(ABC):
     """A data set's images: :meth:`listing` names them and their labels, :meth:`read` reads."""
 
     name: ClassVar[str]
+    # images that would decode (reduced as far as their format allows) to more pixels are
+    # skipped and reported (``data.max_pixels``; None: no limit)
+    max_pixels: int | None = None
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -65,6 +75,23 @@ class ImageSource(ABC):
     @abstractmethod
     def listing(self) -> Listing:
         """Every candidate image with its labels, and what was skipped while listing."""
+
+    @functools.cached_property
+    def real_root(self) -> Path:
+        """The root with every symbolic link resolved: the bound links must stay inside."""
+        return Path(os.path.realpath(self.root))
+
+    def require_inside_root(self, path: str | Path, where: str = "") -> None:
+        """Refuse (CatalogError) ``path`` when it leads outside the root through a
+        symbolic link (the one symlink policy of every source; see the module doc).
+        ``where`` names the line or entry that gave the path, for the message."""
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(self.real_root):
+            raise CatalogError(
+                f"{where or show(path)} leads outside data.root ({show(self.root)}) through a "
+                f"symbolic link (to {show(real)}); links are followed only inside data.root: "
+                "copy the file into the root, or remove the link"
+            )
 
     def path(self, key: str) -> Path:
         """Where the image of ``key`` is shown to users (and stored, for file sources)."""

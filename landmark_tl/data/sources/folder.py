@@ -3,7 +3,8 @@
 The labels are the names of an image's two parent folders. Images at another depth become
 problems; a tree that cannot be used at all (missing root, empty category or landmark
 folder) raises :class:`CatalogError` naming the folder and the fix. Hidden entries and
-non-image files are ignored and counted.
+non-image files are ignored and counted. Symbolic links are followed inside the root and
+refused when they lead out of it (the policy of every source, :mod:`landmark_tl.data.sources`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FolderSource(ImageSource):
             raise CatalogError(_no_categories_message(self.root, walk))
         for category in categories:
             _walk_category(self.root, category, walk, errors)
+        for link in walk.links:
+            self.require_inside_root(link)
         raise_all(self.root, errors)
         return walk
 
@@ -80,6 +83,8 @@ def _is_dir(entry: os.DirEntry[str], walk: Listing) -> bool | None:
     socket, device), which is never opened: reading a FIFO would block forever."""
     try:
         is_dir = entry.is_dir()
+        if entry.is_symlink():  # followed; refused after the walk when it leads out
+            walk.links.append(entry.path)
         if is_dir or entry.is_file():
             return is_dir
         kind = special_file_kind(entry.stat().st_mode)  # a dangling link raises here

@@ -46,7 +46,7 @@ class GLDv2Source(ImageSource):
         self.columns = columns or DEFAULT_COLUMNS
 
     def listing(self) -> Listing:
-        if not (self.root / TRAIN).is_file():
+        if not (self.root / TRAIN).exists():
             raise CatalogError(
                 f"{show(self.root)}: no {TRAIN}; data=gldv2 needs data.root to be the folder "
                 f"holding GLDv2's {TRAIN}, {HIERARCHY} and train/"
@@ -55,7 +55,7 @@ class GLDv2Source(ImageSource):
         rows = self._train_rows(listing)
         rows = self._cleaned(rows, listing)
         categories = self._categories()
-        stored = _stored_images(self.root / "train")
+        stored = self._stored_images()
         without: Counter[str] = Counter()
         for line, image_id, landmark in rows:
             category = categories.get(landmark)
@@ -110,7 +110,7 @@ class GLDv2Source(ImageSource):
     ) -> list[tuple[int, str, str]]:
         """The rows train_clean.csv keeps (all of them without the file or with clean off)."""
         path = self.root / CLEAN
-        if not self.clean or not path.is_file():
+        if not self.clean or not path.exists():
             return rows
         columns = {self.columns.landmark: "data.columns.landmark", "images": f"{CLEAN} images"}
         kept = {
@@ -128,10 +128,36 @@ class GLDv2Source(ImageSource):
         )
         return cleaned
 
+    def _stored_images(self) -> set[str]:
+        """Keys of every file under ``train/`` (one listing of the tree, no stat per image;
+        symbolic links are followed inside the root and refused when they lead out)."""
+        stored: set[str] = set()
+        seen: set[str] = set()  # real folders walked: a link back up is not walked twice
+        pending = [self.root / "train"]
+        while pending:
+            folder = pending.pop()
+            if os.path.realpath(folder) in seen:
+                continue
+            seen.add(os.path.realpath(folder))
+            try:
+                with os.scandir(folder) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue  # as os.walk: an unreadable folder's images are "not downloaded"
+            relative = folder.relative_to(self.root).as_posix()
+            for entry in entries:
+                if entry.is_symlink():
+                    self.require_inside_root(entry.path)
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                else:
+                    stored.add(f"{relative}/{entry.name}")
+        return stored
+
     def _categories(self) -> dict[str, str]:
         """Landmark id → category (the configured column of the hierarchy file)."""
         path = self.root / HIERARCHY
-        if not path.is_file():
+        if not path.exists():
             raise CatalogError(
                 f"{show(path)}: not found; data=gldv2 takes each landmark's category from "
                 "GLDv2's hierarchy file: download it into data.root"
@@ -150,12 +176,3 @@ class GLDv2Source(ImageSource):
                     f"{printable(categories[landmark])!r}); keep one row per landmark"
                 )
         return categories
-
-
-def _stored_images(train: Path) -> set[str]:
-    """Keys of every file under ``train/`` (one listing of the tree, no stat per image)."""
-    stored = set()
-    for folder, _, files in os.walk(train):
-        relative = Path(folder).relative_to(train.parent).as_posix()
-        stored.update(f"{relative}/{name}" for name in files)
-    return stored

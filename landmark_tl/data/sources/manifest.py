@@ -11,7 +11,6 @@ hierarchy file does not know (dropped whole, never guessed).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -19,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from landmark_tl.data.catalog import CatalogError, DroppedLandmark, Problem, show
 from landmark_tl.data.sources import Candidate, Columns, ImageSource, Listing
 from landmark_tl.data.sources.table import read_columns
-from landmark_tl.io import printable
+from landmark_tl.io import not_a_file_reason, printable
 
 _SHOWN = 5
 
@@ -59,10 +58,9 @@ class ManifestSource(ImageSource):
             line, landmark, category = rows[0]
             if category is None:
                 unknown[landmark] += 1
-            elif not self.path(key).is_file():
-                reason = (
-                    f"file not found ({self.manifest.name} line {line}); add it or remove the row"
-                )
+            elif why := not_a_file_reason(self.path(key)):
+                fix = "add it" if why == "file not found" else "replace it with the image file"
+                reason = f"{why} ({self.manifest.name} line {line}); {fix} or remove the row"
                 listing.problems.append(Problem(self.path(key), reason))
             else:
                 listing.candidates.append(Candidate(key, category, landmark))
@@ -159,12 +157,12 @@ class ManifestSource(ImageSource):
                 f"({show(self.root)}) and stay inside it (no absolute path, no '..')"
             )
         key = posix.as_posix()
-        real = Path(os.path.realpath(self.path(key)))
-        if not real.is_relative_to(os.path.realpath(self.root)):
+        if "\0" in key:
             raise CatalogError(
-                f"{where}: path {printable(value)!r} leads outside data.root through a "
-                f"symbolic link (to {show(real)}); copy the image into the root"
+                f"{where}: path {printable(value)!r} holds a NUL byte, which no file name "
+                "can; fix the row"
             )
+        self.require_inside_root(self.path(key), f"{where}: path {printable(value)!r}")
         return key
 
 

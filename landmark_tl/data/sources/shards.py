@@ -11,16 +11,26 @@ needs random access. One pass over the tar headers records each image's offset a
 (image bytes are skipped, not read); an image is then read by seeking. Samples keep their
 original path as key, so a split made on the original data applies unchanged.
 
-A corrupt member (bad JSON, an image without labels) and a truncated tar are reported as
-problems; the rest of the shards is used.
+A corrupt member (bad JSON, an image without labels, a member key used twice) and a
+truncated tar are reported as problems; the rest of the shards is used.
+
+A set is written atomically (:func:`write_shards`): into a new hidden folder beside ``out``,
+renamed into place when complete, with ``shards.json`` listing each shard's name, sample
+count, size and BLAKE2b digest. A reader refuses a set whose ``*.tar`` files are not the
+ones listed (a stray shard of another set, a missing one) or whose sizes differ, and with
+``data.verify=digest`` also one whose digests differ. Sets without ``shards.json`` (written
+by hand or by older versions) are read as before, with a note that they cannot be checked.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,9 +39,22 @@ from typing import BinaryIO
 from landmark_tl.data.catalog import Catalog, CatalogError, NamedBytes, Problem, show
 from landmark_tl.data.index import Stamp
 from landmark_tl.data.sources import Candidate, ImageSource, Listing
-from landmark_tl.io import atomic_write, printable
+from landmark_tl.errors import UserError
+from landmark_tl.io import (
+    atomic_write_json,
+    describe_os_error,
+    file_digest,
+    printable,
+    require_regular_file,
+)
 
 SHARD_PATTERN = "shard-{:06d}.tar"
+SET_MANIFEST = "shards.json"  # the set's shards: name, samples, bytes, blake2b
+SET_FORMAT = "landmark_tl shard set 1"
+
+
+class ShardSetError(UserError, ValueError):
+    """A shard set cannot be written where asked; the message names the folder and the fix."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +72,14 @@ class ShardSource(ImageSource):
 
     name = "shards"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, check_digests: bool = False) -> None:
         super().__init__(root)
+        self.check_digests = check_digests  # data.verify=digest: hash every shard when listing
         self._members: dict[str, _Member] = {}
 
     def shards(self) -> list[Path]:
-        """The shard files, in name order."""
+        """The shard files, in name order; refused when they are not the set's
+        ``shards.json`` lists (see the module doc)."""
         if not self.root.is_dir():
             raise CatalogError(f"{show(self.root)}: shard folder does not exist; check data.root")
         shards = sorted(self.root.glob("*.tar"))
@@ -62,19 +87,65 @@ class ShardSource(ImageSource):
             raise CatalogError(
                 f"{show(self.root)}: no *.tar shards; write them with python -m landmark_tl.shards"
             )
+        for shard in shards:
+            self.require_inside_root(shard)
+        expected = self.expected()
+        if expected is not None:
+            _check_set(self.root, shards, expected, self.check_digests)
         return shards
+
+    def expected(self) -> dict[str, dict] | None:
+        """The shards the set's ``shards.json`` lists, by name (None: the set has none)."""
+        path = self.root / SET_MANIFEST
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(self.read_file(path))
+            if data["format"] != SET_FORMAT:
+                raise ValueError(f"format {data['format']!r}, expected {SET_FORMAT!r}")
+            return {entry["name"]: entry for entry in data["shards"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CatalogError(
+                f"{show(path)}: damaged shard set manifest ({error}); write the set again "
+                "with landmark-tl shards"
+            ) from error
+
+    def read_file(self, path: Path) -> bytes:
+        """A small file of the set, refused (before opening) when not a regular file."""
+        try:
+            require_regular_file(path)
+            return path.read_bytes()
+        except OSError as error:
+            raise CatalogError(
+                f"{show(path)}: cannot be read ({describe_os_error(error)}); write the set "
+                "again with landmark-tl shards"
+            ) from error
 
     def listing(self) -> Listing:
         listing = Listing()
         self._members = {}
-        for shard in self.shards():
+        shards = self.shards()
+        expected = self.expected()
+        if expected is None:
+            listing.notes.append(
+                f"{show(self.root)} has no {SET_MANIFEST} (written by hand or by an older "
+                "version): stray or missing shards cannot be detected; write the set again "
+                "with landmark-tl shards to check it"
+            )
+        for shard in shards:
+            samples = 0
             for key, labels, member in _samples(shard, listing):
+                samples += 1
                 if key in self._members:
                     reason = f"path listed again in {shard.name}; the first copy is used"
                     listing.problems.append(Problem(self.path(key), reason))
                     continue
                 self._members[key] = member
                 listing.candidates.append(Candidate(key, labels["category"], labels["landmark"]))
+            listed = expected[shard.name]["samples"] if expected is not None else samples
+            if samples != listed:
+                reason = f"holds {samples} complete samples, {SET_MANIFEST} lists {listed}"
+                listing.problems.append(Problem(shard, reason))
         return listing
 
     def stamp(self, key: str) -> Stamp:
@@ -111,6 +182,7 @@ def _samples(shard: Path, listing: Listing) -> Iterator[tuple[str, dict[str, str
     """(original path, labels, image member) of each complete sample of ``shard``."""
     images: dict[str, _Member] = {}
     labels: dict[str, dict[str, str]] = {}
+    repeated: set[str] = set()  # samples with two image or two label members: ambiguous
     try:
         mtime_ns = shard.stat().st_mtime_ns
         with tarfile.open(shard, mode="r:") as tar:
@@ -118,6 +190,8 @@ def _samples(shard: Path, listing: Listing) -> Iterator[tuple[str, dict[str, str
                 if not info.isfile():
                     continue
                 sample, _, ext = info.name.partition(".")
+                if sample in (labels if ext == "json" else images):
+                    repeated.add(sample)
                 if ext == "json":
                     parsed = _labels(tar, info, shard, listing)
                     if parsed is not None:
@@ -129,7 +203,13 @@ def _samples(shard: Path, listing: Listing) -> Iterator[tuple[str, dict[str, str
             Problem(shard, f"truncated or corrupt tar ({error}); the samples before it are used")
         )
     for sample in sorted(images.keys() | labels.keys()):
-        if sample not in labels:
+        if sample in repeated:
+            reason = (
+                f"{shard.name}: member key {printable(sample)} is used by more than one sample: "
+                "ambiguous, left out; write the shard again with unique keys"
+            )
+            listing.problems.append(Problem(shard / sample, reason))
+        elif sample not in labels:
             reason = f"{shard.name}: image member {printable(sample)} has no usable .json labels"
             listing.problems.append(Problem(shard / sample, reason))
         elif sample not in images:
@@ -159,25 +239,116 @@ def _labels(
 
 
 def write_shards(
-    catalog: Catalog, out_dir: str | Path, per_shard: int = 1000, seed: int = 0
+    catalog: Catalog,
+    out_dir: str | Path,
+    per_shard: int = 1000,
+    seed: int = 0,
+    *,
+    replace: bool = False,
 ) -> list[Path]:
-    """Write ``catalog``'s images (bytes as stored) and labels as shards in ``out_dir``.
+    """Write ``catalog``'s images (bytes as stored) and labels as a shard set in ``out_dir``.
 
     Samples are shuffled (``seed``) so that every shard mixes landmarks, as streaming
-    training wants; each shard is written atomically.
+    training wants. The set is written into a new hidden folder beside ``out_dir`` and
+    renamed into place when complete, with its ``shards.json``. ``out_dir`` must be new or
+    empty; with ``replace`` it may hold a shard set, which is replaced whole. It may not
+    overlap the folder the catalog is read from.
     """
     if per_shard < 1:
-        raise ValueError(f"per_shard={per_shard}: must be at least 1")
-    out_dir = Path(out_dir)
-    records = list(catalog.records)
-    random.Random(seed).shuffle(records)
-    written = []
-    for start in range(0, len(records), per_shard):
-        shard = out_dir / SHARD_PATTERN.format(len(written))
-        chunk = records[start : start + per_shard]
-        atomic_write(shard, lambda f, s=start, c=chunk: _write_tar(f, catalog, s, c))
-        written.append(shard)
-    return written
+        raise ShardSetError(f"per_shard={per_shard}: must be at least 1")
+    out = Path(out_dir).expanduser().absolute()
+    _check_out(out, catalog.root, replace)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        records = list(catalog.records)
+        random.Random(seed).shuffle(records)
+        entries = []
+        for start in range(0, len(records), per_shard):
+            name = SHARD_PATTERN.format(len(entries))
+            chunk = records[start : start + per_shard]
+            with (work / name).open("wb") as f:
+                _write_tar(f, catalog, start, chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            size, digest = (work / name).stat().st_size, file_digest(work / name)
+            entries.append({"name": name, "samples": len(chunk), "bytes": size, "blake2b": digest})
+        atomic_write_json(
+            work / SET_MANIFEST,
+            {"format": SET_FORMAT, "samples": len(records), "shards": entries},
+        )
+        _move_into_place(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone when renamed into place
+    return [out / entry["name"] for entry in entries]
+
+
+def _check_out(out: Path, root: Path, replace: bool) -> None:
+    """Refuse an ``out=`` that is a file, overlaps the data read, or holds other files."""
+    where = f"out={show(out)}"
+    if out.exists() and not out.is_dir():
+        raise ShardSetError(f"{where}: is a file, not a folder; give a new folder for the set")
+    real_out, real_root = Path(os.path.realpath(out)), Path(os.path.realpath(root))
+    if real_out.is_relative_to(real_root) or real_root.is_relative_to(real_out):
+        raise ShardSetError(
+            f"{where}: overlaps the folder the data is read from ({show(root)}); a set is "
+            "never written where it is read: give a new folder, then point data.root at it"
+        )
+    entries = sorted(os.listdir(out)) if out.is_dir() else []
+    if entries and not replace:
+        raise ShardSetError(
+            f"{where}: not empty ({len(entries)} entries, e.g. {printable(entries[0])}); "
+            "give a new folder, or add replace=true to replace the shard set in it"
+        )
+    others = [e for e in entries if e != SET_MANIFEST and not e.endswith(".tar")]
+    if others:
+        raise ShardSetError(
+            f"{where}: holds files that are not a shard set (e.g. {printable(others[0])}); "
+            "replace=true replaces only a shard set: give a new folder"
+        )
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    """Rename the complete set ``work`` to ``out``; an earlier set there is moved aside
+    first and deleted after (a reader finds the old set, no set, or the new one)."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.replace(out, old)  # onto the empty folder just made
+        os.replace(work, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out)
+
+
+def _check_set(
+    root: Path, shards: Sequence[Path], expected: dict[str, dict], digests: bool
+) -> None:
+    """Refuse shards that are not the ones ``shards.json`` lists, or differ from them."""
+    found = {shard.name for shard in shards}
+    stray, missing = sorted(found - expected.keys()), sorted(expected.keys() - found)
+    fix = "write the set again with landmark-tl shards (into a new folder)"
+    if stray:
+        raise CatalogError(
+            f"{show(root)}: {len(stray)} shards are not in the set's {SET_MANIFEST} (e.g. "
+            f"{printable(stray[0])}: left from another set?); remove them, or {fix}"
+        )
+    if missing:
+        raise CatalogError(
+            f"{show(root)}: {len(missing)} shards of the set's {SET_MANIFEST} are missing "
+            f"(e.g. {printable(missing[0])}); restore them, or {fix}"
+        )
+    for shard in shards:
+        entry, size = expected[shard.name], shard.stat().st_size
+        if size != entry["bytes"]:
+            raise CatalogError(
+                f"{show(shard)}: {size} bytes, {SET_MANIFEST} says {entry['bytes']}: changed or "
+                f"truncated since written; restore it, or {fix}"
+            )
+        if digests and file_digest(shard) != entry["blake2b"]:
+            raise CatalogError(
+                f"{show(shard)}: its bytes differ from the digest in {SET_MANIFEST} "
+                f"(data.verify=digest): changed since written; restore it, or {fix}"
+            )
 
 
 def _write_tar(f: BinaryIO, catalog: Catalog, start: int, records: Sequence) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from landmark_tl.data.catalog import CatalogError, show
+from landmark_tl.io import describe_os_error, require_regular_file
 
 
 def read_columns(
@@ -20,6 +21,7 @@ def read_columns(
     names are compared without surrounding spaces. A row with too few fields raises.
     """
     try:
+        require_regular_file(path)  # a FIFO or device would block the open forever
         with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.reader(f, strict=True)
             header = [name.strip() for name in next(reader, [])]
@@ -35,6 +37,16 @@ def read_columns(
                 yield reader.line_num, {name: values[i] for name, i in wanted.items()}
     except FileNotFoundError as error:
         raise CatalogError(f"{show(path)}: file not found; check the path") from error
+    except IsADirectoryError as error:
+        raise CatalogError(
+            f"{show(path)}: is a folder, not a CSV file; name the CSV file itself "
+            "(e.g. data.manifest=manifest.csv, relative to data.root)"
+        ) from error
+    except OSError as error:  # a FIFO, device or NUL byte (never opened), or unreadable
+        raise CatalogError(
+            f"{show(path)}: cannot be read as a CSV file ({describe_os_error(error)}); "
+            "name a regular CSV file"
+        ) from error
     except csv.Error as error:
         raise CatalogError(f"{show(path)}: not a valid CSV file ({error})") from error
 
