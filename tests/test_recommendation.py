@@ -87,6 +87,17 @@ def test_nothing_beats_the_probe_is_said_plainly(tmp_path: Path):
     assert "nothing beats the linear probe" in markdown_table(table)
 
 
+def test_an_approach_not_run_on_the_probes_splits_is_not_a_candidate(tmp_path: Path):
+    make_runs(
+        tmp_path, val={"linear_probe": 0.6, "knn": 0.7}, test_wrong={"linear_probe": 2, "knn": 1}
+    )
+    run_dir = make_run(tmp_path, "heads_0", "heads", 0, TRUTH, PATHS)  # another test set
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["val"] = {"landmark": {"macro_f1": 0.95}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert recommendation(tmp_path).approach == "knn"
+
+
 def test_no_probe_no_recommendation(tmp_path: Path):
     make_runs(tmp_path, val={"knn": 0.8, "heads": 0.7}, test_wrong={"knn": 0, "heads": 1})
     table = summarise(collect_runs([tmp_path])[0], bootstrap=300)

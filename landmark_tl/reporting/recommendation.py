@@ -47,7 +47,8 @@ class Recommendation:
 
 def choose(rows: Sequence[ApproachRow], probe: str) -> tuple[str, str | None]:
     """The row with the highest validation landmark F1 if it is above the probe's, else
-    the probe; with the best other row. Reads validation scores only."""
+    the probe; with the best other row. Reads validation scores only; ``rows`` are the
+    candidates (run on the probe's splits) and the probe."""
     scored = [r for r in rows if r.val_landmark_f1 is not None]
     by_name = {r.approach: r.val_landmark_f1 for r in scored}
     others = [r for r in scored if r.approach != probe]
@@ -70,11 +71,14 @@ def recommend(
     rows: Sequence[ApproachRow], groups: Mapping[str, Sequence[Run]], probe: str | None
 ) -> Recommendation | None:
     """The recommendation over Table 1's rows and their runs; None without a probe row or
-    without the probe's validation score (nothing to compare against)."""
+    without the probe's validation score (nothing to compare against). Only rows run on
+    exactly the probe's splits are candidates (the others compare on other images)."""
     by_name = {r.approach: r for r in rows}
     if probe is None or probe not in by_name or by_name[probe].val_landmark_f1 is None:
         return None
-    name, runner_up = choose(rows, probe)
+    splits = {n: {r.predictions.paths for r in runs} for n, runs in groups.items()}
+    comparable = [r for r in rows if splits[r.approach] == splits[probe]]
+    name, runner_up = choose(comparable, probe)
     row = by_name[name]
     versus = row.scores["landmark"].vs_probe
     mine, base = _test_f1_by_split(groups[name]), _test_f1_by_split(groups[probe])
@@ -127,7 +131,8 @@ def recommendation_lines(rec: Recommendation | None) -> list[str]:
                 )
     lines += [
         "",
-        "Chosen on validation scores only (test scores never enter the choice); the gain is "
-        "measured on the test images afterwards.",
+        "Chosen on validation scores only (test scores never enter the choice), among the "
+        "approaches run on the probe's splits; the gain is measured on the test images "
+        "afterwards.",
     ]
     return lines
