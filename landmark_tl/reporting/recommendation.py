@@ -126,7 +126,7 @@ def recommendation_lines(rec: Recommendation | None) -> list[str]:
             )
             if rec.verdict != "> probe":
                 lines.append(
-                    "The interval includes no gain: on these test images it does not beat the "
+                    "The interval includes 0: on these test images it does not beat the "
                     "probe reliably, so the probe remains a safe choice."
                 )
     lines += [
