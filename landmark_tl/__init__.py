@@ -15,19 +15,27 @@ train``; the other subcommands are ``report``, ``predict``, ``evaluate``, ``expo
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from landmark_tl.config import compose
-from landmark_tl.inference import load_run
 
 __version__ = "0.1.0"
 __all__ = ["compose", "load_run", "train"]
+# Imported on first use, so that `import landmark_tl` (and `landmark-tl --help`) does not
+# load torch: the name, and the module that defines it (the modules `config`, `inference`
+# and `train` themselves; `train` is callable).
+_LAZY = {
+    "compose": "landmark_tl.config",
+    "load_run": "landmark_tl.inference",
+    "config": "landmark_tl.config",
+    "inference": "landmark_tl.inference",
+    "train": "landmark_tl.train",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``landmark_tl.train``: imported on first use (the module is callable as ``train``)."""
-    if name == "train":
-        import landmark_tl.train
-
-        return landmark_tl.train
-    raise AttributeError(f"module 'landmark_tl' has no attribute {name!r}")
+    """``compose``, ``load_run``, ``train`` and the modules they come from, imported on
+    first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'landmark_tl' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if _LAZY[name].endswith(f".{name}") else getattr(module, name)

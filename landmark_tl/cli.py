@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.resources
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
-from hydra._internal.utils import get_args_parser
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from landmark_tl.config import CONFIG_MODULE, compose_dict
+# Light imports only: `landmark-tl --help` and `--version` answer without loading torch,
+# timm, Lightning or Hydra (each command's module imports what it needs).
+from landmark_tl import __version__
 from landmark_tl.errors import (
     EXIT_OK,
     EXIT_USAGE,
@@ -36,6 +33,10 @@ from landmark_tl.errors import (
     report,
     take_debug_flag,
 )
+from landmark_tl.quiet import take_verbose_flag
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 PROGRAM = "landmark-tl"
 COMMANDS = {
@@ -55,14 +56,36 @@ Task = Callable[..., Any]
 def usage() -> str:
     """The top-level help: every subcommand with its one-line purpose."""
     width = max(map(len, COMMANDS))
-    lines = [f"usage: {PROGRAM} <command> [key=value ...] [--help] [--cfg job] [--debug]", ""]
+    lines = [
+        f"usage: {PROGRAM} <command> [key=value ...] [--help] [--cfg job] [--debug] [--verbose]",
+        f"       {PROGRAM} --version",
+        "",
+    ]
     lines += [f"  {name:<{width}}  {what}" for name, what in COMMANDS.items()]
     lines += [
         "",
         f"'{PROGRAM} <command> --help' lists a command's keys and config groups.",
+        "--debug: a failure shows its traceback (also HYDRA_FULL_ERROR=1); --verbose: a run "
+        "shows library notices, which go to <run dir>/train.log otherwise (extras.quiet=false).",
         f'Tab completion (bash): eval "$({PROGRAM} -sc install=bash)"',
     ]
     return "\n".join(lines)
+
+
+def config_groups() -> str:
+    """The config groups of the package's tree with their options, one ``group: a, b``
+    line each, for ``--help`` (``${config_groups:}`` in the help templates). Hydra's own
+    list would also show the typed schemas kept in its ConfigStore (head_swap_schema ...),
+    which are no options to choose."""
+    conf = importlib.resources.files("landmark_tl.conf")
+    lines = []
+    groups = [p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"]
+    for group in sorted(groups, key=lambda p: p.name):
+        yamls = [p.name for p in group.iterdir() if p.name.endswith(".yaml")]
+        options = sorted(name.removesuffix(".yaml") for name in yamls)
+        if options:
+            lines.append(f"{group.name}: {', '.join(options)}")
+    return "\n".join(lines) + "\n"
 
 
 def check_overrides(config_name: str, args: Sequence[str]) -> None:
@@ -70,6 +93,13 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     that do not compose into ``config_name``: an unknown key (e.g. a training key given to
     ``predict``), a value of the wrong type, bad syntax, a required key not given. Sweeps
     are checked when the sweeper expands them."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from landmark_tl.config import compose_dict
+
     parser = get_args_parser()
     try:
         parsed = parser.parse_args(list(args))
@@ -101,6 +131,8 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
 
 def as_list(value: Any) -> list[str]:
     """A key that takes one value or a list of them (``runs=a`` or ``runs=[a,b]``)."""
+    from omegaconf import ListConfig
+
     if isinstance(value, ListConfig | list | tuple):
         return [str(v) for v in value]
     return [str(value)]
@@ -111,6 +143,14 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[..., int]]:
     Hydra app on the config ``config_name`` of the package's tree. Overrides are checked
     first (exit 2); a :class:`UserError` the task raises prints its message alone and exits
     1 (2 for usage). ``options`` are the command's own arguments, if it parsed any."""
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    from landmark_tl.config import CONFIG_MODULE
+
+    if not OmegaConf.has_resolver("config_groups"):
+        OmegaConf.register_new_resolver("config_groups", config_groups)
 
     def decorate(task: Task) -> Callable[..., int]:
         given: dict[str, Any] = {}
@@ -126,7 +166,7 @@ def hydra_app(config_name: str) -> Callable[[Task], Callable[..., int]]:
         def main(argv: Sequence[str] | None = None, **options: Any) -> int:
             given.clear()
             given.update(options)
-            args = take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+            args = take_verbose_flag(take_debug_flag(list(sys.argv[1:] if argv is None else argv)))
             try:
                 check_overrides(config_name, args)
             except UserError as error:
@@ -179,9 +219,13 @@ def run_command(name: str, argv: Sequence[str]) -> int:
 @command
 def main(argv: list[str]) -> int:
     """``landmark-tl <command> ...``: dispatch to the subcommand; unknown ones exit 2."""
+    argv = take_verbose_flag(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return EXIT_OK if argv else EXIT_USAGE
+    if argv[0] in ("-V", "--version"):
+        print(f"{PROGRAM} {__version__}")
+        return EXIT_OK
     if argv[0] in COMPLETION_FLAGS:
         return complete(argv)
     name, rest = argv[0], argv[1:]

@@ -8,6 +8,7 @@ them from the command line to the builders in :mod:`landmark_tl.train`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -204,7 +205,9 @@ class PathsConfig:
 class ExtrasConfig:
     """Conveniences of the command line and per-run outputs that never change a result."""
 
-    quiet: bool = False  # hide warnings and adverts that say nothing about the run
+    # library notices (Lightning's lines, Python warnings) go to <run dir>/train.log;
+    # false (or --verbose on the command line) leaves them on the console
+    quiet: bool = True
     # curves and confusion PNGs in <run>/plots; false in sweeps keeps them off the hot
     # path (landmark-tl report runs=DIR run_plots=true draws them later)
     plots: bool = True
@@ -312,6 +315,15 @@ def _built_schema(cls: type) -> DictConfig:
 MAX_SEED = 2**32 - len(STAGE_NAMES)
 
 
+FINITE = "a finite number >= 0"
+
+
+def _rate(value: float) -> bool:
+    """A learning rate or decay that can work: finite (``inf`` and ``nan`` compare oddly:
+    ``inf >= 0`` holds, and a run with it trains on NaN losses) and not negative."""
+    return math.isfinite(value) and value >= 0
+
+
 def _range_problems(config: TrainConfig) -> list[str]:
     """Values of the right type but outside what can work, as 'key=value: why' lines."""
     checks: list[tuple[str, Any, bool, str]] = [
@@ -380,8 +392,23 @@ def _range_problems(config: TrainConfig) -> list[str]:
             ">= 0",
         ),
         ("trainer.num_nodes", config.trainer.num_nodes, config.trainer.num_nodes >= 1, ">= 1"),
-        ("backbone.lr_ratio", config.backbone.lr_ratio, config.backbone.lr_ratio > 0, "> 0"),
+        (
+            "backbone.lr_ratio",
+            config.backbone.lr_ratio,
+            math.isfinite(config.backbone.lr_ratio) and config.backbone.lr_ratio > 0,
+            "finite and > 0",
+        ),
     ]
+    if config.backbone.input_size is not None:
+        size = list(config.backbone.input_size)
+        checks.append(
+            (
+                "backbone.input_size",
+                size,
+                len(size) == 3 and size[0] == 3 and min(size[1:]) >= 32,
+                "[3, height, width] with height and width >= 32 (or null: the model's own)",
+            )
+        )
     checks.append(
         (
             "seed",
@@ -392,13 +419,13 @@ def _range_problems(config: TrainConfig) -> list[str]:
     )
     checks += [(f"head.hidden[{i}]", h, h >= 1, ">= 1") for i, h in enumerate(config.head.hidden)]
     if config.strategy.lr is not None:
-        checks.append(("strategy.lr", config.strategy.lr, config.strategy.lr >= 0, ">= 0"))
+        checks.append(("strategy.lr", config.strategy.lr, _rate(config.strategy.lr), FINITE))
     for name, stage in config.strategy.stages.items():
         key = f"strategy.stages.{name}"
         checks += [
             (f"{key}.epochs", stage.epochs, stage.epochs is None or stage.epochs >= 1, ">= 1"),
-            (f"{key}.lr", stage.lr, stage.lr is None or stage.lr >= 0, ">= 0"),
-            (f"{key}.weight_decay", stage.weight_decay, stage.weight_decay >= 0, ">= 0"),
+            (f"{key}.lr", stage.lr, stage.lr is None or _rate(stage.lr), FINITE),
+            (f"{key}.weight_decay", stage.weight_decay, _rate(stage.weight_decay), FINITE),
         ]
         if stage.patience is not None:
             checks.append((f"{key}.patience", stage.patience, stage.patience >= 1, ">= 1"))

@@ -22,6 +22,7 @@ from torch import nn
 from landmark_tl.cli import hydra_app
 from landmark_tl.inference import TrainedRun, load_run
 from landmark_tl.io import atomic_write_json
+from landmark_tl.loggers import log_to_tracked_run
 
 
 class ExportFormat(str, Enum):
@@ -85,7 +86,7 @@ def export(run: TrainedRun, fmt: ExportFormat | str, out_dir: Path) -> Path:
     if fmt not in {f.value for f in ExportFormat}:
         raise ValueError(f"fmt={fmt!r}: use one of {[f.value for f in ExportFormat]}")
     fmt = ExportFormat(fmt)
-    module = Exportable(run)
+    module = Exportable(run).eval()  # the exported graph is the inference one
     example = torch.zeros(2, *run.preprocessing.input_size, dtype=torch.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt is ExportFormat.onnx:
@@ -118,6 +119,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(args.out) if args.out else run.run_dir / "export"
     path = export(run, args.format, out)
     print(f"wrote {path} and {out / 'labels.json'}")
+    if log_to_tracked_run(run.run_dir, out, "export"):
+        print("added them to the run's MLflow run (artifacts/export)")
 
 
 if __name__ == "__main__":

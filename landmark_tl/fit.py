@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from landmark_tl.checkpointing import FrozenBackboneIO, RandomStreams, restore_frozen_backbone
+from landmark_tl.divergence import StopOnDivergence
 from landmark_tl.errors import ConfigError
 from landmark_tl.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.metrics import score_predictions
@@ -90,6 +94,10 @@ class RelocatableCheckpoint(ModelCheckpoint):
             filename=self.filename, monitor=self.monitor, mode=self.mode
         )
 
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath: Any) -> None:
+        """No warning: every stage writes its own ``<stage>-*.ckpt`` into the run's one
+        checkpoints/ folder, and a run dir holds one run (fingerprint.claim_run_dir)."""
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
@@ -157,10 +165,10 @@ def build_trainer(
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """A Trainer for one stage: best checkpoint and early stopping by ``monitor`` (the last
-    epoch when there is no validation split), the given loggers (default: CSV under
-    logs/<stage>) and extra callbacks; checkpoints keep the random streams and leave a
-    frozen ``backbone`` out (see landmark_tl.checkpointing); ``trainer_kwargs`` are further
-    Trainer arguments and may replace the defaults below."""
+    epoch when there is no validation split), failure when it diverges, the given loggers
+    (default: CSV under logs/<stage>) and extra callbacks; checkpoints keep the random
+    streams and leave a frozen ``backbone`` out (see landmark_tl.checkpointing);
+    ``trainer_kwargs`` are further Trainer arguments and may replace the defaults below."""
     watched = monitor if validate else None
     arguments = {
         "enable_model_summary": False,
@@ -170,19 +178,26 @@ def build_trainer(
     }
     if not validate:
         arguments["limit_val_batches"] = 0
-    return L.Trainer(
-        **arguments,
-        max_epochs=config.epochs,
-        callbacks=[
-            *checkpoint_callbacks(stage, run_dir, watched),
-            RandomStreams(),
-            *early_stopping(config, watched),
-            *callbacks,
-        ],
-        plugins=[] if backbone is None else [FrozenBackboneIO(backbone)],
-        logger=csv_logger(stage, run_dir) if loggers is None else loggers,
-        default_root_dir=run_dir,
-    )
+    try:
+        return L.Trainer(
+            **arguments,
+            max_epochs=config.epochs,
+            callbacks=[
+                *checkpoint_callbacks(stage, run_dir, watched),
+                RandomStreams(),
+                StopOnDivergence(stage, config.lr),
+                *early_stopping(config, watched),
+                *callbacks,
+            ],
+            plugins=[] if backbone is None else [FrozenBackboneIO(backbone)],
+            logger=csv_logger(stage, run_dir) if loggers is None else loggers,
+            default_root_dir=run_dir,
+        )
+    except MisconfigurationException as err:  # e.g. more devices than the machine has
+        raise ConfigError(
+            f"trainer: Lightning cannot use these settings ({err}); fix the trainer.* keys "
+            "(trainer=auto or trainer=cpu run on any machine)"
+        ) from err
 
 
 def check_monitor(module: TwoLevelStrategy, monitor: Monitor, averaging: bool = False) -> None:
@@ -274,7 +289,10 @@ def fit_stages(
             **trainer_kwargs,
         )
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with warnings.catch_warnings():
+            for message in module.intended_notices:  # what the strategy does on purpose
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - start
         stage_result, outputs = _test_stage(trainer, module, datamodule, run_dir, seconds)
         if earlier_log:
@@ -296,7 +314,7 @@ def _test_stage(
     """Test and validate the stage's best checkpoint (each split only when it has images;
     the final weights when no checkpoint was kept, e.g. under ``trainer.fast_dev_run``)."""
     checkpoint = trainer.checkpoint_callback
-    best = "best" if checkpoint.best_model_path else None
+    best = checkpoint.best_model_path or None  # the path: the stage has two ModelCheckpoints
     tasks = module.tasks
     outputs, averaged = TestOutputs(), TestOutputs()
     if not split_is_empty(datamodule, "test"):
@@ -307,9 +325,10 @@ def _test_stage(
         averaged = _of_tasks(module.test_outputs_ema, tasks)
     val_scores, ema_val_scores, val_loss = {}, {}, None
     if not split_is_empty(datamodule, "val"):
-        val = trainer.validate(
-            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
-        )[0]
+        with trackers_apart(trainer):
+            val = trainer.validate(
+                module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )[0]
         val_loss = float(val["val/loss"])
         val_scores, ema_val_scores = (
             {
@@ -340,6 +359,32 @@ def _test_stage(
         best_score=None if score is None else float(score),
     )
     return stage_result, outputs
+
+
+REVALIDATION = "best_checkpoint"  # trackers' prefix of the re-validation of the kept checkpoint
+
+
+@contextlib.contextmanager
+def trackers_apart(trainer: L.Trainer) -> Iterator[None]:
+    """Validate the kept checkpoint again without adding a point to the trackers' val
+    curves: inside the block only the CSV log records (the plots read that row as the
+    chosen epoch, see plots.split_revalidation); after it, the other loggers get the
+    values once, as ``best_checkpoint/val/...``."""
+    loggers = trainer.loggers
+    trainer.loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
+    try:
+        yield
+    finally:
+        trainer.loggers = loggers
+    values = {
+        f"{REVALIDATION}/{key}": float(value)
+        for key, value in trainer.callback_metrics.items()
+        if key.startswith(("val/", "val_ema/"))
+    }
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger) and values:
+            logger.log_metrics(values, step=trainer.global_step)
+            logger.save()
 
 
 def _of_tasks(tested: TestOutputs, tasks: tuple[str, ...]) -> TestOutputs:

@@ -2,7 +2,8 @@
 
 Predicts category and landmark for image files, folders (searched recursively) or globs
 with a finished run's model. Prints a table, writes a CSV (default ``<run>/predict.csv``);
-unreadable and special files (FIFOs, devices) are listed and skipped. An input that matches
+unreadable and special files (FIFOs, devices) are listed and skipped; ``top_k`` above the
+run's number of landmarks lists them all. An input that matches
 nothing, a bad ``top_k`` or an ``out`` folder exits 2 before the model is loaded; nothing is
 written unless an image was predicted.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,16 +113,26 @@ def predictions_csv(predictions: Sequence[Prediction], top_k: int) -> str:
     return out.getvalue()
 
 
+def shown_paths(paths: Sequence[str]) -> list[str]:
+    """``paths`` relative to the deepest folder holding them all, so images of the same name
+    in different folders stay apart (``a/img1.png``, ``b/img1.png``); one file: its name."""
+    if not paths:
+        return []
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), base) for p in paths]
+
+
 def table(predictions: Sequence[Prediction]) -> str:
+    """The predictions as aligned columns, images named as :func:`shown_paths` does."""
     rows = [
         (
-            Path(p.source).name,
+            shown,
             p.category,
             f"{p.category_prob:.2f}",
             p.landmark,
             f"{p.landmark_prob:.2f}",
         )
-        for p in predictions
+        for p, shown in zip(predictions, shown_paths([p.source for p in predictions]), strict=True)
     ]
     header = ("image", "category", "p", "landmark", "p")
     widths = [max(len(printable(r[i])) for r in [header, *rows]) for i in range(5)]
@@ -146,6 +158,7 @@ def main(cfg: DictConfig) -> None:
             f"{', '.join(sorted(IMAGE_EXTENSIONS))}); nothing to predict"
         )
     run = load_run(args.run)
+    top_k = min(top_k, run.hierarchy.num_landmarks)  # no columns for landmarks not there
     predictions, skipped = predict_files(run, files, top_k)
     skipped += special
     if not predictions:

@@ -50,14 +50,16 @@ from landmark_tl.fingerprint import (
 )
 from landmark_tl.fit import FitResult, fit_stages
 from landmark_tl.io import atomic_write_json, atomic_write_text, printable
-from landmark_tl.loggers import RunLoggers
+from landmark_tl.jobs import claimed_run_dir, one_job
+from landmark_tl.loggers import RunLoggers, config_params
 from landmark_tl.metrics import hierarchy_scores
 from landmark_tl.models.backbone import KEPT_WEIGHTS, Backbone, save_weights_file
 from landmark_tl.plots import write_run_plots
 from landmark_tl.provenance import provenance
-from landmark_tl.quiet import quiet_known_notices
+from landmark_tl.quiet import notices_in_run_log
 from landmark_tl.report_html import write_run_page
 from landmark_tl.rundir import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT, read_metrics
+from landmark_tl.runlock import holding_run_dir
 from landmark_tl.trainer_options import Monitor, build_callbacks, trainer_arguments
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,8 @@ def run_fingerprint(config: TrainConfig, datamodule: LandmarkDataModule) -> Fing
     return Fingerprint(config_items(config), data, split, code_version())
 
 
+@holding_run_dir
+@notices_in_run_log
 def train(
     config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -150,6 +154,7 @@ def train(
     points of a sweep apart. A run dir holds one run: a new run refuses a dir with another
     run's files, and ``config.resume`` continues a run only with the same fingerprint
     (config, data, split, code). metrics.json is written last, as the mark of a finished run.
+    One process at a time runs in a run dir (see landmark_tl.runlock).
     """
     run_dir = Path(run_dir)
     validate_config(config)
@@ -164,7 +169,9 @@ def train(
         check_run_marker(run_dir, metrics)
         return metrics
     start = time.perf_counter()
-    loggers = RunLoggers(config.logger, run_dir, config.paths.output_dir)  # trackers checked
+    loggers = RunLoggers(  # trackers checked
+        config.logger, run_dir, config.paths.output_dir, config_params(config)
+    )
     try:
         metrics = _train(config, run_dir, overrides, recorded, loggers, start)
     except BaseException as error:
@@ -413,15 +420,15 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
 
 
 @hydra_app("train")
+@one_job
 def main(cfg: DictConfig) -> float:
     """``landmark-tl train [key=value ...]`` (or ``python -m landmark_tl.train``); returns
     ``optimized_metric`` to sweepers. Data, config and run-dir errors print their message
-    alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback)."""
+    alone and exit 1 (``--debug`` or ``HYDRA_FULL_ERROR=1``: with the traceback); a
+    multirun's failed job fails alone (see landmark_tl.jobs)."""
     config = to_train_config(cfg)
-    if config.extras.quiet:
-        quiet_known_notices()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = train(config, run_dir, HydraConfig.get().overrides.task)
+    with claimed_run_dir(cfg, config) as run_dir:
+        metrics = train(config, run_dir, HydraConfig.get().overrides.task)
     if is_rank_zero():
         print(summary(metrics, run_dir), flush=True)
     return metric_at(metrics, config.optimized_metric)

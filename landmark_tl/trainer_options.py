@@ -119,10 +119,30 @@ def build_callbacks(specs: Mapping[str, Mapping[str, Any]]) -> list[L.Callback]:
     return built
 
 
+def check_accelerator(accelerator: str) -> None:
+    """Refuse an accelerator this machine lacks (Lightning would raise its
+    MisconfigurationException only when the first stage's Trainer is built)."""
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+
+    available = {
+        "gpu": CUDAAccelerator.is_available() or MPSAccelerator.is_available(),
+        "cuda": CUDAAccelerator.is_available(),
+        "mps": MPSAccelerator.is_available(),
+        "tpu": XLAAccelerator.is_available(),
+    }
+    name = str(accelerator)
+    if not available.get(name, True):
+        raise ConfigError(
+            f"trainer.accelerator={name}: torch sees no {name.upper()} on this machine; use "
+            "trainer=auto (a GPU when there is one, else the CPU) or trainer=cpu"
+        )
+
+
 def check_lightning_surface(
     trainer: Any, callbacks: Mapping[str, Any], monitor: str, monitor_mode: str
 ) -> None:
     """Everything of this module a run uses, checked before any work starts."""
+    check_accelerator(trainer.accelerator)
     check_trainer_extra(trainer.extra)
     build_callbacks(callbacks)
     Monitor.resolve(monitor, monitor_mode)

@@ -331,3 +331,38 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
     assert same == 1.0 and max(delta.values()) == 0.0
     assert report_main([f"runs={sweep}", "bootstrap=20", "run_plots=true"]) == 0
     assert (sweep / "0" / "plots" / "curves_landmark.png").is_file()
+
+
+def test_launcher_runs_every_point_and_lists_the_failures(config_args, tmp_path):
+    """A bad value (nan, -1) fails its job alone, before any batch; a diverging one fails
+    its batch member alone; the good point finishes; the multirun exits 1 listing each
+    failure on one line, with no traceback."""
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "landmark_tl.train",
+            "-m",
+            "hydra/launcher=heads",
+            f"hydra.sweep.dir={sweep}",
+            *config_args(),
+            "strategy.lr=0.001,nan,-1,1e30",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**ONE_THREAD, "HYDRA_FULL_ERROR": ""},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "Traceback" not in output and "3 job(s) of the multirun failed" in output
+    assert f"#1 {sweep / '1'}: invalid configuration: strategy.lr=nan: must be a finite" in output
+    assert f"#2 {sweep / '2'}: invalid configuration: strategy.lr=-1.0: must be a finite" in output
+    assert f"#3 {sweep / '3'}: stage joint: the training loss became nan" in output
+    assert "(diverged); lower strategy.stages.joint.lr=1e+30 (or strategy.lr" in output
+    assert (sweep / "0" / "metrics.json").is_file()
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").is_file()
+    for job in (1, 2, 3):
+        assert (sweep / str(job) / FAILED_FILE).is_file()
+        assert not (sweep / str(job) / "metrics.json").exists()

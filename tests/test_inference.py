@@ -57,6 +57,19 @@ def test_predict_command_lists_unreadable_files_and_writes_csv(
     assert {"landmark_top1", "landmark_top2"} <= set(rows[0])
 
 
+def test_predict_prints_paths_that_tell_same_named_images_apart(
+    trained, tiny_tree, tmp_path, capsys
+):
+    source = sorted(tiny_tree.rglob("*.png"))[0].read_bytes()
+    for folder in ("a", "b", "b/deeper"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "img1.png").write_bytes(source)
+    inputs = f"inputs=[{tmp_path / 'in' / 'a'},{tmp_path / 'in' / 'b'}]"
+    assert predict_main([f"run={trained}", inputs, f"out={tmp_path / 'p.csv'}"]) == 0
+    shown = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:4]]
+    assert shown == ["a/img1.png", "b/deeper/img1.png", "b/img1.png"]
+
+
 def test_predict_command_refuses_bad_arguments(trained, capsys):
     assert predict_main([f"run={trained}"]) == 2
     assert "inputs= required" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from landmark_tl import loggers as loggers_module
 from landmark_tl.config import ConfigError, validate_config
 from landmark_tl.errors import UsageError
+from landmark_tl.export import main as export_main
 from landmark_tl.fit import build_trainer
 from landmark_tl.loggers import RunLoggers
 from landmark_tl.models.strategies.base import StageConfig
@@ -41,6 +42,7 @@ class RecordTrainer(L.Callback):
 def test_trackers_record_the_run_in_mlflow_sqlite_and_tensorboard(tiny_config, tmp_path):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     out = tmp_path / "out"
     sweep = out / "multiruns" / "sweep-1"  # a multirun: one experiment named after it
@@ -54,21 +56,41 @@ def test_trackers_record_the_run_in_mlflow_sqlite_and_tensorboard(tiny_config, t
     experiment = client.get_experiment_by_name("sweep-1")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.params["strategy.lr"] == "0.01" and run.data.params["seed"] == "3"
-    assert run.data.params["approach"] == "multi_output"
+    params = run.data.params  # the whole resolved config, flattened
+    assert params["strategy.lr"] == "0.01" and params["seed"] == "3"
+    assert params["data.batch_size"] == "8" and params["backbone.name"] == config.backbone.name
+    assert params["strategy.stages.joint.epochs"] == "2" and params["optim.optimizer"]
+    assert params["approach"] == "multi_output" and params["overrides"] == "strategy.lr=0.01 seed=3"
     landmark_f1 = metrics["test"]["landmark"]["macro_f1"]
     assert run.data.metrics["test/landmark/macro_f1"] == pytest.approx(landmark_f1)
     assert run.data.metrics["val/category/accuracy"] == pytest.approx(
         metrics["val"]["category"]["accuracy"]
     )
-    history = client.get_metric_history(run.info.run_id, "joint-val/loss")
-    assert len(history) == 3  # the stage's two epochs, then its best checkpoint's validation
+    history = client.get_metric_history(run.info.run_id, "joint/val/loss")
+    assert len(history) == 2  # the stage's two epochs: <stage>/<split>/<metric>
+    (again,) = client.get_metric_history(run.info.run_id, "joint/best_checkpoint/val/loss")
+    assert again.value == pytest.approx(metrics["stages"][0]["best_val_loss"])
+    assert run.info.artifact_uri.startswith((out / "mlartifacts").as_uri())  # not ./mlruns
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.yaml", "predictions.csv", "plots", "train.log"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "plots")
+    assert not (tmp_path / "mlruns").exists()
+    assert export_main([f"run={sweep / '0'}", "format=torchscript"]) == 0  # added later
+    exported = {a.path for a in client.list_artifacts(run.info.run_id, "export")}
+    assert exported == {"export/model.pt", "export/labels.json"}
 
     events = sweep / "0" / "tensorboard" / "joint"
-    assert list(events.glob("events.out.tfevents.*"))
     scalars = EventAccumulator(str(events)).Reload()
     assert {"train/loss", "val/loss", "val/landmark_f1"} <= set(scalars.Tags()["scalars"])
-    assert len(scalars.Scalars("val/loss")) == 3
+    assert len(scalars.Scalars("val/loss")) == 2  # no re-validation point on the curve
+    assert len(scalars.Scalars("best_checkpoint/val/loss")) == 1
+    assert "data.batch_size: 8" in (events / "hparams.yaml").read_text()
+    summary = EventAccumulator(str(sweep / "0" / "tensorboard" / "run")).Reload()
+    content = summary.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["data.batch_size"].number_value == 8
+    assert hparams["strategy.lr"].number_value == pytest.approx(0.01)
+    assert summary.Scalars("test/landmark/macro_f1")[0].value == pytest.approx(landmark_f1)
     assert (sweep / "0" / "logs" / "joint" / "metrics.csv").is_file()  # csv still there
 
 

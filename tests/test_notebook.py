@@ -26,6 +26,9 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
         o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
     ]
     assert not [o for o in outputs if o.output_type == "error"]
+    # no warnings in the cells: library notices of a run go to its train.log
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, stderr
     text = "\n".join(
         str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", "")) for o in outputs
     )

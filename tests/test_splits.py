@@ -60,7 +60,7 @@ def test_zero_val_puts_nothing_in_val():
     assert Counter(assignment) == Counter(train=28, test=3)
 
 
-def test_fractions_round_half_up_per_landmark_and_give_at_least_one():
+def test_fractions_round_to_the_nearest_image_per_landmark():
     catalog = make_catalog(STUDY_LIKE)
     counts = per_landmark(catalog, stratified_split(catalog, SplitSpec(val=0.1, test=0.25)))
     # Milan 14: 1.4 → 1 val, 3.5 → 4 test; Dom 11: 1.1 → 1, 2.75 → 3; CCTV 6: 0.6 → 1, 1.5 → 2
@@ -70,7 +70,38 @@ def test_fractions_round_half_up_per_landmark_and_give_at_least_one():
         "CCTV": Counter(train=3, val=1, test=2),
     }
     tiny = per_landmark(catalog, stratified_split(catalog, SplitSpec(val=0.01, test=0.0)))
-    assert all(c["val"] == 1 and c["test"] == 0 for c in tiny.values())
+    assert all(c == Counter(train=c.total()) for c in tiny.values())  # 0.14 rounds to 0
+    # 0.2 of 4 images: 1 each (not up to 1 from any fraction above 0): train keeps half
+    four = make_catalog({("Gothic", "Milan"): 4, ("Gothic", "Dom"): 2})
+    counts = per_landmark(four, stratified_split(four, SplitSpec(val=0.2, test=0.2)))
+    assert counts == {"Milan": Counter(train=2, val=1, test=1), "Dom": Counter(train=2)}
+    # halves round up in decimal: 0.15 x 10 is 1.5 (the float product is 1.4999...)
+    assert SplitSpec(val=0.15, test=0.25).counts(10) == (2, 3)
+
+
+def test_the_study_protocol_counts_are_kept():
+    # data.split.val=2 data.split.test=3: the same images as before fractions changed
+    catalog = make_catalog({("Gothic", "Milan"): 14})
+    assert stratified_split(catalog, SplitSpec(val=2, test=3)) == [
+        "test", "test", "train", "train", "train", "train", "train", "train", "val", "train",
+        "test", "train", "train", "val",
+    ]  # fmt: skip
+
+
+def test_a_split_where_test_outweighs_train_is_warned(caplog):
+    from landmark_tl.data.splits import assign_splits
+
+    catalog = make_catalog({("Gothic", "Milan"): 6, ("Gothic", "Dom"): 6})
+    with caplog.at_level("WARNING", logger="landmark_tl.data.splits"):
+        assignment = assign_splits(catalog, SplitSpec(val=2, test=3))
+    assert Counter(assignment) == Counter(train=2, val=4, test=6)
+    assert (
+        "data.split.val=2, data.split.test=3: val (4 images) and test (6 images) outweighs "
+        "train (2 images)" in caplog.text
+    )
+    caplog.clear()
+    assign_splits(catalog, SplitSpec(val=0.2, test=0.2))
+    assert not caplog.text  # 1 + 1 of 6: train keeps 4 of each
 
 
 def test_split_is_deterministic_and_depends_on_the_seed():
@@ -114,7 +145,7 @@ def test_too_few_images_lists_every_offending_folder_and_the_fix():
 def test_fractions_that_leave_no_train_image_are_refused():
     catalog = make_catalog({("Gothic", "Milan"): 2})
     with pytest.raises(SplitError, match="Gothic/Milan: 2 images, needs 3"):
-        stratified_split(catalog, SplitSpec(val=0.2, test=0.2))
+        stratified_split(catalog, SplitSpec(val=0.25, test=0.25))  # 0.5 rounds up to 1 each
 
 
 @pytest.mark.parametrize(

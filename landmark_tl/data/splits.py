@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from landmark_tl.data.catalog import Catalog, ImageRecord
 from landmark_tl.errors import UserError
 from landmark_tl.io import atomic_write_text, printable, require_regular_file
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("split", "category", "landmark", "path")
@@ -43,8 +46,11 @@ class SmallLandmarks(str, Enum):
 class SplitSpec:
     """How many images of each landmark go to val and test; the rest go to train.
 
-    An int is a count per landmark; a float in [0, 1) is a fraction per landmark, rounded half
-    up and at least 1 when above 0. ``small`` says what happens to landmarks too small.
+    An int is a count per landmark; a float in [0, 1) is a fraction of each landmark's
+    images, rounded to the nearest whole image (halves up, in decimal: 0.15 x 10 = 1.5 gives
+    2), so a landmark of 4 images at 0.2 gets 1 (0.8) and one of 2 images gets none (0.4).
+    Either way every landmark keeps at least one training image: one too small for its val
+    and test images is handled as ``small`` says (refused, all in train, or dropped).
     """
 
     val: int | float = 2
@@ -93,9 +99,11 @@ def _check_amount(key: str, value: object) -> None:
 
 
 def _amount(value: int | float, n: int) -> int:
+    """A count as it is; a fraction of ``n`` rounded half up in decimal (0.15 is 0.15,
+    not the float just below it)."""
     if isinstance(value, int):
         return value
-    return max(1, math.floor(value * n + 0.5)) if value > 0 else 0
+    return int((Decimal(repr(value)) * n).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def assign_splits(
@@ -110,7 +118,24 @@ def assign_splits(
         assignment = stratified_split(catalog, spec)
         source = f"data.split.val={spec.val}, data.split.test={spec.test}"
     check_every_landmark_trains(catalog, assignment, source)
+    warn_if_outweighed(assignment, source)
     return assignment
+
+
+def warn_if_outweighed(assignment: Sequence[str], source: str) -> str | None:
+    """Log (and return) a warning when val or test holds more images than train: with
+    counts per landmark, small landmarks give most of their images to evaluation."""
+    sizes = split_sizes(assignment)
+    heavier = [s for s in ("val", "test") if sizes[s] > sizes["train"]]
+    if not heavier:
+        return None
+    message = (
+        f"{source}: {' and '.join(f'{s} ({sizes[s]} images)' for s in heavier)} outweighs "
+        f"train ({sizes['train']} images); lower the counts or give fractions "
+        "(e.g. data.split.val=0.1 data.split.test=0.2)"
+    )
+    log.warning(message)
+    return message
 
 
 def check_every_landmark_trains(catalog: Catalog, assignment: Sequence[str], source: str) -> None:

@@ -23,7 +23,7 @@ import timm
 import torch
 from torch import nn
 
-from landmark_tl.errors import ConfigError
+from landmark_tl.errors import ConfigError, UserError
 from landmark_tl.io import atomic_write_bytes
 from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
 
@@ -269,6 +269,10 @@ def save_weights_file(backbone: Backbone, path: str | Path) -> Path:
     return atomic_write_bytes(path, save(state))
 
 
+class WeightsUnavailable(UserError, RuntimeError):
+    """Pretrained weights cannot be had (offline hub, download failed); names the fixes."""
+
+
 def _hub_address() -> tuple[str, int]:
     url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     return url.hostname or "huggingface.co", url.port or 443
@@ -313,14 +317,14 @@ def _create_with_weights(
             "in the Hugging Face cache load with HF_HUB_OFFLINE=1."
         )
         if not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable():
-            raise RuntimeError(
+            raise WeightsUnavailable(
                 f"backbone.weights=hub: cannot reach {_hub_host()} to download '{name}'. "
                 + offline_fix
             )
         try:
             return timm.create_model(name, pretrained=True, **model_args)
         except Exception as err:  # network, hub and cache errors all end here
-            raise RuntimeError(
+            raise WeightsUnavailable(
                 f"could not download weights for backbone '{name}' ({type(err).__name__}: "
                 f"{err}). {offline_fix}"
             ) from err

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from landmark_tl.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
 from landmark_tl.rundir import FAILED_FILE, read_metrics
+from landmark_tl.runlock import run_dir_lock
 from landmark_tl.sweep.grouping import check_group, group_monitor, shared_items
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
@@ -189,11 +190,23 @@ def _run_group(
 ) -> list[dict | BaseException]:
     start = time.perf_counter()
     states = [_State(m) for m in members]
-    for state in states:
-        _claim(state)
+    with ExitStack() as owned:  # each member's run dir, for as long as the group runs
+        for state in states:
+            _claim(state, owned)
+        _run_claimed(states, device, threads, data, start)
+    return [_result(s) for s in states]
+
+
+def _run_claimed(
+    states: list[_State],
+    device: torch.device | str,
+    threads: int | None,
+    data: SharedData,
+    start: float,
+) -> None:
     pending = [s for s in states if s.metrics is None and s.error is None]
     if not pending:
-        return [_result(s) for s in states]
+        return
     prepared = data.get(pending[0].member.config)
     backbone, datamodule = prepared.backbone, prepared.datamodule
     for state in pending:
@@ -205,7 +218,6 @@ def _run_group(
     setup_seconds = time.perf_counter() - start
     with torch_threads(threads):
         _fit_group(pending, prepared, device, setup_seconds, start)
-    return [_result(s) for s in states]
 
 
 def _fit_group(
@@ -261,9 +273,11 @@ def _fit_group(
         write_run_results(state.member.run_dir, config, datamodule, state.fit, state.metrics)
 
 
-def _claim(state: _State) -> None:
+def _claim(state: _State, owned: ExitStack) -> None:
+    """Lock the member's run dir into ``owned`` and check it may run there."""
     config, run_dir = state.member.config, state.member.run_dir
     try:
+        owned.enter_context(run_dir_lock(run_dir))
         state.recorded = claim_run_dir(run_dir, config, config.resume)
     except Exception as error:  # noqa: BLE001 - reported as this member's failure
         state.error = error
@@ -333,11 +347,11 @@ def _train_stage(
                     row.update(chosen)
     for state, outcome in zip(todo, outcomes, strict=True):
         if outcome.failed is not None:
-            state.error = MemberFailed(f"{state.member.run_dir}: {outcome.failed}")
+            state.error = MemberFailed(outcome.failed)
             atomic_write_json(
                 state.member.run_dir / FAILED_FILE, {"stage": stage, "error": outcome.failed}
             )
-            log.error("%s", state.error)
+            log.error("%s: %s", state.member.run_dir, state.error)
     kept = [(s, o) for s, o in zip(todo, outcomes, strict=True) if o.failed is None]
     if not kept:
         return

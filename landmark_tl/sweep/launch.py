@@ -23,7 +23,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from landmark_tl.build import feature_device
-from landmark_tl.config import TrainConfig, to_train_config
+from landmark_tl.config import TrainConfig, to_train_config, validate_config
+from landmark_tl.fingerprint import RunDirError
+from landmark_tl.jobs import HYDRA_DIR, one_job, write_hydra_files
+from landmark_tl.runlock import run_dir_lock
 from landmark_tl.sweep.group import Member, SharedData, run_group
 from landmark_tl.sweep.grouping import group_jobs, unbatchable_reason
 from landmark_tl.sweep.vectorised import torch_threads
@@ -60,12 +63,15 @@ def job_output_dir(job: DictConfig) -> str:
 
 
 def train_config_of(job: DictConfig) -> TrainConfig | None:
-    """The job's TrainConfig; None when it does not compose (the task then reports it)."""
+    """The job's TrainConfig; None when it does not compose or has a bad value (the job
+    then runs alone, fails alone with its message and failed.json)."""
     task = OmegaConf.create(OmegaConf.to_container(job, resolve=False))
     with open_dict(task):
         del task["hydra"]
     try:
-        return to_train_config(task)
+        config = to_train_config(task)
+        validate_config(config)
+        return config
     except Exception:  # noqa: BLE001 - the job runs as usual and fails with its message
         return None
 
@@ -155,12 +161,20 @@ def _run(hydra_context: HydraContext, task_function: TaskFunction, job: DictConf
 
 
 def _writer(member: Member, outcome: dict[str, Any] | BaseException) -> TaskFunction:
-    """The task of a batched job: report what its group computed for it."""
+    """The task of a batched job: record its Hydra files (unless its dir was refused, or
+    holds them from the start of a resumed run) and report what its group computed for it;
+    a failure fails this job alone."""
 
-    def task(_: DictConfig) -> float:
+    @one_job
+    def task(cfg: DictConfig) -> float:
+        run_dir = member.run_dir
+        if not isinstance(outcome, RunDirError):
+            with run_dir_lock(run_dir):
+                if not (member.config.resume and (run_dir / HYDRA_DIR).exists()):
+                    write_hydra_files(run_dir, cfg)
         if isinstance(outcome, BaseException):
             raise outcome
-        print(summary(outcome, member.run_dir), flush=True)
+        print(summary(outcome, run_dir), flush=True)
         return metric_at(outcome, member.config.optimized_metric)
 
     return task

@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.divergence import divergence_hint
 from landmark_tl.models.optim import OptimizerName, Recipe
 from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
 from landmark_tl.trainer_options import VAL_LOSS, Monitor
@@ -356,8 +357,8 @@ class VectorisedStage:
                         tracker.running[m] = False
                         outcomes[m].failed = (
                             f"stage {self.stage}: the training loss became "
-                            f"{float(losses[m, 0])} in epoch {epoch} (diverged); lower the "
-                            "learning rate (strategy.lr) or check the data"
+                            f"{float(losses[m, 0])} in epoch {epoch} (diverged); "
+                            + divergence_hint(self.stage, self.settings[m].lr)
                         )
                 val_rows = None
                 if val is not None:

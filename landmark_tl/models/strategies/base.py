@@ -99,6 +99,10 @@ class TwoLevelStrategy(L.LightningModule):
     takes_head: bool = True
     """Whether it takes the ``head.*`` options (hidden widths, dropout)."""
 
+    intended_notices: tuple[str, ...] = (r"Found \d+ module\(s\) in eval mode",)
+    """Lightning's warnings (regexes) about what this strategy does on purpose, not shown
+    while it fits: modules fixed in a stage stay in eval mode (see :meth:`train`)."""
+
     def __init__(
         self,
         backbone: Backbone,

@@ -102,6 +102,8 @@ class ProbeFit(TwoLevelStrategy):
     subclasses whose output layers (:meth:`probe_layers`) sit directly on the features."""
 
     takes_head = False
+    # the probe is fitted before its epoch, whose training_step only logs (returns no loss)
+    intended_notices = (*TwoLevelStrategy.intended_notices, r"`training_step` returned `None`")
 
     def __init__(
         self,
