@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from landmark_tl.cli import hydra_app
 from landmark_tl.data.catalog import CatalogError, scan_image_folder
 from landmark_tl.data.splits import read_split_csv
+from landmark_tl.evaluation.hierarchy_metrics import distances_at_k, hierarchy_aware_scores
 from landmark_tl.inference import Prediction, TrainedRun, load_run
 from landmark_tl.io import atomic_write_json, printable
 from landmark_tl.metrics import (
@@ -109,10 +110,36 @@ def evaluate(run: TrainedRun, other_root: str | None = None) -> dict[str, Any]:
         "run": str(run.run_dir),
         "data": other_root or "the run's own test split",
         "test": test,
-        "hierarchy": hierarchy_scores(preds, targets, run.hierarchy.parent_tensor()),
+        "hierarchy": {
+            **hierarchy_scores(preds, targets, run.hierarchy.parent_tensor()),
+            **hierarchy_aware_from_predictions(
+                predictions, targets["landmark"], names["landmark"], run.hierarchy.parent_tensor()
+            ),
+        },
         "unknown_labels": unknown,
         "skipped": [{"path": str(p), "reason": why} for p, why in skipped],
     }
+
+
+def hierarchy_aware_from_predictions(
+    predictions: Sequence[Prediction],
+    targets: torch.Tensor,
+    names: Sequence[str],
+    parent: torch.Tensor,
+) -> dict[str, float]:
+    """Mistake severity and distance@1/@TOP_K of named predictions (their top landmarks
+    ranked after the predicted one), as :func:`hierarchy_aware_scores` computes them."""
+    index = {name: i for i, name in enumerate(names)}
+    ranked = [
+        [index[p.landmark]]
+        + [index[name] for name, _ in p.top_landmarks if name != p.landmark][: TOP_K - 1]
+        for p in predictions
+    ]
+    scores = hierarchy_aware_scores(torch.tensor([r[0] for r in ranked]), targets, parent, ks=(1,))
+    if ranked and len({len(r) for r in ranked}) == 1:
+        at_k = distances_at_k(torch.tensor(ranked), targets, parent).mean()
+        scores[f"hierarchical_distance_at_{TOP_K}"] = float(at_k)  # k capped, as in training
+    return scores
 
 
 def score_named_predictions(

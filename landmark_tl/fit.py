@@ -220,7 +220,9 @@ def split_is_empty(datamodule: L.LightningDataModule, split: str) -> bool:
 
 
 def check_stages_fit_split(module: TwoLevelStrategy, datamodule: L.LightningDataModule) -> None:
-    """Refuse, before any training, early stopping that has no validation split to watch."""
+    """Refuse, before any training, early stopping that has no validation split to watch,
+    and options of the strategy that the split sizes cannot serve."""
+    module.check_split_sizes({s: len(d) for s, d in datamodule.datasets.items()})
     if not split_is_empty(datamodule, "val"):
         return
     waiting = [name for name, stage in module.stages.items() if stage.patience is not None]

@@ -19,7 +19,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,12 @@ from landmark_tl.errors import UsageError
 from landmark_tl.io import atomic_write_text, printable
 from landmark_tl.plots import bar_chart_figure, save_png, write_run_plots
 from landmark_tl.report_latex import latex_table
+from landmark_tl.reporting.mistakes import HierarchyScore, mistakes_markdown, summarise_mistakes
+from landmark_tl.reporting.recommendation import (
+    Recommendation,
+    recommend,
+    recommendation_lines,
+)
 from landmark_tl.rundir import TASKS, Run
 from landmark_tl.stats import (
     Comparison,
@@ -113,6 +119,10 @@ class Table:
     seed: int
     splits: int = 1  # distinct test sets (splits) among the runs
     probe: str | None = None  # the row the "vs probe" columns compare with
+    # per row, its hierarchy-aware scores (landmark_tl.reporting.mistakes)
+    mistakes: dict[str, dict[str, HierarchyScore]] = field(default_factory=dict)
+    # the one approach to deploy, chosen on validation (landmark_tl.reporting.recommendation)
+    recommendation: Recommendation | None = None
 
 
 SplitKey = tuple[tuple[str, ...], ...]  # the sorted test-path sets of a group's splits
@@ -308,6 +318,8 @@ def summarise(runs: Sequence[Run], bootstrap: int = 2000, seed: int = 0) -> Tabl
         seed=seed,
         splits=len(path_sets),
         probe=probe,
+        mistakes=summarise_mistakes(groups, probe, bootstrap, seed),
+        recommendation=recommend(rows, groups, probe),
     )
 
 
@@ -391,6 +403,12 @@ def markdown_table(table: Table, skipped: Sequence[str] = (), read: Sequence[str
         *("| " + " | ".join(_markdown_cells(row, table)) + " |" for row in table.rows),
         "",
         *_legend(table, len(table.rows)),
+        *recommendation_lines(table.recommendation),
+        *mistakes_markdown(
+            [row.approach for row in table.rows],
+            table.mistakes,
+            {row.approach: row.scores["landmark"].mean for row in table.rows},
+        ),
     ]
     if any(s.fallback for row in table.rows for s in row.scores.values()):
         lines += [

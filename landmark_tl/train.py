@@ -31,6 +31,12 @@ from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.longtail import frequency_bucket_scores
 from landmark_tl.data.splits import split_sizes, write_split_csv
 from landmark_tl.doctor import format_report, inspect_catalog
+from landmark_tl.evaluation.hierarchy_metrics import (
+    HIERARCHY_TOP_K,
+    distances_at_k,
+    hierarchy_aware_scores,
+    ranked_landmarks,
+)
 from landmark_tl.fingerprint import (
     Fingerprint,
     catalog_digest,
@@ -74,11 +80,13 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tasks = list(fit.test_outputs.preds)
+    distances = landmark_distances(fit, datamodule.hierarchy.parent_tensor())
     top_k = min(GALLERY_TOP_K, len(names["landmark"])) if "landmark" in tasks else 0
     writer.writerow(
         ["path"]
         + [f"{c}_{t}" for t in tasks for c in ("true", "pred", "prob")]
         + [f"landmark_top{k + 1}" for k in range(top_k)]
+        + [f"landmark_distance_at_{k}" for k in distances]
     )
     tested = min((len(fit.test_outputs.preds[t]) for t in tasks), default=0)
     if tested < len(records):  # trainer.fast_dev_run or limit_test_batches
@@ -96,8 +104,22 @@ def predictions_csv(datamodule: LandmarkDataModule, fit: FitResult) -> str:
                 f"{names['landmark'][int(j)]} ({float(q):.3f})"
                 for q, j in zip(probs, indices, strict=True)
             ]
-        writer.writerow(row)
+        writer.writerow(row + [f"{d[i]:.4g}" for d in distances.values()])
     return out.getvalue()
+
+
+def landmark_distances(fit: FitResult, parent: torch.Tensor) -> dict[int, list[float]]:
+    """Per test image and k, the mean tree distance of its k top-ranked landmarks to the
+    true one (:mod:`landmark_tl.evaluation.hierarchy_metrics`): what the report bootstraps
+    mistake severity and distance@k from. Empty without landmark predictions."""
+    test = fit.test_outputs
+    if "landmark" not in test.preds:
+        return {}
+    preds, targets, probs = (x["landmark"] for x in (test.preds, test.targets, test.probs))
+    return {
+        k: distances_at_k(ranked_landmarks(preds, probs, k), targets, parent).tolist()
+        for k in HIERARCHY_TOP_K
+    }
 
 
 def training_images_per_landmark(datamodule: LandmarkDataModule) -> torch.Tensor:
@@ -263,7 +285,15 @@ def run_metrics(
         if sizes["val"]
         else "none: last epoch kept",
         **averaged_scores(fit),
-        "hierarchy": hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor())
+        "hierarchy": {
+            **hierarchy_scores(test.preds, test.targets, catalog.hierarchy.parent_tensor()),
+            **hierarchy_aware_scores(
+                test.preds["landmark"],
+                test.targets["landmark"],
+                catalog.hierarchy.parent_tensor(),
+                test.probs["landmark"],
+            ),
+        }
         if sizes["test"]
         else {},
         "frequency_buckets": frequency_bucket_scores(

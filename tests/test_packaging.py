@@ -82,4 +82,4 @@ def test_wheel_installed_without_editable_trains_predicts_and_reports(tmp_path, 
     assert "1 predicted, 0 skipped" in out and (elsewhere / "predict.csv").is_file()
 
     out = run(sys.executable, "-m", "landmark_tl", "report", "runs=run", "bootstrap=50")
-    assert "| multi_output |" in out and (elsewhere / "run" / "table1.md").is_file()
+    assert "| multi_output |" in out and (elsewhere / "run-report" / "table1.md").is_file()

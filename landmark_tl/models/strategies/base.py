@@ -178,6 +178,10 @@ class TwoLevelStrategy(L.LightningModule):
         """Modules whose parameters train in ``stage`` (the backbone follows its policy)."""
         raise NotImplementedError
 
+    def check_split_sizes(self, sizes: Mapping[str, int]) -> None:
+        """Refuse (ConfigError naming the key) options the split sizes cannot serve, before
+        anything trains; ``sizes`` holds the images of each split. Nothing by default."""
+
     def kept_in_eval(self, stage: str) -> list[nn.Module]:
         """Modules that act as fixed functions in ``stage`` (no dropout, no BN updates)."""
         return []

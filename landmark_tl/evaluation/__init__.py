@@ -1,0 +1,1 @@
+"""Scores of predictions: hierarchy-aware scores (mistake severity, distance@k)."""
