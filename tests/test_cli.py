@@ -14,7 +14,7 @@ from landmark_tl.cli import COMMANDS, main
 from landmark_tl.config import TrainConfig, to_train_config
 
 HELP_KEYS = {
-    "train": ["strategy: feature_chain", "data:"],
+    "train": ["strategy: arcface, feature_chain", "data:"],
     "report": ["runs: ???", "bootstrap: 2000"],
     "predict": ["run: ???", "inputs: ???", "top_k: 3"],
     "evaluate": ["run: ???", "data:", "root: null"],
@@ -146,5 +146,5 @@ def test_version_and_top_level_help(capsys):
 def test_help_lists_config_groups_without_internal_schemas(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "strategy: feature_chain, head_swap, hierarchical, hierarchical_probe, " in out
+    assert "strategy: arcface, feature_chain, head_swap, hierarchical, hierarchical_probe, " in out
     assert "_schema" not in out and "trainer: auto, cpu, gpu" in out

@@ -127,7 +127,7 @@ def test_a_trained_run_writes_its_page_with_the_gallery(tiny_config, tmp_path: P
     run_dir = tmp_path / "run"
     train(tiny_config("extras.plots=true"), run_dir)
     header = (run_dir / "predictions.csv").read_text().splitlines()[0].split(",")
-    assert header[-3:] == ["landmark_top1", "landmark_top2", "landmark_top3"]
+    assert {"landmark_top1", "landmark_top2", "landmark_top3"} <= set(header)
     states, console = open_in_browser(run_dir / "report.html", tmp_path)
     html = (run_dir / "report.html").read_text()
     mistakes = int(re.search(r"(\d+) of \d+ misclassified", html).group(1))
