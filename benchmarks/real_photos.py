@@ -6,28 +6,33 @@
 Finds the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``;
 ``apt-get install -y dataset-fashion-mnist`` when it is missing and we are root), writes
 ``<root>/<Category>/<Item>/<n>.png`` from the first photos of each item in its train file,
-then trains every candidate approach on every split seed through the project's own CLI
-(one Hydra multirun) and compares them with ``landmark_tl.report`` (pooled over the
-splits, paired tests against the linear probe, Holm-corrected). The Markdown table, the
-commands, the machine and the wall time go into ``docs/real_photos.md`` between markers,
-so the sections written by hand (how the fine-tuning preset was chosen) stay.
+then trains every candidate approach of ``experiment=recommend`` on every split seed
+through the project's own CLI (one Hydra multirun, or ``--jobs N`` single runs side by
+side) and compares them with ``landmark_tl.report`` (pooled over the splits, paired tests
+against the linear probe, Holm-corrected, and the report's recommendation chosen on
+validation). The Markdown table, the recommendation, the commands, the machine and the wall
+time go into ``docs/real_photos.md`` between markers, so the sections written by hand (how
+the fine-tuning preset was chosen) stay.
 
-Not a CI test: about an hour on a 2-core CPU shared with other work (docs/real_photos.md).
+Not a CI test: about an hour on a 2-core CPU (docs/real_photos.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,8 +61,8 @@ TREE = {
     "Footwear": ("Sandal", "Sneaker", "Ankle boot"),
     "Bags": ("Bag",),
 }
-# The candidates, as `+approach=<name>` configs (landmark_tl/conf/approach): add one here.
-CANDIDATES = ["linear_probe", "multi_output", "finetune"]
+# The candidates are those a user's `experiment=recommend` runs (one list, in its YAML).
+RECOMMEND = REPO / "landmark_tl" / "conf" / "experiment" / "recommend.yaml"
 SPLIT_SEEDS = (0, 1, 2, 3, 4)
 # The photos' own 28 px, padded by resizing to 32 px: BiT upscales small images (to 128 px),
 # but on a shared 2-core CPU a fine-tuning run at 64 px took minutes per epoch; every
@@ -112,9 +117,31 @@ def write_tree(root: Path, per_item: int) -> Path:
     return root
 
 
-def run(command: list[str]) -> None:
+def recommend_candidates() -> list[str]:
+    """The `+approach` names swept by ``experiment=recommend``."""
+    params = yaml.safe_load(RECOMMEND.read_text(encoding="utf-8"))["hydra"]["sweeper"]["params"]
+    return str(params["+approach"]).split(",")
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> None:
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+    subprocess.run(command, check=True, cwd=REPO, env=env)
+
+
+def run_side_by_side(common: list[str], args: argparse.Namespace, sweep: Path) -> None:
+    """Every (candidate, split seed) as its own run in ``sweep``, ``args.jobs`` at a time,
+    each with an equal share of the CPU threads; the slowest candidates (fine-tuning,
+    listed last) start first so that the pool ends together."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
+    pairs = list(itertools.product(reversed(args.candidates), args.seeds))
+
+    def one(pair: tuple[str, int]) -> None:
+        approach, seed = pair
+        overrides = [f"+approach={approach}", f"data.split.seed={seed}"]
+        run([*common, *overrides, f"hydra.run.dir={sweep}/{approach}-split{seed}"], env)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, pairs))
 
 
 def tree_lines() -> list[str]:
@@ -132,6 +159,7 @@ def document(sweep: Path, args: argparse.Namespace, command: list[str], load: fl
     """Report ``sweep`` and write its section of ``args.doc``."""
     run([sys.executable, "-m", "landmark_tl.report", f"runs={sweep}", f"out={sweep}"])
     table = (sweep / "table1.md").read_text(encoding="utf-8")
+    parallel = f", {args.jobs} runs side by side" if args.jobs > 1 else ""
     wall = elapsed_minutes(sweep)
     body = "\n".join(
         [
@@ -149,7 +177,7 @@ def document(sweep: Path, args: argparse.Namespace, command: list[str], load: fl
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
             f"1-minute load average at the start {load:.1f}. Wall time of the training runs: "
             f"{wall:.1f} min ({len(args.candidates)} candidates x {len(args.seeds)} split "
-            "seeds).",
+            f"seeds{parallel}).",
             "",
             table,
         ]
@@ -163,7 +191,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "real_photos")
     parser.add_argument("--per-item", type=int, default=30, help="photos per item")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SPLIT_SEEDS))
-    parser.add_argument("--candidates", nargs="+", default=CANDIDATES)
+    parser.add_argument("--candidates", nargs="+", default=recommend_candidates())
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="single runs side by side instead of one multirun"
+    )
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "real_photos.md")
     parser.add_argument("--quick", action="store_true", help="10 photos per item, 2 seeds")
     parser.add_argument(
@@ -174,19 +205,19 @@ def main() -> None:
         args.per_item, args.seeds = 10, args.seeds[:2]
     root = write_tree(args.out / f"fashion-mnist-{args.per_item}", args.per_item)
     sweep = args.sweep or args.out / f"multirun-{args.per_item}-{time.strftime('%Y%m%d-%H%M%S')}"
+    common = [sys.executable, "-m", "landmark_tl.train", *COMMON, f"data.root={root}"]
     train = [
-        sys.executable,
+        *common[:3],
         "-m",
-        "landmark_tl.train",
-        "-m",
-        *COMMON,
-        f"data.root={root}",
+        *common[3:],
         f"+approach={','.join(args.candidates)}",
         f"data.split.seed={','.join(map(str, args.seeds))}",
         f"hydra.sweep.dir={sweep}",
     ]
     load = os.getloadavg()[0]
-    if args.sweep is None:
+    if args.sweep is None and args.jobs > 1:
+        run_side_by_side(common, args, sweep)
+    elif args.sweep is None:
         run(train)
     document(sweep, args, train, load)
 
