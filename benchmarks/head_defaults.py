@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from landmark_tl.build import prepare_data
-from landmark_tl.config import CONFIG_DIR, TrainConfig, register_configs, to_train_config
-from landmark_tl.metrics import macro_f1
+from landmark_tl.config.schema import CONFIG_DIR, TrainConfig, register_configs, to_train_config
+from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.strategies import LinearProbe
 from landmark_tl.models.strategies.base import StageConfig, TrunkAndHeads
+from landmark_tl.training.build import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> overrides of a data set; the embedded one and a larger one generated differently.
@@ -223,7 +223,7 @@ def probe_f1(
     data: dict, hierarchy_parent: torch.Tensor, classes: dict[str, int]
 ) -> tuple[float, float]:
     """(outer-val, inner-val) landmark F1 of the probe, its strength chosen on inner-val."""
-    from landmark_tl.hierarchy import LabelHierarchy
+    from landmark_tl.core.hierarchy import LabelHierarchy
 
     hierarchy = LabelHierarchy.from_pairs(
         (f"c{int(p):02d}", f"l{k:03d}") for k, p in enumerate(hierarchy_parent)

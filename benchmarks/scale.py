@@ -103,9 +103,9 @@ def _peak() -> dict[str, float]:
 
 
 def mode_cold(root: Path, work: Path) -> dict:
-    from landmark_tl.build import prepare_data
-    from landmark_tl.config import compose
+    from landmark_tl.config.schema import compose
     from landmark_tl.data import datamodule
+    from landmark_tl.training.build import prepare_data
 
     cache = work / "cache"
     timed = {}
@@ -133,8 +133,8 @@ def mode_cold(root: Path, work: Path) -> dict:
 
 
 def mode_warm(root: Path, work: Path) -> dict:
-    from landmark_tl.config import compose
-    from landmark_tl.train import train
+    from landmark_tl.config.schema import compose
+    from landmark_tl.training.run import train
 
     config = compose(overrides(root, work / "cache", work / "out"))
     metrics = train(config, work / "out" / f"warm-{time.time_ns()}")
@@ -142,8 +142,8 @@ def mode_warm(root: Path, work: Path) -> dict:
 
 
 def mode_finetune(root: Path, work: Path) -> dict:
-    from landmark_tl.config import compose
-    from landmark_tl.train import train
+    from landmark_tl.config.schema import compose
+    from landmark_tl.training.run import train
 
     config = compose(
         overrides(
@@ -177,10 +177,10 @@ class _Decode:
 def mode_bare(root: Path, work: Path) -> dict:
     from torch.utils.data import DataLoader
 
-    from landmark_tl.build import build_backbone
-    from landmark_tl.config import compose
+    from landmark_tl.config.schema import compose
     from landmark_tl.data.datamodule import default_workers
     from landmark_tl.data.transforms import geometry_transform
+    from landmark_tl.training.build import build_backbone
 
     config = compose(overrides(root, work / "cache", work / "out"))
     geometry = geometry_transform(build_backbone(config).preprocessing)

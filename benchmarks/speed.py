@@ -325,7 +325,7 @@ def _decoded_train_split(config) -> tuple[object, object, TensorDataset]:
     """The framework's backbone and data module for ``config``, and its training split
     decoded once (by the data module's own decoder, in its loader workers) into uint8
     tensors with their labels: what both sides of section h read."""
-    from landmark_tl.build import prepare_data
+    from landmark_tl.training.build import prepare_data
 
     backbone, dm = prepare_data(config)
     batches = list(DataLoader(dm.datasets["train"], batch_size=64, num_workers=dm.num_workers))
@@ -357,10 +357,10 @@ def section_h(work: Path, input_px: int = 128, batch_size: int = 32, rounds: int
     the same decoded uint8 images; epochs interleaved, the best of ``rounds`` each."""
     import torch.nn.functional as F
 
-    from landmark_tl.build import build_strategy
-    from landmark_tl.config import compose
-    from landmark_tl.fit import build_trainer
-    from landmark_tl.trainer_options import trainer_arguments
+    from landmark_tl.config.lightning import trainer_arguments
+    from landmark_tl.config.schema import compose
+    from landmark_tl.training.build import build_strategy
+    from landmark_tl.training.fit import build_trainer
 
     config = compose(
         [
@@ -537,7 +537,7 @@ _NOTES = """
   `backbone.input_size=[3,128,128]`, `multi_output`, batch 32, the default Adam and label
   smoothing) over the embedded set's training split, decoded once into uint8 tensors that
   both sides read through the same `DataLoader`: the framework's Trainer as a run builds it
-  (`landmark_tl.fit.build_trainer`: checkpoints, CSV log, callbacks, per-step metrics)
+  (`landmark_tl.training.fit.build_trainer`: checkpoints, CSV log, callbacks, per-step metrics)
   against a plain loop over a copy of the same timm model and heads with an optimiser of
   the same class and parameter groups; epochs interleaved, each side first in turn, the
   fastest of 2 each after a 2-batch warm-up (`cpu_s_ratio`: the same from CPU seconds).

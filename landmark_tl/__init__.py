@@ -24,10 +24,10 @@ __all__ = ["compose", "load_run", "train"]
 # load torch: the name, and the module that defines it (the modules `config`, `inference`
 # and `train` themselves; `train` is callable).
 _LAZY = {
-    "compose": "landmark_tl.config",
-    "load_run": "landmark_tl.inference",
-    "config": "landmark_tl.config",
-    "inference": "landmark_tl.inference",
+    "compose": "landmark_tl.config.schema",
+    "load_run": "landmark_tl.serving.inference",
+    "config": "landmark_tl.config.schema",
+    "inference": "landmark_tl.serving.inference",
     "train": "landmark_tl.train",
 }
 

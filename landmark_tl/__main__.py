@@ -2,6 +2,6 @@
 
 import sys
 
-from landmark_tl.cli import main
+from landmark_tl.commands.cli import main
 
 sys.exit(main())

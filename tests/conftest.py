@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from landmark_tl.config import CONFIG_DIR, TrainConfig, compose
+from landmark_tl.config.schema import CONFIG_DIR, TrainConfig, compose
 from landmark_tl.data.synthetic import generate_synthetic_monuments
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -82,7 +82,7 @@ def tiny_config(tiny_tree: Path, tmp_path: Path):
 @pytest.fixture(scope="session")
 def trained(tiny_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The dir of a finished tiny run (hierarchical), shared by the tests that use one."""
-    from landmark_tl.train import train
+    from landmark_tl.training.run import train
 
     tmp = tmp_path_factory.mktemp("run")
     config = compose_config(

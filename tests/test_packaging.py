@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from landmark_tl.config import CONFIG_DIR
+from landmark_tl.config.schema import CONFIG_DIR
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
 

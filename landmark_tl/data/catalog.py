@@ -28,15 +28,23 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
-from landmark_tl.data.index import CatalogIndex, Inspection, Stamp, Verdicts, Verify
-from landmark_tl.errors import UserError
-from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import (
+from landmark_tl.core.hierarchy import LabelHierarchy
+from landmark_tl.core.io import (
     atomic_write_text,
     bytes_digest,
     file_digests,
     printable,
     require_regular_file,
+)
+from landmark_tl.data.index import CatalogIndex, Inspection, Stamp, Verdicts, Verify
+from landmark_tl.data.records import (
+    CatalogError,
+    DroppedLandmark,
+    ImageRecord,
+    NamedBytes,
+    Problem,
+    raise_all,
+    show,
 )
 
 if TYPE_CHECKING:
@@ -44,50 +52,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
-)
-LAYOUT = "<root>/<category>/<landmark>/<image>"
-WRONG_DEPTH = f"not inside <category>/<landmark>/: images must be at {LAYOUT}; move it there"
 AVIF_HINT = (
     "AVIF is not supported by this Pillow; install a Pillow built with AVIF "
     "(features.check('avif') is True) or `pip install pillow-avif-plugin`"
 )
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
-_MAX_LISTED = 10
 _CHUNK = 4096  # images read (and recorded in the index) at a time
 _SMALLEST = (1, 1)  # a draft size: a JPEG decodes at 1/8 per side
-
-
-class CatalogError(UserError, ValueError):
-    """The image tree cannot be used; the message names the folder or file and the fix."""
-
-
-@dataclass(frozen=True, slots=True)  # many: no per-object dict
-class ImageRecord:
-    """One readable image (its path, under the catalog's root) and its two labels."""
-
-    path: Path
-    category: str
-    landmark: str
-
-
-@dataclass(frozen=True, slots=True)  # many: no per-object dict
-class Problem:
-    """A skipped file and why it was skipped."""
-
-    path: Path
-    reason: str
-
-
-@dataclass(frozen=True)
-class DroppedLandmark:
-    """A whole landmark left out, with how many images it had and why."""
-
-    category: str
-    landmark: str
-    images: int
-    reason: str
 
 
 @dataclass
@@ -208,17 +179,6 @@ def load_rgb(
         check_pixels(image.size, max_pixels)
         upright = ImageOps.exif_transpose(image)  # a fully decoded copy
     return _to_rgb(upright)
-
-
-class NamedBytes(io.BytesIO):
-    """Image bytes in memory that show as their file name in Pillow's error messages."""
-
-    def __init__(self, data: bytes, name: str) -> None:
-        super().__init__(data)
-        self.name = name
-
-    def __repr__(self) -> str:
-        return repr(printable(os.path.basename(self.name)))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -346,22 +306,6 @@ def scan_image_folder(
     from landmark_tl.data.sources.folder import FolderSource
 
     return build_catalog(FolderSource(root), verify=verify, workers=workers)
-
-
-def show(path: str | Path) -> str:
-    """A path as printed in messages (undecodable bytes made printable)."""
-    return printable(str(path))
-
-
-def raise_all(root: Path, errors: Sequence[str]) -> None:
-    """Raise one CatalogError listing every unusable folder (up to a limit)."""
-    if not errors:
-        return
-    if len(errors) == 1:
-        raise CatalogError(errors[0])
-    listed = "\n  ".join(errors[:_MAX_LISTED])
-    more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
-    raise CatalogError(f"{show(root)}: {len(errors)} folders are unusable:\n  {listed}{more}")
 
 
 def _inspect_chunks(

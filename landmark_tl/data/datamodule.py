@@ -16,20 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from landmark_tl.data.catalog import (
-    Catalog,
-    CatalogError,
-    ImageRecord,
-    NamedBytes,
-    Problem,
-    build_catalog,
-    load_rgb,
-    paused_gc,
-    strict_decoding,
-)
+from landmark_tl.core.errors import ConfigError
+from landmark_tl.core.hierarchy import LabelHierarchy
+from landmark_tl.core.io import printable
+from landmark_tl.data.catalog import Catalog, build_catalog, load_rgb, paused_gc, strict_decoding
 from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store, pass_batch_size
 from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.longtail import drop_small_landmarks
+from landmark_tl.data.records import CatalogError, ImageRecord, NamedBytes, Problem
 from landmark_tl.data.sampling import BalancedSampler, Sampler, ShardSampler
 from landmark_tl.data.sources import ImageSource
 from landmark_tl.data.sources.folder import FolderSource
@@ -38,6 +32,7 @@ from landmark_tl.data.splits import SPLITS, SplitSpec, assign_splits
 from landmark_tl.data.transforms import (
     RANDOM_AUGMENTS,
     Augment,
+    Preprocessing,
     TimmAugmentation,
     View,
     geometry_transform,
@@ -46,10 +41,7 @@ from landmark_tl.data.transforms import (
     to_uint8_tensor,
     training_views,
 )
-from landmark_tl.errors import ConfigError
-from landmark_tl.hierarchy import LabelHierarchy
-from landmark_tl.io import printable
-from landmark_tl.models.backbone import Backbone, Preprocessing
+from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 

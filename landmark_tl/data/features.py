@@ -45,16 +45,16 @@ from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from landmark_tl.data.sqlite import connect, damaged
-from landmark_tl.data.transforms import View
-from landmark_tl.errors import UserError
-from landmark_tl.io import (
+from landmark_tl.core.errors import UserError
+from landmark_tl.core.io import (
     ReasonedOSError,
     atomic_write,
     bytes_digest,
     describe_os_error,
     printable,
 )
+from landmark_tl.data.sqlite import connect, damaged
+from landmark_tl.data.transforms import View
 from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from landmark_tl.core.errors import UserError
+from landmark_tl.core.io import ReasonedOSError, describe_os_error, printable
 from landmark_tl.data.sqlite import connect, damaged
-from landmark_tl.errors import UserError
-from landmark_tl.io import ReasonedOSError, describe_os_error, printable
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import torch
 
-from landmark_tl.data.catalog import Catalog, CatalogError, DroppedLandmark, show
+from landmark_tl.core.hierarchy import LabelHierarchy
+from landmark_tl.data.catalog import Catalog
+from landmark_tl.data.records import CatalogError, DroppedLandmark, show
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
-from landmark_tl.hierarchy import LabelHierarchy
 
 # Lower edges of the frequency buckets: landmarks with 1–4, 5–19 and 20+ training images.
 BUCKET_EDGES = (1, 5, 20)

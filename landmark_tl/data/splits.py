@@ -18,9 +18,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
-from landmark_tl.data.catalog import Catalog, ImageRecord
-from landmark_tl.errors import UserError
-from landmark_tl.io import atomic_write_text, printable, require_regular_file
+from landmark_tl.core.errors import UserError
+from landmark_tl.core.io import atomic_write_text, printable, require_regular_file
+from landmark_tl.data.catalog import Catalog
+from landmark_tl.data.records import ImageRecord
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from landmark_tl.io import atomic_write_json, current_umask
+from landmark_tl.core.io import atomic_write_json, current_umask
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,11 @@ import math
 import random
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
+import timm
 import timm.data
 import timm.data.auto_augment
 import torch
@@ -21,11 +23,45 @@ import torch.nn.functional as F
 from PIL import Image
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import MaybeToTensor, ToTensor
+from torch import nn
 from torchvision import transforms
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from landmark_tl.models.backbone import Preprocessing
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The model's input geometry and normalisation, from timm's resolved data config."""
+
+    input_size: tuple[int, int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    crop_mode: str
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        *,
+        input_size: tuple[int, int, int] | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+    ) -> Preprocessing:
+        """Resolve timm's data config for ``model``; explicit arguments override it."""
+        overrides = {"input_size": input_size, "mean": mean, "std": std}
+        args = {k: tuple(v) for k, v in overrides.items() if v is not None}
+        cfg = timm.data.resolve_data_config(args, model=model)
+        return cls(
+            input_size=tuple(cfg["input_size"]),
+            interpolation=cfg["interpolation"],
+            mean=tuple(cfg["mean"]),
+            std=tuple(cfg["std"]),
+            crop_pct=float(cfg["crop_pct"]),
+            crop_mode=cfg.get("crop_mode", "center"),
+        )
+
 
 View = Callable[[torch.Tensor], torch.Tensor]
 

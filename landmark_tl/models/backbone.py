@@ -14,7 +14,6 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import timm
 import torch
 from torch import nn
 
-from landmark_tl.errors import ConfigError, UserError
-from landmark_tl.io import atomic_write_bytes
+from landmark_tl.core.errors import ConfigError, UserError
+from landmark_tl.core.io import atomic_write_bytes
+from landmark_tl.data.transforms import Preprocessing
 from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
 
 log = logging.getLogger(__name__)
@@ -45,40 +45,6 @@ class FreezePolicy(str, Enum):
     all = "all"  # frozen, batch-norm statistics too (the study)
     none = "none"  # fine-tune everything
     schedule = "schedule"  # frozen first, then unfrozen on schedule (models/finetuning.py)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The model's input geometry and normalisation, from timm's resolved data config."""
-
-    input_size: tuple[int, int, int]
-    interpolation: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
-    crop_mode: str
-
-    @classmethod
-    def from_model(
-        cls,
-        model: nn.Module,
-        *,
-        input_size: tuple[int, int, int] | None = None,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-    ) -> Preprocessing:
-        """Resolve timm's data config for ``model``; explicit arguments override it."""
-        overrides = {"input_size": input_size, "mean": mean, "std": std}
-        args = {k: tuple(v) for k, v in overrides.items() if v is not None}
-        cfg = timm.data.resolve_data_config(args, model=model)
-        return cls(
-            input_size=tuple(cfg["input_size"]),
-            interpolation=cfg["interpolation"],
-            mean=tuple(cfg["mean"]),
-            std=tuple(cfg["std"]),
-            crop_pct=float(cfg["crop_pct"]),
-            crop_mode=cfg.get("crop_mode", "center"),
-        )
 
 
 class Backbone(nn.Module):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landmark_tl.metrics import macro_f1
+from landmark_tl.evaluation.metrics import macro_f1
 
 BANK_CHUNK_ROWS = 8192  # rows of the bank compared with a query chunk at once
 QUERY_CHUNK_ROWS = 1024  # queries searched at once when fitting

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from landmark_tl.evaluation.hierarchy_metrics import HIERARCHY_TOP_K
-from landmark_tl.rundir import Run, read_text
-from landmark_tl.stats import (
+from landmark_tl.evaluation.stats import (
     bootstrap_p_value,
     holm_adjust,
     percentile_interval,
     resample_indices,
 )
+from landmark_tl.runs.rundir import Run, read_text
 
 ALPHA = 0.05
 SEVERITY = "mistake_severity"

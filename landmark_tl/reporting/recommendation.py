@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from landmark_tl.rundir import Run
+from landmark_tl.runs.rundir import Run
 
 if TYPE_CHECKING:
-    from landmark_tl.report import ApproachRow
+    from landmark_tl.reporting.report import ApproachRow
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Jobs that differ only in plain values (``seed=1``, ``strategy.lr=0.01``) compose
 config before their values are applied, so :func:`remember_sweep_configs` composes each
 distinct set of the other overrides once, with Hydra's own ``load_sweep_config``, and gives
 each job a copy with its values applied by Hydra's own override code. The result equals
-Hydra's compose of the job (``tests/test_sweep_compose.py`` checks it); anything else
+Hydra's compose of the job (``tests/sweep/test_sweep_compose.py`` checks it); anything else
 (deletions, packages, sweeps, a value override Hydra might read while composing) takes
 Hydra's full compose.
 

@@ -28,28 +28,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from landmark_tl.build import build_strategy, prepare_data, training_class_weights
-from landmark_tl.checkpointing import strip_frozen_backbone
-from landmark_tl.config import TrainConfig, validate_config
+from landmark_tl.config.schema import TrainConfig, validate_config
+from landmark_tl.core.errors import UserError
+from landmark_tl.core.hierarchy import TASKS
+from landmark_tl.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
-from landmark_tl.errors import UserError
-from landmark_tl.fingerprint import check_run_marker, claim_run_dir, refuse_changes
-from landmark_tl.fit import (
-    FitResult,
-    StageResult,
-    check_stages_fit_split,
-    merge_stage,
-    restore_stage,
-    save_stage,
-    split_is_empty,
-)
-from landmark_tl.hierarchy import TASKS
-from landmark_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from landmark_tl.metrics import score_predictions
+from landmark_tl.evaluation.metrics import score_predictions
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
-from landmark_tl.rundir import FAILED_FILE, read_metrics
-from landmark_tl.runlock import run_dir_lock
+from landmark_tl.runs.fingerprint import check_run_marker, claim_run_dir, refuse_changes
+from landmark_tl.runs.rundir import FAILED_FILE, read_metrics
+from landmark_tl.runs.runlock import run_dir_lock
 from landmark_tl.sweep.grouping import check_group, group_monitor, shared_items
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
@@ -58,7 +47,23 @@ from landmark_tl.sweep.vectorised import (
     VectorisedStage,
     torch_threads,
 )
-from landmark_tl.train import run_fingerprint, run_metrics, write_run_results, write_run_setup
+from landmark_tl.training.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.training.checkpointing import strip_frozen_backbone
+from landmark_tl.training.fit import (
+    FitResult,
+    StageResult,
+    check_stages_fit_split,
+    merge_stage,
+    restore_stage,
+    save_stage,
+    split_is_empty,
+)
+from landmark_tl.training.run import (
+    run_fingerprint,
+    run_metrics,
+    write_run_results,
+    write_run_setup,
+)
 
 log = logging.getLogger(__name__)
 # Groups may train at once in threads (the heads launcher's ``workers``). Everything but

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from landmark_tl.config import TrainConfig
+from landmark_tl.config.lightning import Monitor
+from landmark_tl.config.schema import TrainConfig
+from landmark_tl.core.errors import ConfigError
 from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.transforms import Augment
-from landmark_tl.errors import ConfigError
-from landmark_tl.fingerprint import config_items
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import OptimizerName
 from landmark_tl.models.strategies import (
@@ -28,7 +28,7 @@ from landmark_tl.models.strategies import (
     MultiOutput,
 )
 from landmark_tl.models.strategies.base import METRIC_NAMES
-from landmark_tl.trainer_options import Monitor
+from landmark_tl.runs.fingerprint import config_items
 
 # Strategies whose heads are plain functions of the cached features (the probes fit in
 # closed form, once per group: see landmark_tl.sweep.group; a strategy not listed here

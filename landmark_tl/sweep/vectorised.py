@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from landmark_tl.config.lightning import VAL_LOSS, Monitor
 from landmark_tl.data.features import Rows, row_chunks
-from landmark_tl.divergence import divergence_hint
 from landmark_tl.models.optim import OptimizerName, Recipe
 from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
-from landmark_tl.trainer_options import VAL_LOSS, Monitor
+from landmark_tl.training.divergence import divergence_hint
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as timm's create_optimizer_v2 leaves them
 EPS = 1e-8

@@ -7,7 +7,7 @@ by its key. :func:`landmark_tl.data.catalog.build_catalog` turns any source into
 index of files (:mod:`landmark_tl.data.index`: size, mtime → digest) sits between the two:
 it needs only the keys, :meth:`ImageSource.stamp` and :meth:`ImageSource.read`.
 
-Each kind of source is one module here; :func:`landmark_tl.build.build_source` picks one
+Each kind of source is one module here; :func:`landmark_tl.training.build.build_source` picks one
 by ``data.source``.
 
 Symbolic links, one policy for every source: a link is followed when its target lies
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
-from landmark_tl.data.catalog import CatalogError, DroppedLandmark, Problem, show
+from landmark_tl.core.io import require_regular_file
 from landmark_tl.data.index import Stamp
-from landmark_tl.io import require_regular_file
+from landmark_tl.data.records import CatalogError, DroppedLandmark, Problem, show
 
 
 @dataclass(frozen=True, slots=True)

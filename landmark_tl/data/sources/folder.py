@@ -13,7 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from landmark_tl.data.catalog import (
+from landmark_tl.core.io import not_regular_reason, special_file_kind
+from landmark_tl.data.records import (
     IMAGE_EXTENSIONS,
     LAYOUT,
     WRONG_DEPTH,
@@ -23,7 +24,6 @@ from landmark_tl.data.catalog import (
     show,
 )
 from landmark_tl.data.sources import Candidate, ImageSource, Listing
-from landmark_tl.io import not_regular_reason, special_file_kind
 
 
 class FolderSource(ImageSource):

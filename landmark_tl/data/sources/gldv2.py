@@ -17,10 +17,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from landmark_tl.data.catalog import CatalogError, DroppedLandmark, Problem, show
+from landmark_tl.core.io import printable
+from landmark_tl.data.records import CatalogError, DroppedLandmark, Problem, show
 from landmark_tl.data.sources import Candidate, Columns, ImageSource, Listing
 from landmark_tl.data.sources.table import read_columns
-from landmark_tl.io import printable
 
 TRAIN = "train.csv"
 CLEAN = "train_clean.csv"

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from landmark_tl.data.catalog import CatalogError, DroppedLandmark, Problem, show
+from landmark_tl.core.io import not_a_file_reason, printable
+from landmark_tl.data.records import CatalogError, DroppedLandmark, Problem, show
 from landmark_tl.data.sources import Candidate, Columns, ImageSource, Listing
 from landmark_tl.data.sources.table import read_columns
-from landmark_tl.io import not_a_file_reason, printable
 
 _SHOWN = 5
 

@@ -6,8 +6,8 @@ import csv
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from landmark_tl.data.catalog import CatalogError, show
-from landmark_tl.io import describe_os_error, require_regular_file
+from landmark_tl.core.io import describe_os_error, require_regular_file
+from landmark_tl.data.records import CatalogError, show
 
 
 def read_columns(

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.data.features import row_chunks
-from landmark_tl.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.heads import CosineMarginHead
 from landmark_tl.models.neighbours import KNNClassifier

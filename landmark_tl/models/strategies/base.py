@@ -21,9 +21,9 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.data.splits import SPLITS
-from landmark_tl.hierarchy import TASKS, LabelHierarchy
-from landmark_tl.metrics import task_metrics
+from landmark_tl.evaluation.metrics import task_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP

@@ -13,7 +13,7 @@ Registering stores the config dataclass in Hydra's ConfigStore as ``strategy/toy
 which the strategy's YAML ``conf/strategy/toy.yaml`` lists first in its defaults (the YAML
 sets the stages and documents the options); without such a YAML it is also stored as
 ``strategy/toy``. Either way ``strategy=toy`` composes with typed options, and
-:func:`landmark_tl.build.build_strategy` builds it.
+:func:`landmark_tl.training.build.build_strategy` builds it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hydra.core.config_store import ConfigStore
 
 import landmark_tl.conf
-from landmark_tl.errors import ConfigError
+from landmark_tl.core.errors import ConfigError
 from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
 
 if TYPE_CHECKING:

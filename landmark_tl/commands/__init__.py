@@ -1,0 +1,1 @@
+"""The command line: ``landmark-tl`` and one thin Hydra main per command."""

@@ -1,0 +1,1 @@
+"""The schema that Hydra's YAML fills in, and the Lightning surface it checks."""

@@ -1,0 +1,522 @@
+"""Structured configuration: the schema that Hydra's YAML files fill in.
+
+Typos in keys and values of the wrong type or outside an enum fail when the config is
+composed, naming the key. Every module takes plain arguments; these dataclasses only carry
+them from the command line to the builders in :mod:`landmark_tl.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import landmark_tl.conf
+from landmark_tl.config.lightning import check_lightning_surface
+from landmark_tl.core.errors import ConfigError, UsageError
+from landmark_tl.data.features import DTYPES as FEATURE_DTYPES
+from landmark_tl.data.sampling import Sampler
+from landmark_tl.data.splits import SmallLandmarks, SplitSpec
+from landmark_tl.data.transforms import Augment
+from landmark_tl.models.backbone import FreezePolicy, WeightsSource
+from landmark_tl.models.optim import Recipe, SchedulerName
+from landmark_tl.models.strategies import StrategyConfig, registered
+from landmark_tl.models.strategies.base import STAGE_NAMES
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
+    folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
+    manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
+    gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
+    shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
+
+
+class DataVerify(str, Enum):
+    stamp = "stamp"  # the catalog index trusts a file whose size and mtime are unchanged
+    digest = "digest"  # every file is read and hashed on every run (and shard sets checked)
+
+
+@dataclass
+class SplitConfig:
+    """Per landmark: a count (≥ 1, whole) or a fraction (< 1) of images for val and test."""
+
+    val: float = 2
+    test: float = 3
+    seed: int = 0
+    # landmarks with fewer than val + test + 1 images: error (refuse), train_only, drop
+    small: SmallLandmarks = SmallLandmarks.error
+
+    def to_spec(self) -> SplitSpec:
+        """The split as the library takes it (whole numbers as image counts); SplitSpec
+        refuses what cannot work, naming the key."""
+
+        def amount(value: float) -> int | float:
+            return int(value) if float(value).is_integer() else value
+
+        return SplitSpec(
+            val=amount(self.val), test=amount(self.test), seed=self.seed, small=self.small
+        )
+
+
+@dataclass
+class ColumnsConfig:
+    """CSV column names (manifest: image path, landmark, category; gldv2: see conf/data)."""
+
+    path: str = "path"
+    landmark: str = "landmark"
+    category: str = "category"
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    root: str | None = None  # required for folder, manifest, gldv2, shards
+    manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
+    hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
+    min_images_per_landmark: int = 1  # smaller landmarks are dropped (and listed)
+    images_per_landmark: int = 14  # synthetic only
+    image_size: int = 224  # synthetic only
+    synthetic_seed: int = 0  # synthetic only
+    split: SplitConfig = field(default_factory=SplitConfig)
+    split_file: str | None = None  # reuse the split.csv of another run
+    augment: Augment = Augment.none
+    noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
+    # augment=timm: timm's policy; rand-n1-mstd101 is TrivialAugment-like, "" none
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
+    batch_size: int = 32
+    num_workers: int | None = None  # loader workers decoding images; null: one per CPU
+    # training batches: shuffled (none) or class-balanced (balanced: items drawn with
+    # probability ∝ n_landmark ** -balance_power, with replacement; torch's
+    # WeightedRandomSampler)
+    sampler: Sampler = Sampler.none
+    balance_power: float = 1.0  # 1: every landmark equally often; 0.5: square root
+    # what the catalog index trusts: stamp (unchanged size and mtime mean unchanged bytes)
+    # or digest (every file read and hashed each run; shard sets checked against shards.json)
+    verify: DataVerify = DataVerify.stamp
+    # images that would decode to more pixels (JPEGs reduced as far as the model's input
+    # allows) are skipped and reported; null: no limit (Pillow's bomb check still applies)
+    max_pixels: int | None = 40_000_000
+    # seconds a DataLoader waits for a batch from its workers before the run stops naming
+    # the cause (a hung read, workers out of shared memory); 0: wait forever
+    timeout_s: float = 600
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "tf_efficientnet_lite0"
+    weights: WeightsSource = WeightsSource.package
+    weights_file: str | None = None
+    freeze: FreezePolicy = FreezePolicy.all  # all | none | schedule
+    unfreeze_at_epoch: int = 5  # schedule: epochs with the backbone frozen
+    unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
+    lr_ratio: float = 0.1  # none, schedule: backbone learning rate / heads' learning rate
+    freeze_bn: bool = False  # none, schedule: keep batch-norm statistics fixed
+    drop_path_rate: float | None = None  # stochastic depth when fine-tuning; null: timm's
+    input_size: list[int] | None = None  # override timm's (C, H, W)
+    mean: list[float] | None = None  # override timm's normalisation
+    std: list[float] | None = None
+
+
+@dataclass
+class HeadConfig:
+    hidden: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.1
+
+
+# The Hydra config tree ships inside the package, so a plain (non-editable) install trains;
+# Hydra finds it as CONFIG_MODULE (pkg://landmark_tl.conf) wherever the package is installed.
+CONFIG_DIR = Path(landmark_tl.conf.__file__).resolve().parent
+CONFIG_MODULE = landmark_tl.conf.__name__
+
+
+def auto_choice(key: str, value: Any) -> bool | None:
+    """An ``auto|true|false`` setting: True / False, or None for auto."""
+    text = str(value).lower()
+    if text not in {"auto", "true", "false"}:
+        raise ConfigError(f"{key}={value}: use auto, true or false")
+    return None if text == "auto" else text == "true"
+
+
+@dataclass
+class FeaturesConfig:
+    """Frozen-backbone features computed once per image and view, cached on disk."""
+
+    cache: str = "auto"  # auto: on when the backbone is frozen; true; false
+    batch_size: int | None = None  # of the feature pass; null: 64 on a GPU, CPU: ~8 at 224 px
+    random_views: int = 4  # data.augment=random with cached features: views per image
+    dtype: str = "float32"  # how rows are stored: float32, or float16 (half the disk/memory)
+    memory_mb: int = 64  # features of a split up to this size are read into memory
+
+    def enabled(self, backbone_frozen: bool) -> bool:
+        choice = auto_choice("features.cache", self.cache)
+        if choice and not backbone_frozen:
+            raise ConfigError("features.cache=true needs a frozen backbone (backbone.freeze=all)")
+        return backbone_frozen if choice is None else choice
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"  # e.g. ddp for data-parallel training on several devices
+    num_nodes: int = 1
+    precision: str = "32-true"  # e.g. bf16-mixed on a GPU
+    # NHWC memory format for the backbone: auto = when it is frozen for good (inference
+    # only: measured 1.0-1.8x faster on CPU across timm convnets, never slower), else off
+    # (training: faster for some convnets, slower for others); true/false force it
+    channels_last: Any = "auto"
+    compile: bool = False  # torch.compile the backbone
+    deterministic: bool = True
+    log_every_n_steps: int = 1
+    enable_progress_bar: bool | None = None  # None: when the terminal is interactive
+    # any other argument of lightning.Trainer (gradient_clip_val, limit_train_batches,
+    # fast_dev_run, profiler ...), given as trainer.<key>: checked against its signature
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def channels_last_choice(self) -> bool | None:
+        """``channels_last`` as :func:`~landmark_tl.models.backbone.create_backbone` takes
+        it: True / False, or None for auto."""
+        return auto_choice("trainer.channels_last", self.channels_last)
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+    cache_dir: str = "~/.cache/landmark_tl"
+
+
+@dataclass
+class ExtrasConfig:
+    """Conveniences of the command line and per-run outputs that never change a result."""
+
+    # library notices (Lightning's lines, Python warnings) go to <run dir>/train.log;
+    # false (or --verbose on the command line) leaves them on the console
+    quiet: bool = True
+    # curves and confusion PNGs in <run>/plots; false in sweeps keeps them off the hot
+    # path (landmark-tl report runs=DIR run_plots=true draws them later)
+    plots: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
+    # Lightning loggers and extra callbacks by name, each built from its _target_
+    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
+    # The CSV log is always there (plots and reports read it): ~logger.csv removes it.
+    logger: dict[str, Any] = field(
+        default_factory=lambda: {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
+    )
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
+    # stages are kept, an interrupted stage goes on from its last checkpoint
+    resume: bool = False
+    # metrics.json value a run returns to sweepers (Optuna), as a dotted path
+    optimized_metric: str = "val.landmark.macro_f1"
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+
+
+@dataclass
+class _ComposedConfig(TrainConfig):
+    """The schema Hydra composes: as TrainConfig, but ``trainer`` is open, so that
+    ``+trainer.gradient_clip_val=1`` and YAML files (conf/debug) can name any Trainer
+    argument; :func:`to_train_config` types it again."""
+
+    trainer: dict[str, Any] = field(default_factory=lambda: asdict(TrainerConfig()))
+
+
+def register_configs() -> None:
+    """Register the schema under the name ``train_schema`` for ``conf/train.yaml``."""
+    ConfigStore.instance().store(name="train_schema", node=_ComposedConfig)
+
+
+def compose_dict(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``config_name`` of the package's tree with ``key=value`` overrides, as the
+    command line composes it (unresolved). An override that does not compose (unknown key or
+    group option, wrong type, bad syntax) is a :class:`UsageError` with Hydra's message."""
+    register_configs()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        raise UsageError(f"{error}{cause}") from error
+
+
+def compose(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The training config of ``overrides`` (e.g. ``["experiment=study_table1",
+    "strategy=hierarchical", "trainer=cpu"]``): the same groups, presets and defaults as
+    ``landmark-tl train``, as a :class:`TrainConfig` for :func:`landmark_tl.train`."""
+    return to_train_config(compose_dict("train", overrides))
+
+
+def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """A composed or saved config as a :class:`TrainConfig`; ``trainer`` keys that are not
+    TrainerConfig fields move to ``trainer.extra`` (checked against Lightning's Trainer
+    when the run starts)."""
+    plain = OmegaConf.create(
+        OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    )
+    trainer = plain.get("trainer")
+    if trainer is not None:
+        known = {f.name for f in fields(TrainerConfig)}
+        extra = {key: trainer[key] for key in list(trainer) if key not in known}
+        for key in extra:
+            del trainer[key]
+        trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+    schema = _schema(TrainConfig)
+    strategy = plain.get("strategy")
+    if strategy is not None:  # typed by the registered strategy's config dataclass
+        known = {f.name for f in fields(registered(strategy.get("name", "multi_output")).config)}
+        for key in [k for k in strategy if k not in known and strategy[k] is None]:
+            del strategy[key]  # an option another strategy takes, unset (older config.yaml)
+        schema.strategy = _schema(registered(strategy.name).config)
+    for key in ("logger", "callbacks"):  # named objects: what was composed replaces the default
+        if key in plain:
+            schema[key] = {}
+    return OmegaConf.to_object(OmegaConf.merge(schema, plain))
+
+
+def _schema(cls: type) -> DictConfig:
+    """A fresh ``OmegaConf.structured(cls)``: a copy of the one built first (building it
+    walks the dataclasses, about 0.05 s for TrainConfig; a multirun types every job)."""
+    return copy.deepcopy(_built_schema(cls))
+
+
+@cache
+def _built_schema(cls: type) -> DictConfig:
+    return OmegaConf.structured(cls)
+
+
+# Stage k of a run is seeded with seed + k; numpy and Lightning take seeds below 2**32.
+MAX_SEED = 2**32 - len(STAGE_NAMES)
+
+
+FINITE = "a finite number >= 0"
+
+
+def _rate(value: float) -> bool:
+    """A learning rate or decay that can work: finite (``inf`` and ``nan`` compare oddly:
+    ``inf >= 0`` holds, and a run with it trains on NaN losses) and not negative."""
+    return math.isfinite(value) and value >= 0
+
+
+def _range_problems(config: TrainConfig) -> list[str]:
+    """Values of the right type but outside what can work, as 'key=value: why' lines."""
+    checks: list[tuple[str, Any, bool, str]] = [
+        ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
+        (
+            "data.num_workers",
+            config.data.num_workers,
+            config.data.num_workers is None or config.data.num_workers >= 0,
+            ">= 0 (or null: one per CPU)",
+        ),
+        (
+            "data.min_images_per_landmark",
+            config.data.min_images_per_landmark,
+            config.data.min_images_per_landmark >= 1,
+            ">= 1",
+        ),
+        (
+            "data.images_per_landmark",
+            config.data.images_per_landmark,
+            config.data.images_per_landmark >= 1,
+            ">= 1",
+        ),
+        ("data.image_size", config.data.image_size, config.data.image_size >= 32, ">= 32"),
+        (
+            "data.balance_power",
+            config.data.balance_power,
+            config.data.balance_power >= 0,
+            ">= 0 (1: balanced, 0: as shuffling)",
+        ),
+        (
+            "data.noise_variance",
+            config.data.noise_variance,
+            config.data.noise_variance >= 0,
+            ">= 0",
+        ),
+        ("head.dropout", config.head.dropout, 0 <= config.head.dropout < 1, "in [0, 1)"),
+        (
+            "features.batch_size",
+            config.features.batch_size,
+            config.features.batch_size is None or config.features.batch_size >= 1,
+            ">= 1",
+        ),
+        (
+            "features.memory_mb",
+            config.features.memory_mb,
+            config.features.memory_mb >= 0,
+            ">= 0 (0: always read from the mapped shards)",
+        ),
+        (
+            "features.dtype",
+            config.features.dtype,
+            config.features.dtype in FEATURE_DTYPES,
+            f"one of {list(FEATURE_DTYPES)}",
+        ),
+        (
+            "data.max_pixels",
+            config.data.max_pixels,
+            config.data.max_pixels is None or config.data.max_pixels >= 1,
+            ">= 1 (or null: no limit)",
+        ),
+        ("data.timeout_s", config.data.timeout_s, config.data.timeout_s >= 0, ">= 0 (0: none)"),
+        (
+            "features.random_views",
+            config.features.random_views,
+            config.features.random_views >= 0,
+            ">= 0",
+        ),
+        ("trainer.num_nodes", config.trainer.num_nodes, config.trainer.num_nodes >= 1, ">= 1"),
+        (
+            "backbone.lr_ratio",
+            config.backbone.lr_ratio,
+            math.isfinite(config.backbone.lr_ratio) and config.backbone.lr_ratio > 0,
+            "finite and > 0",
+        ),
+    ]
+    if config.backbone.input_size is not None:
+        size = list(config.backbone.input_size)
+        checks.append(
+            (
+                "backbone.input_size",
+                size,
+                len(size) == 3 and size[0] == 3 and min(size[1:]) >= 32,
+                "[3, height, width] with height and width >= 32 (or null: the model's own)",
+            )
+        )
+    checks.append(
+        (
+            "seed",
+            config.seed,
+            0 <= config.seed <= MAX_SEED,
+            f"in [0, {MAX_SEED}] (stage k is seeded with seed + k)",
+        )
+    )
+    checks += [(f"head.hidden[{i}]", h, h >= 1, ">= 1") for i, h in enumerate(config.head.hidden)]
+    if config.strategy.lr is not None:
+        checks.append(("strategy.lr", config.strategy.lr, _rate(config.strategy.lr), FINITE))
+    for name, stage in config.strategy.stages.items():
+        key = f"strategy.stages.{name}"
+        checks += [
+            (f"{key}.epochs", stage.epochs, stage.epochs is None or stage.epochs >= 1, ">= 1"),
+            (f"{key}.lr", stage.lr, stage.lr is None or _rate(stage.lr), FINITE),
+            (f"{key}.weight_decay", stage.weight_decay, _rate(stage.weight_decay), FINITE),
+        ]
+        if stage.patience is not None:
+            checks.append((f"{key}.patience", stage.patience, stage.patience >= 1, ">= 1"))
+    return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
+
+
+def _conflicts(config: TrainConfig) -> list[str]:
+    """Options that cannot take effect together with the rest of the config."""
+    problems = []
+    stage2 = getattr(config.strategy, "train_in_stage2", None) or []
+    if "backbone" in stage2 and config.backbone.freeze is FreezePolicy.all:
+        problems.append(
+            f"strategy.train_in_stage2={list(stage2)} trains the backbone, but "
+            "backbone.freeze=all keeps it frozen: set backbone.freeze=none (or schedule), "
+            "or remove 'backbone'"
+        )
+    return problems + _finetuning_conflicts(config)
+
+
+def _finetuning_conflicts(config: TrainConfig) -> list[str]:
+    """Fine-tuning keys that the backbone's freeze policy or the strategy ignore."""
+    b, problems = config.backbone, []
+    freeze = f"backbone.freeze={b.freeze.value}"
+    if config.optim.layer_decay is not None and b.freeze is FreezePolicy.all:
+        problems.append(
+            f"optim.layer_decay={config.optim.layer_decay} scales the learning rates of a "
+            f"training backbone, but {freeze} trains none of it (its features may be cached): "
+            "set backbone.freeze=none (or schedule), or optim.layer_decay=null"
+        )
+    if b.unfreeze_last_blocks is not None and b.freeze is not FreezePolicy.schedule:
+        problems.append(
+            f"backbone.unfreeze_last_blocks={b.unfreeze_last_blocks} is the part that "
+            f"backbone.freeze=schedule unfreezes, but {freeze}: set backbone.freeze=schedule, "
+            "or backbone.unfreeze_last_blocks=null"
+        )
+    if b.freeze_bn and b.freeze is FreezePolicy.all:
+        problems.append(
+            f"backbone.freeze_bn=true keeps the batch-norm statistics of a training backbone, "
+            f"but {freeze} is frozen already: set backbone.freeze=none (or schedule), or "
+            "backbone.freeze_bn=false"
+        )
+    epochs = [s.epochs for s in config.strategy.stages.values() if s.epochs is not None]
+    if b.freeze is FreezePolicy.schedule and epochs and b.unfreeze_at_epoch >= max(epochs):
+        problems.append(
+            f"backbone.unfreeze_at_epoch={b.unfreeze_at_epoch}: no stage lasts longer "
+            f"(strategy.stages.*.epochs at most {max(epochs)}), so the backbone would never "
+            "unfreeze: lower it, or use backbone.freeze=all"
+        )
+    if b.freeze is FreezePolicy.schedule and config.optim.scheduler is SchedulerName.plateau:
+        problems.append(
+            "optim.scheduler=plateau keeps one rate per optimiser group it started with, but "
+            "backbone.freeze=schedule adds the backbone's groups later: use optim.scheduler="
+            "cosine (or step, none), or backbone.freeze=none"
+        )
+    name = config.strategy.name
+    if b.freeze is not FreezePolicy.all and not registered(name).module.trains_backbone:
+        problems.append(
+            f"strategy={name} fits on frozen features, but {freeze} asks to fine-tune the "
+            "backbone: set backbone.freeze=all, or choose a strategy that trains it "
+            "(e.g. +approach=finetune)"
+        )
+    return problems
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Refuse, at start, values that would fail later or train nonsense."""
+    problems = _range_problems(config) + _conflicts(config)
+    if config.data.source is not DataSource.synthetic and not config.data.root:
+        problems.append(
+            f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
+        )
+    frozen = config.backbone.freeze is FreezePolicy.all
+    if config.optim.mixes and config.features.enabled(frozen):
+        problems.append(
+            "optim.mixup/optim.cutmix mix images, but this run trains on cached features of a "
+            "frozen backbone: set features.cache=false (or backbone.freeze=none), or turn "
+            "mixing off"
+        )
+    problems += config.optim.problems(
+        {n: stage.epochs for n, stage in config.strategy.stages.items() if stage.epochs is not None}
+    )
+    for check in (lambda: config.features.enabled(frozen), config.trainer.channels_last_choice):
+        try:
+            check()
+        except ConfigError as err:
+            problems.append(str(err))
+    try:
+        check_lightning_surface(
+            config.trainer, config.callbacks, config.strategy.monitor, config.strategy.monitor_mode
+        )
+    except ValueError as err:
+        problems.append(str(err))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -1,0 +1,79 @@
+"""Table 1 as a LaTeX ``booktabs`` table, for papers (``\\usepackage{booktabs}``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from landmark_tl.core.hierarchy import TASKS
+
+if TYPE_CHECKING:
+    from landmark_tl.reporting.report import Table
+
+_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "≈": r"$\approx$",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    ">": r"$>$",
+    "<": r"$<$",
+}
+
+
+def escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped."""
+    return "".join(_ESCAPES.get(char, char) for char in text)
+
+
+def latex_table(table: Table) -> str:
+    """A ``table`` float: one row per approach, per task mean ± std, 95% CI and verdict
+    (and the difference to the linear probe with its verdict, when there is a probe row);
+    the best row's mean in bold; the caption says how the numbers were computed."""
+    probe = table.probe is not None
+    spec = "lr" + ("rrll" if probe else "rrl") * len(TASKS)
+    head = ["Approach", "Runs" if table.splits > 1 else "Seeds"]
+    for task in TASKS:
+        head += [f"{task.capitalize()} F1", "95\\% CI", "vs best"] + (["vs probe"] if probe else [])
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.rows:
+        cells = [escape(row.approach), str(len(row.seeds))]
+        for task in TASKS:
+            score = row.scores[task]
+            mean = f"{score.mean:.3f}"
+            mean = rf"\textbf{{{mean}}}" if score.mark == "best" else mean
+            std = "" if score.std is None else rf" $\pm$ {score.std:.3f}"
+            mark = score.mark + ("†" if score.fallback else "")
+            cells += [mean + std, f"[{score.ci_low:.3f}, {score.ci_high:.3f}]", escape(mark)]
+            if probe:
+                versus = score.vs_probe
+                cells.append(
+                    "--" if versus is None else f"{versus.diff:+.3f} {escape(versus.verdict)}"
+                )
+        lines.append(" & ".join(cells) + r" \\")
+    ranked = table.ranked_by or "test landmark macro F1"
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{Macro F1 on the test images, mean $\pm$ std over "
+        rf"{'runs' if table.splits > 1 else 'seeds'}; 95\% percentile bootstrap intervals "
+        rf"(B = {table.bootstrap}); verdicts against the best by a paired bootstrap, "
+        rf"Holm-corrected. Rows ranked by {escape(ranked)}.}}",
+        r"\label{tab:approaches}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The run-dir format: files, fingerprint, provenance."""

@@ -1,0 +1,1 @@
+"""Finished runs at work: load, predict, evaluate, export."""

@@ -1,0 +1,1 @@
+"""The training engine: build the pieces of a run, fit, checkpoints, loggers."""
