@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from landmark_tl.core.errors import UserError
 from landmark_tl.core.io import atomic_write_json, printable
-from landmark_tl.runs.rundir import BACKBONE_WEIGHTS
+from landmark_tl.core.version import __version__
+from landmark_tl.runs.layout import BACKBONE_WEIGHTS
 
 FILENAME = "fingerprint.json"
 FORMAT = 1
@@ -166,8 +167,6 @@ def _digest_of(text: str) -> str:
 @cache
 def code_version() -> dict[str, str | None]:
     """The package version, and the git commit when running from a checkout."""
-    from landmark_tl import __version__
-
     package = Path(__file__).resolve().parents[1]
     commit = None
     if (package.parent / ".git").exists():

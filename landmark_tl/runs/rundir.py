@@ -14,14 +14,9 @@ from typing import Any
 from landmark_tl.core.errors import UsageError, UserError
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.core.io import printable
+from landmark_tl.runs.fingerprint import FILENAME, RunDirError, check_run_marker
+from landmark_tl.runs.layout import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT  # noqa: F401 (re-exported)
 
-# The layout of a run dir (metrics.json "run_format"). 2: strategy options typed by the
-# registered strategy's config, frozen hub/file backbone weights kept in BACKBONE_WEIGHTS.
-# Runs without the key are format 1.
-RUN_FORMAT = 2
-BACKBONE_WEIGHTS = "backbone.safetensors"
-# A run that stopped with an error says why here (it has no metrics.json).
-FAILED_FILE = "failed.json"
 METRICS_SECTIONS = {"data": dict, "hierarchy": dict, "stages": list, "timings": dict}
 
 
@@ -209,8 +204,6 @@ def find_metrics_files(paths: Iterable[str | Path]) -> list[Path]:
 def unfinished_runs(paths: Iterable[str | Path]) -> list[str]:
     """Run dirs below ``paths`` that started (a fingerprint) but have no metrics.json, each
     described with the error its ``failed.json`` records, if any."""
-    from landmark_tl.runs.fingerprint import FILENAME
-
     lines = []
     for path in map(Path, paths):
         marks = [f for name in (FILENAME, FAILED_FILE) for f in path.rglob(name)]
@@ -229,8 +222,6 @@ def unfinished_runs(paths: Iterable[str | Path]) -> list[str]:
 def collect_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
     """Load the runs below ``paths``; runs with unreadable files, and runs that failed or
     never finished, are skipped and described."""
-    from landmark_tl.runs.fingerprint import RunDirError, check_run_marker
-
     paths = list(paths)
 
     runs, skipped = [], []
