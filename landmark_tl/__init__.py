@@ -18,24 +18,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["compose", "load_run", "train"]
+from landmark_tl.core.version import __version__
+
+__all__ = ["__version__", "compose", "load_run", "train"]
 # Imported on first use, so that `import landmark_tl` (and `landmark-tl --help`) does not
-# load torch: the name, and the module that defines it (the modules `config`, `inference`
-# and `train` themselves; `train` is callable).
+# load torch: each name, and the module that defines it (`train` is the function; the
+# `python -m landmark_tl.train` shim is no callable module).
 _LAZY = {
     "compose": "landmark_tl.config.schema",
     "load_run": "landmark_tl.serving.inference",
-    "config": "landmark_tl.config.schema",
-    "inference": "landmark_tl.serving.inference",
-    "train": "landmark_tl.train",
+    "train": "landmark_tl.training.run",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``compose``, ``load_run``, ``train`` and the modules they come from, imported on
-    first use."""
+    """``compose``, ``load_run`` and ``train``, imported on first use."""
     if name not in _LAZY:
         raise AttributeError(f"module 'landmark_tl' has no attribute {name!r}")
-    module = importlib.import_module(_LAZY[name])
-    return module if _LAZY[name].endswith(f".{name}") else getattr(module, name)
+    return getattr(importlib.import_module(_LAZY[name]), name)

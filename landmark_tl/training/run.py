@@ -12,7 +12,6 @@ import secrets
 import sys
 import time
 import traceback
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -414,16 +413,3 @@ def metric_at(metrics: dict[str, Any], dotted: str) -> float:
             )
         value = value[key]
     return float(value)
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable: ``landmark_tl.train(config, run_dir)`` is :func:`train`
-    (the package attribute ``train`` is this module once it is imported)."""
-
-    def __call__(
-        self, config: TrainConfig, run_dir: str | Path, overrides: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        return train(config, run_dir, overrides)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -34,6 +34,23 @@ def test_every_command_has_hydra_help(capsys):
             assert needle in out, (name, needle)
 
 
+def test_train_is_a_function_and_every_command_runs_as_python_m():
+    """The public surface after the re-layout: ``landmark_tl.train`` is the function (no
+    callable module), and ``python -m landmark_tl.<command>`` still runs each command."""
+    from landmark_tl.training.run import train
+
+    assert landmark_tl.train is train
+    for name in COMMANDS:
+        done = subprocess.run(
+            [sys.executable, "-m", f"landmark_tl.{name}", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        assert f"landmark-tl {name}" in done.stdout, name
+
+
 def test_cfg_job_prints_the_composed_config_of_a_command(capsys):
     assert main(["predict", "run=r", "inputs=[a.png,b.png]", "top_k=5", "--cfg", "job"]) == 0
     printed = OmegaConf.create(capsys.readouterr().out)
