@@ -20,7 +20,13 @@ from landmark_tl.core.errors import ConfigError
 from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.core.io import printable
 from landmark_tl.data.catalog import Catalog, build_catalog, load_rgb, paused_gc, strict_decoding
-from landmark_tl.data.features import FeatureRows, FeatureStore, fill_store, pass_batch_size
+from landmark_tl.data.features import (
+    Encoder,
+    FeatureRows,
+    FeatureStore,
+    fill_store,
+    pass_batch_size,
+)
 from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.records import CatalogError, ImageRecord, NamedBytes, Problem
@@ -41,7 +47,6 @@ from landmark_tl.data.transforms import (
     to_uint8_tensor,
     training_views,
 )
-from landmark_tl.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +184,7 @@ class LandmarkDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         sampler: Sampler | str = Sampler.none,
         balance_power: float = 1.0,
-        feature_encoder: Backbone | None = None,
+        feature_encoder: Encoder | None = None,
         feature_store: FeatureStore | None = None,
         feature_device: torch.device | str = "cpu",
         feature_batch_size: int | None = None,

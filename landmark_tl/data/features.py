@@ -37,7 +37,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -54,8 +54,30 @@ from landmark_tl.core.io import (
     printable,
 )
 from landmark_tl.data.sqlite import connect, damaged
-from landmark_tl.data.transforms import View
-from landmark_tl.models.backbone import Backbone
+from landmark_tl.data.transforms import Preprocessing, View
+
+
+class Encoder(Protocol):
+    """What the feature pass needs of a model (``models.backbone.Backbone`` is one): a
+    module mapping an image batch at ``preprocessing``'s geometry to ``num_features`` wide
+    features, named by ``name`` and ``weights_digest`` in the store's key."""
+
+    name: str
+    preprocessing: Preprocessing
+    num_features: int
+    training: bool
+
+    @property
+    def weights_digest(self) -> str: ...
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> Encoder: ...
+
+    def train(self, mode: bool = True) -> Encoder: ...
+
+    def to(self, device: torch.device | str) -> Encoder: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +99,7 @@ CREATE TABLE IF NOT EXISTS rows (
 _DECODING = "jpeg-draft"  # ImageDecoder's way of decoding: features made otherwise differ
 
 
-def encoder_key(backbone: Backbone, autocast: torch.dtype | None = None) -> str:
+def encoder_key(backbone: Encoder, autocast: torch.dtype | None = None) -> str:
     """Digest of what makes a backbone's features: name, weights, preprocessing, how images
     are decoded (JPEGs reduced to the resize size) and the precision of the pass."""
     parts = (
@@ -506,13 +528,13 @@ def pass_batch_size(device: torch.device | str, input_size: Sequence[int]) -> in
     return max(1, min(64, round(8 * 224 * 224 / pixels)))
 
 
-def _default_batch(device: torch.device | str, backbone: Backbone) -> int:
+def _default_batch(device: torch.device | str, backbone: Encoder) -> int:
     return pass_batch_size(device, backbone.preprocessing.input_size)
 
 
 def fill_store(
     store: FeatureStore,
-    backbone: Backbone,
+    backbone: Encoder,
     digests: Sequence[str],
     wanted: Mapping[str, Sequence[int]],
     views: Mapping[str, View],
@@ -625,7 +647,7 @@ def _missing(
 @torch.inference_mode()
 def _run_pass(
     store: FeatureStore,
-    backbone: Backbone,
+    backbone: Encoder,
     digests: Sequence[str],
     names: Sequence[str],
     images: _PassImages,
@@ -746,7 +768,7 @@ class _PassThreads:
 
 @torch.inference_mode()
 def extract_features(
-    backbone: Backbone,
+    backbone: Encoder,
     images: Dataset,
     *,
     batch_size: int | None = None,
