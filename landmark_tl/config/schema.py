@@ -2,7 +2,16 @@
 
 Typos in keys and values of the wrong type or outside an enum fail when the config is
 composed, naming the key. Every module takes plain arguments; these dataclasses only carry
-them from the command line to the builders in :mod:`landmark_tl.train`.
+them from the command line to the builders in :mod:`landmark_tl.training.run`.
+
+Every default has one home. A key that each option of its config group sets (``data.source``,
+``head.dropout``, ``features.cache`` ...) has none here (``MISSING``): the YAML of the
+group's options is its home, and :func:`compose` (or a saved ``config.yaml``) fills it in,
+so ``TrainConfig()`` alone is refused. The other keys have their one default here, and
+the default options' YAML does not restate them (tests/config/test_schema.py checks both).
+The strategy and optim groups are the exceptions: their dataclasses are also the library's
+argument objects (``StageConfig``, ``Recipe``), whose neutral defaults (no label smoothing,
+no epochs given) the options' YAML chooses over.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -20,7 +29,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import landmark_tl.conf
@@ -82,7 +91,7 @@ class ColumnsConfig:
 
 @dataclass
 class DataConfig:
-    source: DataSource = DataSource.synthetic
+    source: DataSource = MISSING  # conf/data/<source>.yaml
     root: str | None = None  # required for folder, manifest, gldv2, shards
     manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
     hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
@@ -119,10 +128,10 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = "tf_efficientnet_lite0"
-    weights: WeightsSource = WeightsSource.package
+    name: str = MISSING  # timm model name; conf/backbone/<option>.yaml
+    weights: WeightsSource = MISSING
     weights_file: str | None = None
-    freeze: FreezePolicy = FreezePolicy.all  # all | none | schedule
+    freeze: FreezePolicy = MISSING  # all | none | schedule
     unfreeze_at_epoch: int = 5  # schedule: epochs with the backbone frozen
     unfreeze_last_blocks: int | None = None  # schedule: unfreeze the last K units; null: all
     lr_ratio: float = 0.1  # none, schedule: backbone learning rate / heads' learning rate
@@ -135,8 +144,8 @@ class BackboneConfig:
 
 @dataclass
 class HeadConfig:
-    hidden: list[int] = field(default_factory=lambda: [512])
-    dropout: float = 0.1
+    hidden: list[int] = MISSING  # widths of the shared hidden layers; conf/head/<option>.yaml
+    dropout: float = MISSING  # in [0, 1)
 
 
 # The Hydra config tree ships inside the package, so a plain (non-editable) install trains;
@@ -157,11 +166,12 @@ def auto_choice(key: str, value: Any) -> bool | None:
 class FeaturesConfig:
     """Frozen-backbone features computed once per image and view, cached on disk."""
 
-    cache: str = "auto"  # auto: on when the backbone is frozen; true; false
-    batch_size: int | None = None  # of the feature pass; null: 64 on a GPU, CPU: ~8 at 224 px
-    random_views: int = 4  # data.augment=random with cached features: views per image
-    dtype: str = "float32"  # how rows are stored: float32, or float16 (half the disk/memory)
-    memory_mb: int = 64  # features of a split up to this size are read into memory
+    # values: conf/features/default.yaml
+    cache: str = MISSING  # auto: on when the backbone is frozen; true; false
+    batch_size: int | None = MISSING  # of the feature pass; null: by device and image size
+    random_views: int = MISSING  # data.augment=random with cached features: views per image
+    dtype: str = MISSING  # how rows are stored: float32, or float16 (half the disk/memory)
+    memory_mb: int = MISSING  # features of a split up to this size are read into memory
 
     def enabled(self, backbone_frozen: bool) -> bool:
         choice = auto_choice("features.cache", self.cache)
@@ -172,11 +182,11 @@ class FeaturesConfig:
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"
-    devices: Any = "auto"
+    accelerator: str = MISSING  # conf/trainer/<option>.yaml
+    devices: Any = MISSING
     strategy: str = "auto"  # e.g. ddp for data-parallel training on several devices
     num_nodes: int = 1
-    precision: str = "32-true"  # e.g. bf16-mixed on a GPU
+    precision: str = MISSING  # e.g. bf16-mixed on a GPU
     # NHWC memory format for the backbone: auto = when it is frozen for good (inference
     # only: measured 1.0-1.8x faster on CPU across timm convnets, never slower), else off
     # (training: faster for some convnets, slower for others); true/false force it
@@ -197,8 +207,8 @@ class TrainerConfig:
 
 @dataclass
 class PathsConfig:
-    output_dir: str = "outputs"
-    cache_dir: str = "~/.cache/landmark_tl"
+    output_dir: str = MISSING  # conf/paths/default.yaml
+    cache_dir: str = MISSING
 
 
 @dataclass
@@ -237,6 +247,29 @@ class TrainConfig:
     # metrics.json value a run returns to sweepers (Optuna), as a dotted path
     optimized_metric: str = "val.landmark.macro_f1"
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+
+    def __post_init__(self) -> None:
+        missing = _missing_keys(self)
+        if missing:
+            raise ConfigError(
+                f"TrainConfig: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
+                "not given: the YAML tree is the only home of defaults, so build the config "
+                "with landmark_tl.compose([overrides]) (the command line's defaults)"
+            )
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of a dataclass tree still ``MISSING`` (a plain walk: OmegaConf's would
+    build the whole schema, and every job of a multirun is typed)."""
+    if node == MISSING:
+        return [prefix.rstrip(".")]
+    if is_dataclass(node):
+        items = ((f.name, getattr(node, f.name)) for f in fields(node))
+    elif isinstance(node, dict):
+        items = ((str(k), v) for k, v in node.items())
+    else:
+        return []
+    return [key for name, value in items for key in _missing_keys(value, f"{prefix}{name}.")]
 
 
 @dataclass

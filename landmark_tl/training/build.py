@@ -1,6 +1,6 @@
 """Build the pieces of a run from a :class:`TrainConfig`: backbone, data, strategy.
 
-Hydra-free: a notebook can call these with ``TrainConfig(...)`` directly.
+Hydra-free: a notebook can call these with ``landmark_tl.compose([...])``'s config.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``python -m landmark_tl.train``: compose the config, train a strategy, write the run dir.
 
-Importable without Hydra: ``train(TrainConfig(...), run_dir)`` does the same from a notebook.
+From a notebook: ``train(landmark_tl.compose([...]), run_dir)`` does the same.
 """
 
 from __future__ import annotations
