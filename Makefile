@@ -7,13 +7,17 @@ ARGS   ?=
 # Test processes (pytest-xdist); each file runs whole in one process, so its fixtures are built once.
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint format bench bench-scale real-photos clean
+.PHONY: run test test-fast lint format bench bench-scale real-photos clean
 
 run: $(VENV)/.installed
 	$(PY) -m landmark_tl.train $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+# the tests not marked slow (no end-to-end training runs, processes or launchers)
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check landmark_tl tests benchmarks hydra_plugins

@@ -11,8 +11,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from landmark_tl.config.schema import CONFIG_DIR
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
+
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
 
 
 def _build_wheel(tmp_path: Path) -> Path:

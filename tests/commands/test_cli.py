@@ -34,6 +34,7 @@ def test_every_command_has_hydra_help(capsys):
             assert needle in out, (name, needle)
 
 
+@pytest.mark.slow
 def test_train_is_a_function_and_every_command_runs_as_python_m():
     """The public surface after the re-layout: ``landmark_tl.train`` is the function (no
     callable module), and ``python -m landmark_tl.<command>`` still runs each command."""

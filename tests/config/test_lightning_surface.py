@@ -39,6 +39,7 @@ class RecordTrainer(L.Callback):
         RecordTrainer.seen[-1]["batches"] = batch_idx + 1
 
 
+@pytest.mark.slow
 def test_trackers_record_the_run_in_mlflow_sqlite_and_tensorboard(tiny_config, tmp_path):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,6 +95,7 @@ def test_trackers_record_the_run_in_mlflow_sqlite_and_tensorboard(tiny_config, t
     assert (sweep / "0" / "logs" / "joint" / "metrics.csv").is_file()  # csv still there
 
 
+@pytest.mark.slow
 def test_fast_dev_run_through_debug_fdr_with_a_user_callback(tiny_config, tmp_path):
     RecordTrainer.seen = []
     config = tiny_config(
@@ -145,6 +147,7 @@ def test_trainer_keys_and_callbacks_reach_the_stage_trainer(tmp_path):
     assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/landmark_f1", "max", 2)
 
 
+@pytest.mark.slow
 def test_a_monitored_score_picks_the_checkpoint_and_is_recorded(tiny_config, tmp_path):
     config = tiny_config("strategy=head_swap", "strategy.monitor=val/f1")
     metrics = train(config, tmp_path / "run")

@@ -371,6 +371,7 @@ def test_an_image_replaced_during_the_pass_is_keyed_by_the_bytes_encoded(tmp_pat
         assert torch.allclose(stored[0], backbone.eval()(image[None])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_training_give_the_same_metrics(tiny_config, tmp_path):
     first = train(tiny_config("data.augment=study"), tmp_path / "cold")
     from_cache = train(tiny_config("data.augment=study"), tmp_path / "warm")

@@ -69,6 +69,7 @@ def test_bucket_scores_group_test_images_by_training_frequency():
     }
 
 
+@pytest.mark.slow
 def test_gldv2_long_tail_trains_and_reports(tmp_path, capsys):
     make_gldv2(tmp_path / "gldv2")
     overrides = [

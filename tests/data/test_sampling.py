@@ -111,6 +111,7 @@ class RecordLandmarks(L.Callback):
         RecordLandmarks.seen.setdefault(trainer.current_epoch, []).extend(batch[2].tolist())
 
 
+@pytest.mark.slow
 def test_fine_tuning_trains_on_the_balanced_draw_of_each_epoch(skewed_tree, tmp_path):
     config = compose_config(
         "data=folder",

@@ -104,6 +104,7 @@ def test_no_shards_is_refused(tmp_path):
         build_catalog(ShardSource(tmp_path))
 
 
+@pytest.mark.slow
 def test_training_on_shards_matches_the_folder_with_the_same_split(tiny_tree, shard_dir, tmp_path):
     base = [o for o in TINY_OVERRIDES if not o.startswith("data=")]
     base.append(f"paths.cache_dir={tmp_path / 'cache'}")

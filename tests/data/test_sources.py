@@ -204,6 +204,7 @@ def _config(tmp_path: Path, *overrides: str):
     return compose_config(*base, f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
 
 
+@pytest.mark.slow
 def test_training_on_a_manifest_matches_the_folder_with_the_same_split(tiny_tree, tmp_path):
     folder = train(_config(tmp_path, "data=folder", f"data.root={tiny_tree}"), tmp_path / "a")
     manifest = folder_manifest(tiny_tree, tmp_path / "m.csv")

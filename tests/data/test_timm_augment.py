@@ -73,6 +73,7 @@ def test_mixup_on_cached_features_is_refused_at_start():
         validate_config(compose_config("optim.mixup=0.2"))
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_timm_augmentation_and_mixup_trains(tiny_config, tmp_path):
     config = tiny_config(
         "backbone.freeze=none",

@@ -34,6 +34,7 @@ def _ema_state(checkpoint_path):
     return state[key]
 
 
+@pytest.mark.slow
 def test_the_average_follows_the_ema_rule_after_every_step(tiny_config, tmp_path):
     config = tiny_config(
         "callbacks=[ema]",
@@ -64,6 +65,7 @@ def test_the_average_follows_the_ema_rule_after_every_step(tiny_config, tmp_path
     assert "average" in metrics["ema"]
 
 
+@pytest.mark.slow
 def test_with_no_averaging_the_average_scores_as_the_raw_weights(tiny_config, tmp_path):
     metrics = train(tiny_config("callbacks=[ema]", "callbacks.ema.decay=0"), tmp_path / "run")
     assert metrics["val_ema"] == metrics["val"]
@@ -73,6 +75,7 @@ def test_with_no_averaging_the_average_scores_as_the_raw_weights(tiny_config, tm
     assert sum("(average of the weights, callbacks=ema)" in line for line in printed) == 2
 
 
+@pytest.mark.slow
 def test_an_average_that_never_moves_scores_the_initial_weights(tiny_config, tmp_path):
     metrics = train(
         tiny_config("callbacks=[ema]", "callbacks.ema.decay=1", "strategy.monitor=val_ema/loss"),
@@ -90,6 +93,7 @@ def test_an_average_that_never_moves_scores_the_initial_weights(tiny_config, tmp
         assert metrics["val_ema"][task] == pytest.approx(untrained["val"][task])
 
 
+@pytest.mark.slow
 def test_probes_have_nothing_to_average(tiny_config, tmp_path):
     metrics = train(tiny_config("strategy=linear_probe", "callbacks=[ema]"), tmp_path / "run")
     assert "test_ema" not in metrics and metrics["test"]["landmark"]["macro_f1"] >= 0

@@ -168,6 +168,7 @@ def test_changing_test_labels_changes_nothing_in_the_fit(tiny_tree, backbone, tm
         assert torch.equal(state_a[key], state_b[key])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("approach", ["linear_probe", "hierarchical_probe"])
 def test_probe_run_writes_the_usual_run_dir(approach, tiny_config, tmp_path):
     config = tiny_config(f"+approach={approach}")

@@ -103,6 +103,7 @@ def test_a_fractional_warmup_lasts_that_share_of_an_epoch_in_steps():
     assert all(a >= b for a, b in zip(rates[4:], rates[5:], strict=False))
 
 
+@pytest.mark.slow
 def test_the_timm_recipe_trains_with_warmup_and_cosine_per_step(tiny_config, tmp_path):
     config = tiny_config(
         "optim=timm",

@@ -57,6 +57,7 @@ class Toy(OneStageBothTasks):
         return {task: logits / self.temperature for task, logits in self.net(features).items()}
 
 
+@pytest.mark.slow
 def test_a_strategy_registered_in_a_test_file_trains_by_name(tiny_tree, tmp_path):
     assert STRATEGIES["toy"] is Toy and registered("toy").config is ToyConfig
     config = landmark_tl.compose(

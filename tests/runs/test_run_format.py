@@ -33,6 +33,7 @@ def _no_network(*args, **kwargs):
     raise AssertionError("the network was asked for")
 
 
+@pytest.mark.slow
 def test_a_frozen_file_backbone_run_loads_without_the_file(tiny_config, tmp_path, monkeypatch):
     weights = tmp_path / "lite0.safetensors"
     save_weights_file(create_backbone(weights="none", input_size=(3, 64, 64)), weights)

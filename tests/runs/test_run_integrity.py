@@ -24,6 +24,9 @@ from landmark_tl.training.run import train
 from tests.conftest import compose_config
 from tests.training.test_resume import HEAD_SWAP, _kill_during
 
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 SHORT = ["strategy.stages.joint.epochs=1"]
 
 

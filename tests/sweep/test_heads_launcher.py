@@ -23,6 +23,9 @@ from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 SHORT = [
     "strategy.stages.landmark.epochs=3",
     "strategy.stages.category.epochs=2",

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from landmark_tl.commands.report import main as report_main
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
+
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
 
 
 def _multirun(tiny_tree: Path, tmp_path: Path, *overrides: str) -> list[Path]:

@@ -14,6 +14,9 @@ import pytest
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 
 def _run(tiny_tree: Path, out: Path, cache: Path, *overrides: str) -> Path:
     args = [

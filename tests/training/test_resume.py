@@ -12,6 +12,9 @@ import pytest
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT
 
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, os.getcwd())  # the repository, for tests.conftest

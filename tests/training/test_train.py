@@ -16,6 +16,9 @@ from landmark_tl.core.errors import UsageError
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 
+# end to end (full training runs, processes): pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 RUN_FILES = {
     "split.csv",
     "problems.csv",
