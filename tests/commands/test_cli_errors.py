@@ -167,6 +167,7 @@ def test_unreadable_store_shard_names_the_file_and_the_fix(tmp_path, monkeypatch
 # --- command lines: the message alone, exit 1 (usage: 2) --------------------------------
 
 
+@pytest.mark.slow
 def test_train_with_a_landmark_too_small_prints_the_message_alone(tmp_path):
     root = _tree(tmp_path)  # 3 images per landmark: too few for 1 val + 3 test + 1 train
     args = [*TINY_OVERRIDES, f"data.root={root}", "data.split.test=3"]

@@ -255,6 +255,7 @@ _fill(FeatureStore(sys.argv[1], "enc", shard_rows=2), backbone, _images(9), batc
 """
 
 
+@pytest.mark.slow
 def test_killed_pass_resumes_where_it_stopped_with_the_same_features(tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
@@ -279,6 +280,7 @@ def _fill_in_process(root: str) -> int:
     return _fill(FeatureStore(root, "enc", shard_rows=3), _backbone(), _images(12)).computed
 
 
+@pytest.mark.slow
 def test_two_processes_filling_at_once_compute_each_row_once(tmp_path):
     with mp.get_context("spawn").Pool(2) as pool:
         computed = pool.map(_fill_in_process, [str(tmp_path)] * 2)
@@ -315,6 +317,7 @@ def _fill_as_rank(rank: int, root: str, rendezvous: str, out: str) -> None:
     Path(out, f"{rank}.json").write_text(json.dumps(summary))
 
 
+@pytest.mark.slow
 def test_data_parallel_ranks_split_the_feature_pass(tmp_path):
     """Each rank encodes a disjoint part of the missing images, together all of them once;
     then every rank sees every row, and both leave out the same broken image."""

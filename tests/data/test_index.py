@@ -182,6 +182,7 @@ def _read_through(args: tuple[str, str]) -> int:
     return len(read)
 
 
+@pytest.mark.slow
 def test_two_processes_filling_one_index_read_each_file_once(tmp_path):
     root = _tree_aged(tmp_path)
     with mp.get_context("spawn").Pool(2) as pool:

@@ -53,7 +53,12 @@ def test_packaged_weights_classify_real_photos(packaged_with_classifier, photo, 
 
 
 @pytest.mark.parametrize(
-    ("name", "width"), [("tf_efficientnet_lite0", 1280), ("vgg16", 4096), ("resnet18", 512)]
+    ("name", "width"),
+    [
+        ("tf_efficientnet_lite0", 1280),
+        pytest.param("vgg16", 4096, marks=pytest.mark.slow),  # 138 M parameters to build
+        ("resnet18", 512),
+    ],
 )
 def test_feature_width_comes_from_the_model(name, width):
     backbone = create_backbone(name, weights="none", input_size=(3, 32, 32))

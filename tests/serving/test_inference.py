@@ -110,6 +110,7 @@ def test_evaluate_on_another_tree_reports_unknown_labels(trained, tiny_tree, tmp
     assert "unknown label, not scored: Gothic/Reims" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_model_predicts_like_pytorch(trained, tiny_tree, tmp_path, fmt):
     import json
