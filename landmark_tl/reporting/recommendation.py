@@ -13,36 +13,11 @@ splits its mean test F1 is above the probe's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from landmark_tl.reporting.table import ApproachRow, Recommendation
 from landmark_tl.runs.rundir import Run
-
-if TYPE_CHECKING:
-    from landmark_tl.reporting.report import ApproachRow
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """The approach chosen on validation and what it is expected to gain on test."""
-
-    approach: str
-    probe: str
-    val_f1: float
-    probe_val_f1: float
-    runner_up: str | None  # the best other approach on validation, when the probe is chosen
-    gain: float | None  # mean test landmark F1, chosen − probe (None: the probe is chosen)
-    gain_low: float | None
-    gain_high: float | None
-    verdict: str | None  # Table 1's "vs linear probe" verdict of the chosen row
-    wins: int  # splits on which the chosen row's mean test F1 is above the probe's
-    splits: int
-
-    @property
-    def beats_probe(self) -> bool:
-        return self.approach != self.probe
 
 
 def choose(rows: Sequence[ApproachRow], probe: str) -> tuple[str, str | None]:

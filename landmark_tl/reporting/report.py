@@ -20,7 +20,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from omegaconf import MISSING
 
 from landmark_tl.core.io import atomic_write_text, printable
 from landmark_tl.evaluation.stats import (
-    Comparison,
     batched_macro_f1,
     bootstrap_p_value,
     holm_adjust,
@@ -41,11 +40,12 @@ from landmark_tl.evaluation.stats import (
     resample_indices,
     seed_averaged_f1,
 )
-from landmark_tl.reporting.mistakes import HierarchyScore, mistakes_markdown, summarise_mistakes
+from landmark_tl.reporting.mistakes import mistakes_markdown, summarise_mistakes
 from landmark_tl.reporting.plots import bar_chart_figure, save_png
-from landmark_tl.reporting.recommendation import Recommendation, recommend, recommendation_lines
+from landmark_tl.reporting.recommendation import recommend, recommendation_lines
 from landmark_tl.reporting.report_latex import latex_table
 from landmark_tl.reporting.studies import Inventory, row_groups
+from landmark_tl.reporting.table import ApproachRow, Table, TaskScore, VersusProbe
 from landmark_tl.runs.rundir import TASKS, Run
 
 BEST, SAME, WORSE = "best", "≈ best", "worse"
@@ -53,71 +53,6 @@ ABOVE_PROBE, SAME_AS_PROBE, BELOW_PROBE = "> probe", "≈ probe", "< probe"
 PROBE = "linear_probe"  # the baseline row every other row is compared with
 ALPHA = 0.05  # family-wise error rate of each task's verdicts (Holm)
 UNPAIRED = "†"
-
-
-@dataclass(frozen=True)
-class VersusProbe:
-    """Paired bootstrap of (row − linear probe): observed difference of mean F1, its 95%
-    interval, and the Holm-adjusted p-value behind the verdict."""
-
-    diff: float
-    diff_low: float
-    diff_high: float
-    p_holm: float
-    verdict: str
-
-
-@dataclass(frozen=True)
-class TaskScore:
-    """Macro F1 of one task for one approach.
-
-    ``mark`` is BEST, SAME or WORSE; ``comparison`` the paired bootstrap against the best
-    and ``p_holm`` its Holm-adjusted p-value; ``fallback`` is set when test images differ
-    and CI overlap decided the mark instead; ``vs_probe`` compares with the linear probe.
-    """
-
-    mean: float
-    std: float | None
-    ci_low: float
-    ci_high: float
-    mark: str
-    fallback: bool
-    comparison: Comparison | None
-    p_holm: float | None = None
-    vs_probe: VersusProbe | None = None
-
-
-@dataclass(frozen=True)
-class ApproachRow:
-    """One row of Table 1: an approach's runs summarised; None where no run had the value."""
-
-    approach: str
-    seeds: tuple[Any, ...]
-    scores: dict[str, TaskScore]
-    val_landmark_f1: float | None
-    val_ranking: float | None  # the validation score the rows are ranked by
-    full_path_accuracy: float | None
-    consistency: float | None
-    train_seconds: float | None
-    first_in: int | None = None  # splits on which it has the highest test landmark F1
-
-
-@dataclass(frozen=True)
-class Table:
-    """Table 1 and what it was computed from."""
-
-    rows: list[ApproachRow]
-    ranked_by: str
-    roots: tuple[str, ...]
-    test_images: tuple[int, ...]
-    bootstrap: int
-    seed: int
-    splits: int = 1  # distinct test sets (splits) among the runs
-    probe: str | None = None  # the row the "vs probe" columns compare with
-    # per row, its hierarchy-aware scores (landmark_tl.reporting.mistakes)
-    mistakes: dict[str, dict[str, HierarchyScore]] = field(default_factory=dict)
-    # the one approach to deploy, chosen on validation (landmark_tl.reporting.recommendation)
-    recommendation: Recommendation | None = None
 
 
 SplitKey = tuple[tuple[str, ...], ...]  # the sorted test-path sets of a group's splits

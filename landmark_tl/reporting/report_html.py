@@ -40,7 +40,6 @@ from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.reporting.plots import DPI, confusion_figures, curves_figures, read_hierarchy
 from landmark_tl.reporting.report import (
     UNPAIRED,
-    Table,
     _legend,
     _number,
     _versus_best,
@@ -48,6 +47,7 @@ from landmark_tl.reporting.report import (
     table_figure,
 )
 from landmark_tl.reporting.studies import SEED_KEYS, row_groups, run_settings
+from landmark_tl.reporting.table import Table
 from landmark_tl.runs.rundir import TASKS, Run, read_json, read_text
 
 GALLERY_MAX = 24  # misclassified images shown, most confident mistakes first

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from landmark_tl.core.hierarchy import TASKS
-
-if TYPE_CHECKING:
-    from landmark_tl.reporting.report import Table
+from landmark_tl.reporting.table import Table
 
 _ESCAPES = {
     "\\": r"\textbackslash{}",
