@@ -117,6 +117,14 @@ class KNN(CategoryFromLandmark):
 
     takes_head = False
     trains_backbone = False  # votes on frozen features only
+    # Lightning's notices of what kNN does on purpose: no optimiser (configure_optimizers
+    # returns None, Lightning's documented "fit without any optimizer") and a training_step
+    # that only logs (no loss), as the linear probe's; filtered during fit (fit.py)
+    intended_notices = (
+        *CategoryFromLandmark.intended_notices,
+        r"`LightningModule.configure_optimizers` returned `None`",
+        r"`training_step` returned `None`",
+    )
 
     def __init__(
         self,
@@ -147,7 +155,9 @@ class KNN(CategoryFromLandmark):
         return {}  # nothing is stepped: there is no average of weights
 
     def configure_optimizers(self) -> None:
-        """Nothing to optimise (Lightning runs the epoch without an optimiser)."""
+        """Nothing to optimise: Lightning runs the epoch with its placeholder optimiser, whose
+        steps count, so the epoch's checkpoint is kept (manual optimisation with no
+        optimiser would count none, and Lightning would then save no checkpoint)."""
         return None
 
     def on_train_start(self) -> None:
