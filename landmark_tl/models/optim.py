@@ -118,27 +118,6 @@ def backbone_groups(
     return [group for group in groups if group["params"]]
 
 
-def parameter_groups(
-    module: nn.Module,
-    backbone: nn.Module,
-    lr: float,
-    weight_decay: float,
-    recipe: Recipe,
-    backbone_lr_ratio: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Trainable parameters of ``module`` in groups, each parameter in exactly one: the
-    parameters outside ``backbone`` (found by identity, whatever wraps the backbone) at
-    ``lr`` with no weight decay on norms and biases; the backbone's as
-    :func:`backbone_groups` at ``lr × backbone_lr_ratio``."""
-    inside = {id(p) for p in backbone.parameters()}
-    groups = []
-    for group in param_groups_weight_decay(module, weight_decay):
-        params = [p for p in group["params"] if id(p) not in inside]
-        groups.append(group | {"params": params, "lr": lr})
-    groups += backbone_groups(backbone, lr, weight_decay, recipe, backbone_lr_ratio)
-    return [group for group in groups if group["params"]]
-
-
 def build_optimizer(
     module: nn.Module,
     backbone: nn.Module,
@@ -147,7 +126,17 @@ def build_optimizer(
     recipe: Recipe,
     backbone_lr_ratio: float = 1.0,
 ) -> torch.optim.Optimizer:
-    groups = parameter_groups(module, backbone, lr, weight_decay, recipe, backbone_lr_ratio)
+    """timm's optimiser for the recipe over the trainable parameters of ``module`` in
+    groups, each parameter in exactly one: the parameters outside ``backbone`` (found by
+    identity, whatever wraps the backbone) at ``lr`` with no weight decay on norms and
+    biases; the backbone's as :func:`backbone_groups` at ``lr × backbone_lr_ratio``."""
+    inside = {id(p) for p in backbone.parameters()}
+    groups = []
+    for group in param_groups_weight_decay(module, weight_decay):
+        params = [p for p in group["params"] if id(p) not in inside]
+        groups.append(group | {"params": params, "lr": lr})
+    groups += backbone_groups(backbone, lr, weight_decay, recipe, backbone_lr_ratio)
+    groups = [group for group in groups if group["params"]]
     if not groups:
         raise RuntimeError("no trainable parameters")
     return create_optimizer_v2(

@@ -151,30 +151,34 @@ def _versus_probe(
     }
 
 
-def mistakes_markdown(
+MISTAKES_HEADING = "How bad the mistakes are (tree distance; lower is better)"
+MISTAKES_NOTE = (
+    "Tree distance of two landmarks: height of their lowest common ancestor (0 the same "
+    "landmark, 1 another landmark of the same category, 2 another category). Mistake "
+    "severity: mean tree distance of the predicted landmark over the wrong predictions "
+    "(1 to 2). Dist@k: per image the mean tree distance of the k top-ranked landmarks, "
+    "averaged over images (Bertinetto et al. 2020). Intervals and Holm-corrected paired "
+    "tests against the probe as for macro F1 above."
+)
+
+
+def mistakes_rows(
     order: Sequence[str],
     mistakes: Mapping[str, Mapping[str, HierarchyScore]],
     f1: Mapping[str, float],
-) -> list[str]:
-    """The Markdown section: one row per approach in ``order`` with its landmark macro F1
-    beside its hierarchy-aware scores; no lines when no run recorded them."""
-    if not mistakes:
-        return []
+) -> tuple[list[str], list[list[str]]]:
+    """The section's table as (header, rows of formatted cells): one row per approach in
+    ``order`` that has the scores, its landmark macro F1 beside them; shared by the
+    Markdown and the HTML report."""
     probe = any(s.vs_probe is not None for row in mistakes.values() for s in row.values())
     header = ["Approach", "Landmark F1"]
     for score in SCORES:
         header += [TITLES[score], "95% CI"] + (["vs linear probe"] if probe else [])
-    lines = [
-        "",
-        "## How bad the mistakes are (tree distance; lower is better)",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "--:|" * (len(header) - 1),
-    ]
+    rows = []
     for name in order:
         if name not in mistakes:
             continue
-        cells = [name.replace("|", "\\|"), f"{f1[name]:.3f}"]
+        cells = [name, f"{f1[name]:.3f}"]
         for score in SCORES:
             s = mistakes[name][score]
             cells += [f"{s.mean:.3f}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"]
@@ -183,14 +187,49 @@ def mistakes_markdown(
                 cells.append(
                     "—" if v is None else f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}] {s.verdict}"
                 )
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
+        rows.append(cells)
+    return header, rows
+
+
+def mistakes_markdown(
+    order: Sequence[str],
+    mistakes: Mapping[str, Mapping[str, HierarchyScore]],
+    f1: Mapping[str, float],
+) -> list[str]:
+    """The Markdown section (:func:`mistakes_rows`); no lines when no run recorded them."""
+    if not mistakes:
+        return []
+    header, rows = mistakes_rows(order, mistakes, f1)
+    return [
         "",
-        "Tree distance of two landmarks: height of their lowest common ancestor (0 the same "
-        "landmark, 1 another landmark of the same category, 2 another category). Mistake "
-        "severity: mean tree distance of the predicted landmark over the wrong predictions "
-        "(1 to 2). Dist@k: per image the mean tree distance of the k top-ranked landmarks, "
-        "averaged over images (Bertinetto et al. 2020). Intervals and Holm-corrected paired "
-        "tests against the probe as for macro F1 above.",
+        f"## {MISTAKES_HEADING}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "--:|" * (len(header) - 1),
+        *("| " + " | ".join([row[0].replace("|", "\\|"), *row[1:]]) + " |" for row in rows),
+        "",
+        MISTAKES_NOTE,
     ]
-    return lines
+
+
+CSV_FIELDS = ("mean", "ci_low", "ci_high", "vs_probe_diff", "vs_probe_ci_low")
+CSV_FIELDS += ("vs_probe_ci_high", "vs_probe_p_holm", "vs_probe_verdict")
+
+
+def mistakes_csv_header() -> list[str]:
+    """table1.csv's columns of the hierarchy-aware scores: ``<score>_<field>``."""
+    return [f"{score}_{field}" for score in SCORES for field in CSV_FIELDS]
+
+
+def mistakes_csv_cells(scores: Mapping[str, HierarchyScore] | None) -> list[float | str | None]:
+    """One row's cells under :func:`mistakes_csv_header` (None where absent)."""
+    cells: list[float | str | None] = []
+    for score in SCORES:
+        s = None if scores is None else scores.get(score)
+        if s is None:
+            cells += [None] * len(CSV_FIELDS)
+            continue
+        cells += [s.mean, s.ci_low, s.ci_high]
+        cells += [None] * 4 if s.vs_probe is None else list(s.vs_probe)
+        cells.append(s.verdict or None)
+    return cells

@@ -40,7 +40,12 @@ from landmark_tl.evaluation.stats import (
     resample_indices,
     seed_averaged_f1,
 )
-from landmark_tl.reporting.mistakes import mistakes_markdown, summarise_mistakes
+from landmark_tl.reporting.mistakes import (
+    mistakes_csv_cells,
+    mistakes_csv_header,
+    mistakes_markdown,
+    summarise_mistakes,
+)
 from landmark_tl.reporting.plots import bar_chart_figure, save_png
 from landmark_tl.reporting.recommendation import recommend, recommendation_lines
 from landmark_tl.reporting.report_latex import latex_table
@@ -407,10 +412,13 @@ def _csv_header() -> list[str]:
     fields += ["vs_probe_diff", "vs_probe_ci_low", "vs_probe_ci_high", "vs_probe_p_holm"]
     per_task = [f"{task}_f1_{field}" for task in TASKS for field in fields]
     rest = ["first_on_splits", "val_landmark_f1", "full_path_accuracy", "consistency", "train_s"]
+    # the report's recommendation: 1 on the chosen row (0 on the others, empty without one)
+    # and, on that row, on how many of the probe's splits it is above the probe
+    rest += ["recommended", "recommended_splits_above_probe", *mistakes_csv_header()]
     return ["approach", "runs", "seeds", *per_task, *rest]
 
 
-def _csv_cells(row: ApproachRow) -> list[Any]:
+def _csv_cells(row: ApproachRow, table: Table) -> list[Any]:
     cells: list[Any] = [row.approach, len(row.seeds), " ".join(map(str, row.seeds))]
     for task in TASKS:
         s, c, v = row.scores[task], row.scores[task].comparison, row.scores[task].vs_probe
@@ -422,6 +430,10 @@ def _csv_cells(row: ApproachRow) -> list[Any]:
         cells += [None] * 4 if v is None else [v.diff, v.diff_low, v.diff_high, v.p_holm]
     cells += [row.first_in, row.val_landmark_f1, row.full_path_accuracy, row.consistency]
     cells.append(row.train_seconds)
+    rec = table.recommendation
+    chosen = rec is not None and rec.approach == row.approach
+    cells += [None if rec is None else int(chosen), f"{rec.wins}/{rec.splits}" if chosen else None]
+    cells += mistakes_csv_cells(table.mistakes.get(row.approach))
     return ["" if cell is None else cell for cell in cells]
 
 
@@ -430,7 +442,7 @@ def csv_table(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(_csv_header())
-    writer.writerows(_csv_cells(row) for row in table.rows)
+    writer.writerows(_csv_cells(row, table) for row in table.rows)
     return out.getvalue()
 
 

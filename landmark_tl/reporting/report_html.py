@@ -10,7 +10,8 @@ metrics.json (hierarchy metrics, mistake severity, frequency buckets, ...: rende
 generically, whatever their names), the curves of the monitored score, the normalised
 confusion matrices with category blocks, per-landmark F1 and a gallery of misclassified
 test images with their top predictions. A comparison page holds the table with intervals
-and verdicts, the bar chart, per-split results, what was read, and links to run pages.
+and verdicts, the bar chart, the recommendation, the hierarchy-aware scores (mistake
+severity, distance@k), per-split results, what was read, and links to run pages.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from torchmetrics.functional.classification import (
 
 from landmark_tl.core.io import atomic_write_text, printable
 from landmark_tl.evaluation.metrics import macro_f1
+from landmark_tl.reporting.mistakes import MISTAKES_HEADING, MISTAKES_NOTE, mistakes_rows
 from landmark_tl.reporting.plots import DPI, confusion_figures, curves_figures, read_hierarchy
+from landmark_tl.reporting.recommendation import recommendation_lines
 from landmark_tl.reporting.report import (
     UNPAIRED,
     _legend,
@@ -382,6 +385,20 @@ def _comparison_header(table: Table) -> list[str]:
     return header + ["Val score", "Full-path acc.", "Train s"]
 
 
+def mistakes_section(table: Table) -> str:
+    """The hierarchy-aware scores beside landmark macro F1, as in table1.md; empty when no
+    run recorded them."""
+    if not table.mistakes:
+        return ""
+    f1 = {row.approach: row.scores["landmark"].mean for row in table.rows}
+    header, rows = mistakes_rows([row.approach for row in table.rows], table.mistakes, f1)
+    return (
+        f"<h2>{esc(MISTAKES_HEADING)}</h2>"
+        + html_table(header, rows)
+        + f'<p class="note">{esc(MISTAKES_NOTE)}</p>'
+    )
+
+
 def _split_label(runs: Sequence[Run], index: int) -> str:
     seeds = {run_settings(r).get(SEED_KEYS[1]) for r in runs}
     return (
@@ -461,6 +478,8 @@ def write_comparison_pages(
         if fallback
         else "",
         figure_img(table_figure(table), "macro F1 by approach"),
+        markdown_block(recommendation_lines(table.recommendation)),
+        mistakes_section(table),
         "<h2>Per-split results</h2>",
         split_section(table, groups),
         markdown_block(["## What was read", *read]),

@@ -20,6 +20,7 @@ FIXED = (
     "exists and is not empty",
     "in eval mode",
     "`training_step` returned `None`",
+    "configure_optimizers` returned `None`",  # knn: no optimiser, on purpose
     "LeafSpec",
     "in training mode",
 )
@@ -51,15 +52,15 @@ def test_runs_print_no_library_notices_and_log_them(tiny_tree, tmp_path):
         "--multirun",
         *TINY_OVERRIDES,
         f"data.root={tiny_tree}",
-        "strategy=head_swap,linear_probe",  # two stages in one folder; a probe's epoch
+        "strategy=head_swap,linear_probe,knn",  # two stages in one folder; epochs that fit
         "strategy.stages.landmark.epochs=2",
         "strategy.stages.category.epochs=1",
         f"hydra.sweep.dir={sweep}",
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert done.stdout.count("run dir: ") == 2  # each run's summary
-    for job in ("0", "1"):
+    assert done.stdout.count("run dir: ") == 3  # each run's summary
+    for job in ("0", "1", "2"):
         log = (sweep / job / "train.log").read_text()
         assert "GPU available: False" in log and "`Trainer.fit` stopped" in log
         assert not [notice for notice in FIXED if notice in log], log

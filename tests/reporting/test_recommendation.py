@@ -116,6 +116,8 @@ def test_the_candidates_compose(approach: str):
     config = compose([f"+approach={approach}"])
     assert config.strategy.name == approach.split("_")[0]
     assert config.strategy.approach == {"arcface_knn": "arcface (knn)"}.get(approach, approach)
+    if approach == "arcface_knn":  # its own embedding: without one it would be knn
+        assert config.strategy.embedding == 512
 
 
 def test_experiment_recommend_runs_and_the_report_recommends(tiny_tree, tmp_path: Path):

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
 import subprocess
+from html import escape
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from landmark_tl.commands.report import main
+from landmark_tl.reporting.report import summarise
 from landmark_tl.reporting.report_html import per_landmark_f1, run_page
+from landmark_tl.runs.rundir import collect_runs
 from landmark_tl.training.run import train
+from tests.evaluation.test_hierarchy_metrics import write_distances
 from tests.reporting.test_plots import run_dir as run_dir  # noqa: F401 (the fixture)
+from tests.reporting.test_recommendation import make_runs
 from tests.reporting.test_report import LANDMARKS, PATHS, TRUTH, make_run, wrong_first
 
 # Appended to a copy of a page: on load, whether every image decoded, into the DOM.
@@ -130,3 +136,42 @@ def test_a_trained_run_writes_its_page_with_the_gallery(tiny_config, tmp_path: P
     assert mistakes > 0
     assert len(states) == 3 + mistakes and set(states) == {"ok"}  # curves, 2 matrices, thumbnails
     assert console == []
+
+
+def test_the_recommendation_and_the_mistake_scores_reach_the_html_and_the_csv(tmp_path: Path):
+    """knn is best on validation and makes half the probe's mistakes (all into the other
+    category, tree distance 2): report.html and table1.csv carry the recommendation and
+    the mistake severity and distance@k with their intervals and verdicts, as table1.md."""
+    runs = tmp_path / "multirun"
+    wrong = {"linear_probe": 2, "knn": 1}
+    make_runs(runs, val={"linear_probe": 0.6, "knn": 0.8}, test_wrong=wrong)
+    for run in runs.iterdir():
+        write_distances(run, wrong_first(wrong[run.name.rsplit("_", 1)[0]]))
+    assert main([f"runs={runs}", "bootstrap=300"]) == 0
+    out = tmp_path / "multirun-report"
+    page = (out / "report.html").read_text()
+    assert "<h2>Recommendation</h2>" in page and "<b>Deploy <code>knn</code></b>" in page
+    assert "above the probe on 3 of 3 split(s)" in page
+    assert "<h2>How bad the mistakes are (tree distance; lower is better)</h2>" in page
+    table = summarise(collect_runs([runs])[0], bootstrap=300)  # the report's own numbers
+    knn = table.mistakes["knn"]
+    assert knn["hierarchical_distance_at_1"].mean == pytest.approx(4 * 2 / 20)
+    assert table.mistakes["linear_probe"]["hierarchical_distance_at_1"].mean == pytest.approx(0.8)
+    for score in knn.values():
+        diff, low, high, _ = score.vs_probe
+        cells = f"<td>{score.mean:.3f}</td><td>[{score.ci_low:.3f}, {score.ci_high:.3f}]</td>"
+        versus = escape(f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] {score.verdict}")
+        assert f"{cells}<td>{versus}</td>" in page
+    rows = {r["approach"]: r for r in csv.DictReader((out / "table1.csv").open())}
+    assert (rows["knn"]["recommended"], rows["linear_probe"]["recommended"]) == ("1", "0")
+    assert rows["knn"]["recommended_splits_above_probe"] == "3/3"
+    assert rows["linear_probe"]["recommended_splits_above_probe"] == ""
+    severity = knn["mistake_severity"]
+    assert float(rows["knn"]["mistake_severity_mean"]) == pytest.approx(2.0)
+    assert float(rows["knn"]["mistake_severity_ci_high"]) == pytest.approx(severity.ci_high)
+    assert float(rows["knn"]["hierarchical_distance_at_1_vs_probe_diff"]) == pytest.approx(-0.4)
+    verdict = knn["hierarchical_distance_at_5"].verdict
+    assert rows["knn"]["hierarchical_distance_at_5_vs_probe_verdict"] == verdict
+    assert rows["linear_probe"]["hierarchical_distance_at_1_vs_probe_p_holm"] == ""
+    states, console = open_in_browser(out / "report.html", tmp_path)
+    assert states == ["ok"] and console == []  # the bar chart; the new sections parse cleanly

@@ -294,13 +294,11 @@ def test_a_killed_batched_fit_resumes_every_unfinished_member(config_args, tmp_p
         assert resumed[s]["test"] == whole[s]["test"]
 
 
-def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
-    """``hydra/launcher=heads`` end to end: a probe fitted once for both seeds, the jobs
-    that cannot batch (a balanced sampler) run as usual; every job has its run dir
-    (Hydra's files included); plots left out of the sweep are drawn by
-    ``report run_plots=true``."""
-    sweep = tmp_path / "sweep"
-    args = config_args()
+def heads_multirun(
+    sweep: Path, *overrides: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m landmark_tl.train -m hydra/launcher=heads`` into ``sweep`` on one
+    thread: the finished process and its stdout + stderr."""
     done = subprocess.run(
         [
             sys.executable,
@@ -309,18 +307,31 @@ def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
             "-m",
             "hydra/launcher=heads",
             f"hydra.sweep.dir={sweep}",
-            *args,
-            "+approach=hierarchical_probe",
-            PROBE_GRID,
-            "seed=0,1",
-            "data.sampler=none,balanced",
+            *overrides,
         ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env=ONE_THREAD,
+        env={**ONE_THREAD, **(env or {})},
     )
-    output = done.stdout + done.stderr
+    return done, done.stdout + done.stderr
+
+
+def test_launcher_runs_a_multirun_batched_and_alone(config_args, tmp_path):
+    """``hydra/launcher=heads`` end to end: a probe fitted once for both seeds, the jobs
+    that cannot batch (a balanced sampler) run as usual; every job has its run dir
+    (Hydra's files included); plots left out of the sweep are drawn by
+    ``report run_plots=true``."""
+    sweep = tmp_path / "sweep"
+    args = config_args()
+    done, output = heads_multirun(
+        sweep,
+        *args,
+        "+approach=hierarchical_probe",
+        PROBE_GRID,
+        "seed=0,1",
+        "data.sampler=none,balanced",
+    )
     assert done.returncode == 0, output[-3000:]
     assert "head batch of 2 jobs: #0, #2" in output
     assert "#1 : " in output and "(runs alone: data.sampler=balanced)" in output
@@ -341,23 +352,9 @@ def test_launcher_runs_every_point_and_lists_the_failures(config_args, tmp_path)
     its batch member alone; the good point finishes; the multirun exits 1 listing each
     failure on one line, with no traceback."""
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "landmark_tl.train",
-            "-m",
-            "hydra/launcher=heads",
-            f"hydra.sweep.dir={sweep}",
-            *config_args(),
-            "strategy.lr=0.001,nan,-1,1e30",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**ONE_THREAD, "HYDRA_FULL_ERROR": ""},
+    done, output = heads_multirun(
+        sweep, *config_args(), "strategy.lr=0.001,nan,-1,1e30", env={"HYDRA_FULL_ERROR": ""}
     )
-    output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]
     assert "Traceback" not in output and "3 job(s) of the multirun failed" in output
     assert f"#1 {sweep / '1'}: invalid configuration: strategy.lr=nan: must be a finite" in output

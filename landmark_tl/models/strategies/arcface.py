@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from landmark_tl.core.hierarchy import LabelHierarchy
-from landmark_tl.data.features import row_chunks
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.heads import CosineMarginHead
 from landmark_tl.models.neighbours import KNNClassifier
@@ -36,7 +35,7 @@ from landmark_tl.models.strategies.knn import (
     CategoryFromLandmark,
     check_grid,
     check_k_fits,
-    split_rows,
+    fit_neighbours,
 )
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
 
@@ -132,15 +131,5 @@ class ArcFace(CategoryFromLandmark):
             return
         mode = self.training
         self.eval()
-        (train, y_train), (val, y_val) = (
-            split_rows(self, s, self.head.embed) for s in ("train", "val")
-        )
-        self.knn.fit(
-            row_chunks(train),
-            y_train["landmark"],
-            row_chunks(val),
-            y_val["landmark"],
-            self.k_grid,
-            self.temperatures,
-        )
+        fit_neighbours(self, self.knn, self.k_grid, self.temperatures, self.head.embed)
         self.train(mode)

@@ -84,6 +84,26 @@ def split_rows(
     return torch.cat(xs[1:]), {"category": torch.cat(categories), "landmark": torch.cat(landmarks)}
 
 
+def fit_neighbours(
+    module: TwoLevelStrategy,
+    knn: KNNClassifier,
+    k_grid: Sequence[int],
+    temperatures: Sequence[float],
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
+    """The training split's rows (through ``transform``) become ``knn``'s neighbours; k
+    and T are chosen from the grid on the validation split (:func:`split_rows`)."""
+    (train, y_train), (val, y_val) = (split_rows(module, s, transform) for s in ("train", "val"))
+    knn.fit(
+        row_chunks(train),
+        y_train["landmark"],
+        row_chunks(val),
+        y_val["landmark"],
+        k_grid,
+        temperatures,
+    )
+
+
 class CategoryFromLandmark(TwoLevelStrategy):
     """One stage, ``landmark``, scoring both tasks: the category's log-probability is the
     log-sum of its landmarks' and the category decoded is the predicted landmark's."""
@@ -117,6 +137,14 @@ class KNN(CategoryFromLandmark):
 
     takes_head = False
     trains_backbone = False  # votes on frozen features only
+    # Lightning's notices of what kNN does on purpose: no optimiser (configure_optimizers
+    # returns None, Lightning's documented "fit without any optimizer") and a training_step
+    # that only logs (no loss), as the linear probe's; filtered during fit (fit.py)
+    intended_notices = (
+        *CategoryFromLandmark.intended_notices,
+        r"`LightningModule.configure_optimizers` returned `None`",
+        r"`training_step` returned `None`",
+    )
 
     def __init__(
         self,
@@ -147,19 +175,13 @@ class KNN(CategoryFromLandmark):
         return {}  # nothing is stepped: there is no average of weights
 
     def configure_optimizers(self) -> None:
-        """Nothing to optimise (Lightning runs the epoch without an optimiser)."""
+        """Nothing to optimise: Lightning runs the epoch with its placeholder optimiser, whose
+        steps count, so the epoch's checkpoint is kept (manual optimisation with no
+        optimiser would count none, and Lightning would then save no checkpoint)."""
         return None
 
     def on_train_start(self) -> None:
-        (train, y_train), (val, y_val) = (split_rows(self, s) for s in ("train", "val"))
-        self.knn.fit(
-            row_chunks(train),
-            y_train["landmark"],
-            row_chunks(val),
-            y_val["landmark"],
-            self.k_grid,
-            self.temperatures,
-        )
+        fit_neighbours(self, self.knn, self.k_grid, self.temperatures)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         """Log the training scores of the fitted classifier (no loss: no update)."""
