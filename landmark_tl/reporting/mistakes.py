@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -70,6 +71,14 @@ def run_distances(run: Run) -> dict[int, np.ndarray] | None:
     }
 
 
+def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """np.nanmean without its "Mean of empty slice" warning: a resample whose runs made no
+    mistake has no severity, and NaN (left out of the interval) is the intended answer."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
 Statistic = Callable[[np.ndarray], np.ndarray]  # (B, n) per-image values -> (B,)
 
 
@@ -118,12 +127,12 @@ def summarise_mistakes(
                 ]
                 per_run = np.stack([statistic(v[draws[paths]]) for v in mine])
                 drawn = rng.integers(0, len(mine), size=(bootstrap, len(mine)))
-                per_split.append(np.nanmean(per_run[drawn, np.arange(bootstrap)[:, None]], axis=1))
+                per_split.append(_nanmean(per_run[drawn, np.arange(bootstrap)[:, None]], axis=1))
             drawn = split_draws[keys[name]]
-            samples[name] = np.nanmean(
+            samples[name] = _nanmean(
                 np.stack(per_split)[drawn, np.arange(bootstrap)[:, None]], axis=1
             )
-            means[name] = float(np.nanmean([statistic(v[None])[0] for v in values]))
+            means[name] = float(_nanmean(np.array([statistic(v[None])[0] for v in values])))
         versus = _versus_probe(samples, means, keys, probe)
         for name in usable:
             low, high = percentile_interval(samples[name][~np.isnan(samples[name])])
