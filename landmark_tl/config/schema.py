@@ -4,14 +4,18 @@ Typos in keys and values of the wrong type or outside an enum fail when the conf
 composed, naming the key. Every module takes plain arguments; these dataclasses only carry
 them from the command line to the builders in :mod:`landmark_tl.training.run`.
 
-Every default has one home. A key that each option of its config group sets (``data.source``,
-``head.dropout``, ``features.cache`` ...) has none here (``MISSING``): the YAML of the
-group's options is its home, and :func:`compose` (or a saved ``config.yaml``) fills it in,
-so ``TrainConfig()`` alone is refused. The other keys have their one default here, and
-the default options' YAML does not restate them (tests/config/test_schema.py checks both).
-The strategy and optim groups are the exceptions: their dataclasses are also the library's
-argument objects (``StageConfig``, ``Recipe``), whose neutral defaults (no label smoothing,
-no epochs given) the options' YAML chooses over.
+Every default has one home. A key that each option of its config group sets
+(``backbone.name``, ``head.dropout``, ``features.cache`` ...) has none here (``MISSING``):
+the YAML of the group's options is its home, and :func:`compose` (or a saved
+``config.yaml``) fills it in, so ``TrainConfig()`` alone is refused. The other keys have
+their one default here, and the default options' YAML does not restate them
+(tests/config/test_schema.py checks both). The strategy and optim groups are the
+exceptions: their dataclasses are also the library's argument objects (``StageConfig``,
+``Recipe``), whose neutral defaults (no label smoothing, no epochs given) the options' YAML
+chooses over. The ``data`` group is typed, like ``strategy``, by the config dataclass the
+source named by ``data.source`` registered (:mod:`landmark_tl.data.sources.registry`): the
+shared keys in :class:`~landmark_tl.data.config.DataConfig`, the source's own in its
+subclass (``data.source`` is that class's default), so ``data=<source>`` knows its keys.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from omegaconf import MISSING
 
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.data.sampling import Sampler
-from landmark_tl.data.splits import SmallLandmarks, SplitSpec
+from landmark_tl.data.split_spec import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment
 
 

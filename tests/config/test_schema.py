@@ -73,3 +73,18 @@ def test_compose_of_nothing_is_the_python_default_and_the_yaml_values():
 def test_a_train_config_without_the_yaml_is_refused_naming_compose():
     with pytest.raises(ConfigError, match=r"data\.source.*landmark_tl\.compose"):
         TrainConfig()
+
+
+@pytest.mark.parametrize("source", sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))
+def test_a_source_yaml_restates_no_default_of_its_config(source):
+    """A data source's own keys have their default in its config dataclass; its YAML names
+    the schema first and marks data.root required (???) where the source reads files."""
+    from landmark_tl.data.sources import registered_source
+
+    registered = registered_source(source)
+    values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / f"{source}.yaml"))
+    assert values.pop("defaults") == [f"{source}_schema", "_self_"]
+    assert values == ({"root": MISSING} if registered.source.needs_root else {})
+    assert landmark_tl.compose([f"data={source}", "data.root=/d"]).data == registered.config(
+        root="/d"
+    )
