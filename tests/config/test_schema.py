@@ -8,6 +8,7 @@ from dataclasses import fields
 
 import pytest
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 import landmark_tl
 from landmark_tl.config import schema
@@ -88,3 +89,28 @@ def test_a_source_yaml_restates_no_default_of_its_config(source):
     assert landmark_tl.compose([f"data={source}", "data.root=/d"]).data == registered.config(
         root="/d"
     )
+
+
+def test_a_config_yaml_of_the_flat_data_schema_still_loads(tmp_path):
+    """Before sources registered their own keys, every config.yaml held all of them."""
+    from landmark_tl.config.schema import to_train_config
+    from landmark_tl.data.sources.folder import FolderConfig
+
+    config = landmark_tl.compose(["data=folder", "data.root=/images"])
+    saved = OmegaConf.to_container(OmegaConf.structured(config))
+    flat = {
+        "manifest": "manifest.csv",
+        "hierarchy": None,
+        "columns": {"path": "path", "landmark": "landmark", "category": "category"},
+        "clean": True,
+        "images_per_landmark": 14,
+        "image_size": 224,
+        "synthetic_seed": 0,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml({**saved, "data": {**saved["data"], **flat}}))
+    loaded = to_train_config(OmegaConf.load(path))
+    assert isinstance(loaded.data, FolderConfig) and loaded == config
+    path.write_text(OmegaConf.to_yaml({**saved, "data": {**saved["data"], "colour": "red"}}))
+    with pytest.raises(ConfigKeyError, match="Key 'colour' not in 'FolderConfig'"):
+        to_train_config(OmegaConf.load(path))
