@@ -4,14 +4,18 @@ Typos in keys and values of the wrong type or outside an enum fail when the conf
 composed, naming the key. Every module takes plain arguments; these dataclasses only carry
 them from the command line to the builders in :mod:`landmark_tl.training.run`.
 
-Every default has one home. A key that each option of its config group sets (``data.source``,
-``head.dropout``, ``features.cache`` ...) has none here (``MISSING``): the YAML of the
-group's options is its home, and :func:`compose` (or a saved ``config.yaml``) fills it in,
-so ``TrainConfig()`` alone is refused. The other keys have their one default here, and
-the default options' YAML does not restate them (tests/config/test_schema.py checks both).
-The strategy and optim groups are the exceptions: their dataclasses are also the library's
-argument objects (``StageConfig``, ``Recipe``), whose neutral defaults (no label smoothing,
-no epochs given) the options' YAML chooses over.
+Every default has one home. A key that each option of its config group sets
+(``backbone.name``, ``head.dropout``, ``features.cache`` ...) has none here (``MISSING``):
+the YAML of the group's options is its home, and :func:`compose` (or a saved
+``config.yaml``) fills it in, so ``TrainConfig()`` alone is refused. The other keys have
+their one default here, and the default options' YAML does not restate them
+(tests/config/test_schema.py checks both). The strategy and optim groups are the
+exceptions: their dataclasses are also the library's argument objects (``StageConfig``,
+``Recipe``), whose neutral defaults (no label smoothing, no epochs given) the options' YAML
+chooses over. The ``data`` group is typed, like ``strategy``, by the config dataclass the
+source named by ``data.source`` registered (:mod:`landmark_tl.data.sources.registry`): the
+shared keys in :class:`~landmark_tl.data.config.DataConfig`, the source's own in its
+subclass (``data.source`` is that class's default), so ``data=<source>`` knows its keys.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,95 +38,13 @@ from omegaconf.errors import OmegaConfBaseException
 import landmark_tl.conf
 from landmark_tl.config.lightning import check_lightning_surface
 from landmark_tl.core.errors import ConfigError, UsageError
+from landmark_tl.data.config import DataConfig
 from landmark_tl.data.features import DTYPES as FEATURE_DTYPES
-from landmark_tl.data.sampling import Sampler
-from landmark_tl.data.splits import SmallLandmarks, SplitSpec
-from landmark_tl.data.transforms import Augment
+from landmark_tl.data.sources import registered_source
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe, SchedulerName
 from landmark_tl.models.strategies import StrategyConfig, registered
 from landmark_tl.models.strategies.base import STAGE_NAMES
-
-
-class DataSource(str, Enum):
-    synthetic = "synthetic"  # the embedded synthetic-monuments set, generated into the cache
-    folder = "folder"  # a user's <root>/<category>/<landmark>/<image> tree
-    manifest = "manifest"  # a CSV of image paths (relative to data.root) and labels
-    gldv2 = "gldv2"  # Google Landmarks v2's own files: train.csv, hierarchy CSV, train/a/b/c/
-    shards = "shards"  # WebDataset tar shards written by python -m landmark_tl.shards
-
-
-class DataVerify(str, Enum):
-    stamp = "stamp"  # the catalog index trusts a file whose size and mtime are unchanged
-    digest = "digest"  # every file is read and hashed on every run (and shard sets checked)
-
-
-@dataclass
-class SplitConfig:
-    """Per landmark: a count (≥ 1, whole) or a fraction (< 1) of images for val and test."""
-
-    val: float = 2
-    test: float = 3
-    seed: int = 0
-    # landmarks with fewer than val + test + 1 images: error (refuse), train_only, drop
-    small: SmallLandmarks = SmallLandmarks.error
-
-    def to_spec(self) -> SplitSpec:
-        """The split as the library takes it (whole numbers as image counts); SplitSpec
-        refuses what cannot work, naming the key."""
-
-        def amount(value: float) -> int | float:
-            return int(value) if float(value).is_integer() else value
-
-        return SplitSpec(
-            val=amount(self.val), test=amount(self.test), seed=self.seed, small=self.small
-        )
-
-
-@dataclass
-class ColumnsConfig:
-    """CSV column names (manifest: image path, landmark, category; gldv2: see conf/data)."""
-
-    path: str = "path"
-    landmark: str = "landmark"
-    category: str = "category"
-
-
-@dataclass
-class DataConfig:
-    source: DataSource = MISSING  # conf/data/<source>.yaml
-    root: str | None = None  # required for folder, manifest, gldv2, shards
-    manifest: str = "manifest.csv"  # manifest: the CSV, relative to data.root or absolute
-    hierarchy: str | None = None  # manifest: optional CSV of landmark -> category
-    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
-    clean: bool = True  # gldv2: keep only the images train_clean.csv lists (when present)
-    min_images_per_landmark: int = 1  # smaller landmarks are dropped (and listed)
-    images_per_landmark: int = 14  # synthetic only
-    image_size: int = 224  # synthetic only
-    synthetic_seed: int = 0  # synthetic only
-    split: SplitConfig = field(default_factory=SplitConfig)
-    split_file: str | None = None  # reuse the split.csv of another run
-    augment: Augment = Augment.none
-    noise_variance: float = 0.2  # of the study view's Gaussian noise, on the [0, 1] scale
-    # augment=timm: timm's policy; rand-n1-mstd101 is TrivialAugment-like, "" none
-    auto_augment: str = "rand-m9-mstd0.5-inc1"
-    random_erasing: float = 0.25  # augment=timm: probability of erasing a random box
-    batch_size: int = 32
-    num_workers: int | None = None  # loader workers decoding images; null: one per CPU
-    # training batches: shuffled (none) or class-balanced (balanced: items drawn with
-    # probability ∝ n_landmark ** -balance_power, with replacement; torch's
-    # WeightedRandomSampler)
-    sampler: Sampler = Sampler.none
-    balance_power: float = 1.0  # 1: every landmark equally often; 0.5: square root
-    # what the catalog index trusts: stamp (unchanged size and mtime mean unchanged bytes)
-    # or digest (every file read and hashed each run; shard sets checked against shards.json)
-    verify: DataVerify = DataVerify.stamp
-    # images that would decode to more pixels (JPEGs reduced as far as the model's input
-    # allows) are skipped and reported; null: no limit (Pillow's bomb check still applies)
-    max_pixels: int | None = 40_000_000
-    # seconds a DataLoader waits for a batch from its workers before the run stops naming
-    # the cause (a hung read, workers out of shared memory); 0: wait forever
-    timeout_s: float = 600
 
 
 @dataclass
@@ -160,6 +81,11 @@ def auto_choice(key: str, value: Any) -> bool | None:
     if text not in {"auto", "true", "false"}:
         raise ConfigError(f"{key}={value}: use auto, true or false")
     return None if text == "auto" else text == "true"
+
+
+def _group_option(group: str, option: str) -> dict[str, Any]:
+    """The content of ``conf/<group>/<option>.yaml``: a default whose one home is its YAML."""
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
 
 
 @dataclass
@@ -234,11 +160,10 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     optim: Recipe = field(default_factory=Recipe)  # optimiser and schedule of every stage
     # Lightning loggers and extra callbacks by name, each built from its _target_
-    # (conf/logger, conf/callbacks); the run dir, stage and tracking run are filled in.
-    # The CSV log is always there (plots and reports read it): ~logger.csv removes it.
-    logger: dict[str, Any] = field(
-        default_factory=lambda: {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
-    )
+    # (conf/logger, conf/callbacks); a logger's run_args (the run dir, stage and tracking
+    # run) are filled in. The CSV log is always there (plots and reports read it): the
+    # default is conf/logger/csv.yaml; ~logger.csv removes it.
+    logger: dict[str, Any] = field(default_factory=lambda: _group_option("logger", "csv"))
     callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and
@@ -321,6 +246,12 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
             del trainer[key]
         trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
     schema = _schema(TrainConfig)
+    data = plain.get("data")
+    if data is not None:  # typed by the registered source's config dataclass
+        known = {f.name for f in fields(registered_source(data.get("source", "???")).config)}
+        for key in [k for k in data if k not in known and k in _FLAT_SOURCE_KEYS]:
+            del data[key]  # another source's key (older config.yaml, or data.source=...)
+        schema.data = _schema(registered_source(data.source).config)
     strategy = plain.get("strategy")
     if strategy is not None:  # typed by the registered strategy's config dataclass
         known = {f.name for f in fields(registered(strategy.get("name", "multi_output")).config)}
@@ -331,6 +262,21 @@ def to_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
         if key in plain:
             schema[key] = {}
     return OmegaConf.to_object(OmegaConf.merge(schema, plain))
+
+
+# The keys of every source in the one flat DataConfig of earlier versions, which each
+# config.yaml they wrote holds whatever its source (and which data.source=<other> leaves).
+_FLAT_SOURCE_KEYS = frozenset(
+    {
+        "manifest",
+        "hierarchy",
+        "columns",
+        "clean",
+        "images_per_landmark",
+        "image_size",
+        "synthetic_seed",
+    }
+)
 
 
 def _schema(cls: type) -> DictConfig:
@@ -373,13 +319,6 @@ def _range_problems(config: TrainConfig) -> list[str]:
             config.data.min_images_per_landmark >= 1,
             ">= 1",
         ),
-        (
-            "data.images_per_landmark",
-            config.data.images_per_landmark,
-            config.data.images_per_landmark >= 1,
-            ">= 1",
-        ),
-        ("data.image_size", config.data.image_size, config.data.image_size >= 32, ">= 32"),
         (
             "data.balance_power",
             config.data.balance_power,
@@ -462,7 +401,8 @@ def _range_problems(config: TrainConfig) -> list[str]:
         ]
         if stage.patience is not None:
             checks.append((f"{key}.patience", stage.patience, stage.patience >= 1, ">= 1"))
-    return [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
+    problems = [f"{key}={value}: must be {rule}" for key, value, ok, rule in checks if not ok]
+    return problems + config.data.problems()
 
 
 def _conflicts(config: TrainConfig) -> list[str]:
@@ -526,9 +466,9 @@ def _finetuning_conflicts(config: TrainConfig) -> list[str]:
 def validate_config(config: TrainConfig) -> None:
     """Refuse, at start, values that would fail later or train nonsense."""
     problems = _range_problems(config) + _conflicts(config)
-    if config.data.source is not DataSource.synthetic and not config.data.root:
+    if registered_source(config.data.source).source.needs_root and not config.data.root:
         problems.append(
-            f"data.root is empty: data={config.data.source.value} needs data.root=/path/to/data"
+            f"data.root is empty: data={config.data.source} needs data.root=/path/to/data"
         )
     frozen = config.backbone.freeze is FreezePolicy.all
     if config.optim.mixes and config.features.enabled(frozen):

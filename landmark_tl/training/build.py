@@ -11,24 +11,15 @@ from typing import Any
 import lightning as L
 import torch
 
-from landmark_tl.config.schema import (
-    ConfigError,
-    DataSource,
-    DataVerify,
-    TrainConfig,
-    validate_config,
-)
+from landmark_tl.config.schema import ConfigError, TrainConfig, validate_config
+from landmark_tl.data import sources
 from landmark_tl.data.catalog import Catalog, build_catalog
+from landmark_tl.data.config import DataVerify
 from landmark_tl.data.datamodule import LandmarkDataModule
 from landmark_tl.data.features import FeatureStore, encoder_key
 from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
-from landmark_tl.data.sources import Columns, ImageSource
-from landmark_tl.data.sources.folder import FolderSource
-from landmark_tl.data.sources.gldv2 import GLDv2Source
-from landmark_tl.data.sources.manifest import ManifestSource
-from landmark_tl.data.sources.shards import ShardSource
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.data.sources import ImageSource
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.optim import balanced_class_weights
@@ -50,40 +41,9 @@ def cache_dir(config: TrainConfig) -> Path:
     return path
 
 
-def resolve_data_root(config: TrainConfig) -> Path:
-    """The data set's root: the user's ``data.root``, or the generated synthetic tree."""
-    data = config.data
-    if data.source is not DataSource.synthetic:
-        if not data.root:
-            raise ConfigError(
-                f"data={data.source.value} needs data.root=/path/to/data (see "
-                f"landmark_tl/conf/data/{data.source.value}.yaml)"
-            )
-        return Path(data.root).expanduser()
-    return ensure_synthetic_dataset(
-        cache_dir(config) / "datasets",
-        images_per_landmark=data.images_per_landmark,
-        image_size=data.image_size,
-        seed=data.synthetic_seed,
-    )
-
-
 def build_source(config: TrainConfig) -> ImageSource:
-    """The data source ``data.source`` names, with its options from ``data``."""
-    data = config.data
-    root = resolve_data_root(config)
-    columns = Columns(data.columns.path, data.columns.landmark, data.columns.category)
-    source: ImageSource
-    if data.source is DataSource.manifest:
-        source = ManifestSource(root, data.manifest, data.hierarchy, columns)
-    elif data.source is DataSource.gldv2:
-        source = GLDv2Source(root, clean=data.clean, columns=columns)
-    elif data.source is DataSource.shards:
-        source = ShardSource(root, check_digests=data.verify is DataVerify.digest)
-    else:
-        source = FolderSource(root)
-    source.max_pixels = data.max_pixels
-    return source
+    """The data source ``data.source`` names (its registered class), built from ``data``."""
+    return sources.build_source(config.data, cache_dir(config))
 
 
 def catalog_index(config: TrainConfig, source: ImageSource) -> CatalogIndex:

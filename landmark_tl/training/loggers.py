@@ -1,9 +1,11 @@
 """The run's Lightning loggers (``logger`` group): CSV, TensorBoard, MLflow, W&B or any other.
 
-Each ``logger.<name>`` entry names its class with ``_target_``; this module fills in what
-depends on the run — the run dir, the stage (one Trainer per stage), the tracking run — so
-the YAML files stay short. Trackers are checked and their run opened when the run starts
-(a missing package or an unreachable tracking URI fails before any training).
+Each ``logger.<name>`` entry names its class with ``_target_``; its ``run_args`` say where
+it writes in the run, as templates filled in for each stage (one Trainer per stage), e.g.
+``save_dir: "{run_dir}"``, ``version: "{stage}"`` (:data:`PLACEHOLDERS` lists the names).
+So adding a logger is one YAML in ``conf/logger/``; an entry without ``run_args`` gets
+none. Trackers are checked and their run opened when the run starts (a missing package or
+an unreachable tracking URI fails before any training).
 
 Every logger gets the full resolved config, flattened (``strategy.lr``, ``data.batch_size``
 ...), as its hyperparameters. MLflow gets one run per training run, in one experiment per
@@ -23,18 +25,13 @@ import importlib.util
 import json
 import logging
 import os
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import (
-    CSVLogger,
-    Logger,
-    MLFlowLogger,
-    TensorBoardLogger,
-    WandbLogger,
-)
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from landmark_tl.config.lightning import resolve_target
@@ -53,6 +50,12 @@ _PACKAGES = {
     MLFlowLogger: (("mlflow",), "mlflow"),
     WandbLogger: (("wandb",), "wandb"),
 }
+# The names a logger's ``run_args`` templates may use (str.format fields), filled in per
+# stage: the run dir, its folder name, the stage (``run`` for a tracker's whole-run
+# summary), the experiment (the MLflow logger's experiment_name, else the multirun's folder
+# name, else landmark_tl), and the tracking run that logger=mlflow opened (rank 0 only:
+# an argument naming one of those is left out where there is none).
+PLACEHOLDERS = ("run_dir", "run_name", "stage", "experiment", "tracking_uri", "run_id")
 
 
 def default_experiment_name(run_dir: Path) -> str:
@@ -111,8 +114,11 @@ class RunLoggers:
         self.run_dir = Path(run_dir)
         self.params = dict(params or {})  # the flattened config (config_params)
         self.specs = {name: dict(spec) for name, spec in specs.items() if spec is not None}
+        self.run_args = {
+            name: _run_args(name, spec.pop("run_args", None)) for name, spec in self.specs.items()
+        }
         self.classes = {n: resolve_target("logger", n, s) for n, s in self.specs.items()}
-        self.experiment = DEFAULT_EXPERIMENT
+        self.experiment = default_experiment_name(self.run_dir)
         self.mlflow: MlflowRun | None = None
         for name, cls in self.classes.items():
             if not issubclass(cls, Logger):
@@ -139,8 +145,8 @@ class RunLoggers:
         """New logger objects for ``stage``'s Trainer, in the order given, each with the
         config as hyperparameters (MLflow has them as the run's params already)."""
         loggers = [
-            instantiate(self.specs[name], **self._run_arguments(cls, stage))
-            for name, cls in self.classes.items()
+            instantiate(self.specs[name], **self._run_arguments(name, stage))
+            for name in self.classes
         ]
         for logger in loggers:
             if isinstance(logger, MLFlowLogger):
@@ -149,25 +155,23 @@ class RunLoggers:
                 logger.log_hyperparams(self.params)
         return loggers
 
-    def _run_arguments(self, cls: type, stage: str) -> dict[str, Any]:
-        if issubclass(cls, CSVLogger):  # logs/<stage>/metrics.csv: what plots and report read
-            return {"save_dir": str(self.run_dir), "name": "logs", "version": stage}
-        if issubclass(cls, TensorBoardLogger):
-            return {"save_dir": str(self.run_dir), "name": "tensorboard", "version": stage}
-        if issubclass(cls, MLFlowLogger) and self.mlflow is not None:
-            return {
-                "tracking_uri": self.mlflow.tracking_uri,
-                "experiment_name": self.experiment,
-                "run_id": self.mlflow.run_id,
-                "prefix": stage,
-            }
-        if issubclass(cls, WandbLogger):
-            return {
-                "save_dir": str(self.run_dir),
-                "group": self.experiment,
-                "name": f"{self.run_dir.name}-{stage}",
-            }
-        return {}
+    def _run_arguments(self, name: str, stage: str) -> dict[str, Any]:
+        """``logger.<name>.run_args`` with the placeholders of this run and ``stage``."""
+        values = {
+            "run_dir": str(self.run_dir),
+            "run_name": self.run_dir.name,
+            "stage": stage,
+            "experiment": self.experiment,
+            "tracking_uri": self.mlflow.tracking_uri if self.mlflow else None,
+            "run_id": self.mlflow.run_id if self.mlflow else None,
+        }
+        arguments = {}
+        for key, value in self.run_args[name].items():
+            if not isinstance(value, str):
+                arguments[key] = value
+            elif all(values[field] is not None for field in _fields(value)):
+                arguments[key] = value.format_map(values)
+        return arguments
 
     def finish(self, metrics: Mapping[str, Any], overrides: Sequence[str]) -> None:
         """Record the final scores (and the command line) with the trackers that keep
@@ -176,7 +180,7 @@ class RunLoggers:
         for name, cls in self.classes.items():
             if issubclass(cls, TensorBoardLogger) and rank_zero_only.rank == 0:
                 # one session per run for TensorBoard's HParams view: config, final scores
-                summary = instantiate(self.specs[name], **self._run_arguments(cls, "run"))
+                summary = instantiate(self.specs[name], **self._run_arguments(name, "run"))
                 summary.log_hyperparams(self.params, metrics=scores)
                 summary.finalize("success")
         if self.mlflow is not None:
@@ -186,6 +190,36 @@ class RunLoggers:
         """Mark the tracking run failed (training raised)."""
         if self.mlflow is not None:
             self.mlflow.terminate("FAILED")
+
+
+def _fields(template: str) -> list[str]:
+    """The placeholder names of a ``str.format`` template."""
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+
+
+def _run_args(name: str, run_args: Any) -> dict[str, Any]:
+    """``logger.<name>.run_args`` checked: a mapping whose templates name only known
+    placeholders (``{run_dir}`` ...); a ConfigError names the key and the choices."""
+    if run_args is None:
+        return {}
+    if not isinstance(run_args, Mapping):
+        raise ConfigError(
+            f"logger.{name}.run_args={run_args!r}: give a mapping of the logger's arguments "
+            "to values or templates, e.g. {save_dir: '{run_dir}', version: '{stage}'}"
+        )
+    for key, value in run_args.items():
+        if not isinstance(value, str):
+            continue
+        try:
+            unknown = [field for field in _fields(value) if field not in PLACEHOLDERS]
+        except ValueError as error:  # an unmatched brace
+            raise ConfigError(f"logger.{name}.run_args.{key}={value!r}: {error}") from error
+        if unknown:
+            raise ConfigError(
+                f"logger.{name}.run_args.{key}={value!r}: no placeholder {{{unknown[0]}}}; "
+                f"use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+            )
+    return dict(run_args)
 
 
 def _check_package(name: str, cls: type) -> None:

@@ -298,7 +298,7 @@ def run_metrics(
         if sizes["test"]
         else {},
         "data": {
-            "source": config.data.source.value,
+            "source": config.data.source,
             "root": str(catalog.root),
             "images": len(catalog.records),
             "dropped_landmarks": [

@@ -8,6 +8,7 @@ from dataclasses import fields
 
 import pytest
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 import landmark_tl
 from landmark_tl.config import schema
@@ -73,3 +74,43 @@ def test_compose_of_nothing_is_the_python_default_and_the_yaml_values():
 def test_a_train_config_without_the_yaml_is_refused_naming_compose():
     with pytest.raises(ConfigError, match=r"data\.source.*landmark_tl\.compose"):
         TrainConfig()
+
+
+@pytest.mark.parametrize("source", sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml")))
+def test_a_source_yaml_restates_no_default_of_its_config(source):
+    """A data source's own keys have their default in its config dataclass; its YAML names
+    the schema first and marks data.root required (???) where the source reads files."""
+    from landmark_tl.data.sources import registered_source
+
+    registered = registered_source(source)
+    values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "data" / f"{source}.yaml"))
+    assert values.pop("defaults") == [f"{source}_schema", "_self_"]
+    assert values == ({"root": MISSING} if registered.source.needs_root else {})
+    assert landmark_tl.compose([f"data={source}", "data.root=/d"]).data == registered.config(
+        root="/d"
+    )
+
+
+def test_a_config_yaml_of_the_flat_data_schema_still_loads(tmp_path):
+    """Before sources registered their own keys, every config.yaml held all of them."""
+    from landmark_tl.config.schema import to_train_config
+    from landmark_tl.data.sources.folder import FolderConfig
+
+    config = landmark_tl.compose(["data=folder", "data.root=/images"])
+    saved = OmegaConf.to_container(OmegaConf.structured(config))
+    flat = {
+        "manifest": "manifest.csv",
+        "hierarchy": None,
+        "columns": {"path": "path", "landmark": "landmark", "category": "category"},
+        "clean": True,
+        "images_per_landmark": 14,
+        "image_size": 224,
+        "synthetic_seed": 0,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml({**saved, "data": {**saved["data"], **flat}}))
+    loaded = to_train_config(OmegaConf.load(path))
+    assert isinstance(loaded.data, FolderConfig) and loaded == config
+    path.write_text(OmegaConf.to_yaml({**saved, "data": {**saved["data"], "colour": "red"}}))
+    with pytest.raises(ConfigKeyError, match="Key 'colour' not in 'FolderConfig'"):
+        to_train_config(OmegaConf.load(path))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from landmark_tl.core.io import not_regular_reason, special_file_kind
+from landmark_tl.data.config import DataConfig
 from landmark_tl.data.records import (
     IMAGE_EXTENSIONS,
     LAYOUT,
@@ -23,9 +25,16 @@ from landmark_tl.data.records import (
     raise_all,
     show,
 )
-from landmark_tl.data.sources import Candidate, ImageSource, Listing
+from landmark_tl.data.sources.base import Candidate, ImageSource, Listing
+from landmark_tl.data.sources.registry import register_source
 
 
+@dataclass
+class FolderConfig(DataConfig):
+    source: str = "folder"  # no keys of its own: data.root is the tree
+
+
+@register_source(FolderConfig)
 class FolderSource(ImageSource):
     """Images in ``<root>/<category>/<landmark>/``; keys are paths relative to the root."""
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from landmark_tl.core.io import printable
+from landmark_tl.data.config import ColumnsConfig, DataConfig
 from landmark_tl.data.records import CatalogError, DroppedLandmark, Problem, show
-from landmark_tl.data.sources import Candidate, Columns, ImageSource, Listing
+from landmark_tl.data.sources.base import Candidate, Columns, ImageSource, Listing
+from landmark_tl.data.sources.registry import register_source
 from landmark_tl.data.sources.table import read_columns
 
 TRAIN = "train.csv"
@@ -33,6 +36,16 @@ def image_key(image_id: str) -> str:
     return f"train/{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"
 
 
+@dataclass
+class GLDv2Config(DataConfig):
+    source: str = "gldv2"
+    clean: bool = True  # keep only the images train_clean.csv lists (when the file is there)
+    # train.csv's id and landmark columns; category: the hierarchy file's column used as
+    # category (supercategory, or e.g. natural_or_human_made)
+    columns: ColumnsConfig = field(default_factory=lambda: ColumnsConfig(**asdict(DEFAULT_COLUMNS)))
+
+
+@register_source(GLDv2Config)
 class GLDv2Source(ImageSource):
     """The GLDv2 training set in ``root`` (its CSV files beside its ``train/`` folder)."""
 
@@ -44,6 +57,11 @@ class GLDv2Source(ImageSource):
         super().__init__(root)
         self.clean = clean
         self.columns = columns or DEFAULT_COLUMNS
+
+    @classmethod
+    def from_config(cls, data: GLDv2Config, cache_dir: Path) -> GLDv2Source:
+        columns = Columns(**asdict(data.columns))
+        return cls(data.required_root(), clean=data.clean, columns=columns)
 
     def listing(self) -> Listing:
         if not (self.root / TRAIN).exists():

@@ -13,16 +13,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from landmark_tl.core.io import not_a_file_reason, printable
+from landmark_tl.data.config import ColumnsConfig, DataConfig
 from landmark_tl.data.records import CatalogError, DroppedLandmark, Problem, show
-from landmark_tl.data.sources import Candidate, Columns, ImageSource, Listing
+from landmark_tl.data.sources.base import Candidate, Columns, ImageSource, Listing
+from landmark_tl.data.sources.registry import register_source
 from landmark_tl.data.sources.table import read_columns
 
 _SHOWN = 5
 
 
+@dataclass
+class ManifestConfig(DataConfig):
+    source: str = "manifest"
+    manifest: str = "manifest.csv"  # the CSV, relative to data.root or absolute
+    hierarchy: str | None = None  # optional CSV of landmark -> category
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+
+
+@register_source(ManifestConfig)
 class ManifestSource(ImageSource):
     """Images listed in ``manifest`` (relative to ``root`` unless absolute) with their labels."""
 
@@ -39,6 +51,11 @@ class ManifestSource(ImageSource):
         self.manifest = self.root / Path(manifest).expanduser()
         self.hierarchy = self.root / Path(hierarchy).expanduser() if hierarchy else None
         self.columns = columns or Columns()
+
+    @classmethod
+    def from_config(cls, data: ManifestConfig, cache_dir: Path) -> ManifestSource:
+        columns = Columns(**asdict(data.columns))
+        return cls(data.required_root(), data.manifest, data.hierarchy, columns)
 
     def listing(self) -> Listing:
         if not self.root.is_dir():

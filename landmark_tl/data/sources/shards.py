@@ -36,9 +36,11 @@ from typing import BinaryIO
 
 from landmark_tl.core.errors import UserError
 from landmark_tl.core.io import describe_os_error, file_digest, printable, require_regular_file
+from landmark_tl.data.config import DataConfig, DataVerify
 from landmark_tl.data.index import Stamp
 from landmark_tl.data.records import CatalogError, NamedBytes, Problem, show
-from landmark_tl.data.sources import Candidate, ImageSource, Listing
+from landmark_tl.data.sources.base import Candidate, ImageSource, Listing
+from landmark_tl.data.sources.registry import register_source
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 SET_MANIFEST = "shards.json"  # the set's shards: name, samples, bytes, blake2b
@@ -59,6 +61,12 @@ class _Member:
     mtime_ns: int  # of the shard file when it was listed
 
 
+@dataclass
+class ShardsConfig(DataConfig):
+    source: str = "shards"  # no keys of its own; data.verify=digest also checks the shards
+
+
+@register_source(ShardsConfig)
 class ShardSource(ImageSource):
     """The samples of every ``*.tar`` shard in ``root`` (sorted by name)."""
 
@@ -68,6 +76,10 @@ class ShardSource(ImageSource):
         super().__init__(root)
         self.check_digests = check_digests  # data.verify=digest: hash every shard when listing
         self._members: dict[str, _Member] = {}
+
+    @classmethod
+    def from_config(cls, data: DataConfig, cache_dir: Path) -> ShardSource:
+        return cls(data.required_root(), check_digests=data.verify is DataVerify.digest)
 
     def shards(self) -> list[Path]:
         """The shard files, in name order; refused when they are not the set's
