@@ -34,6 +34,7 @@ from landmark_tl.core.hierarchy import TASKS
 from landmark_tl.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
 from landmark_tl.evaluation.metrics import score_predictions
+from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
 from landmark_tl.runs.fingerprint import check_run_marker, claim_run_dir, refuse_changes
@@ -453,8 +454,7 @@ def _finish_stage(
             for t in outputs.preds
         },
         val_scores={
-            t: {"macro_f1": val_row[f"val/{t}_f1"], "accuracy": val_row[f"val/{t}_acc"]}
-            for t in tasks
+            t: {m.field: val_row[f"val/{t}_{m.name}"] for m in registered_metrics()} for t in tasks
         }
         if val_row
         else {},
