@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from landmark_tl.core.threads import torch_threads
 from landmark_tl.evaluation.counts import class_counts, macro_f1_from_counts
 
 LEVEL = 0.95
@@ -20,14 +21,18 @@ def batched_macro_f1(preds: np.ndarray, targets: np.ndarray, num_classes: int) -
     kernel, :func:`landmark_tl.evaluation.counts.class_counts` (the arrays are viewed as
     tensors, not copied): a class absent from both the predictions and the targets of a
     row is left out of that row's mean.
+
+    On one torch thread, as numpy's ``bincount`` that it replaced ran: on a busy 2-core
+    machine two threads measured 5-50x slower here (benchmarks/metric_kernel.py).
     """
     preds, targets = np.atleast_2d(preds), np.atleast_2d(targets)
-    counts = class_counts(
-        torch.as_tensor(preds, dtype=torch.long),
-        torch.as_tensor(targets, dtype=torch.long),
-        num_classes,
-    )
-    return macro_f1_from_counts(counts).numpy()
+    with torch_threads(1):
+        counts = class_counts(
+            torch.as_tensor(preds, dtype=torch.long),
+            torch.as_tensor(targets, dtype=torch.long),
+            num_classes,
+        )
+        return macro_f1_from_counts(counts).numpy()
 
 
 def resample_indices(

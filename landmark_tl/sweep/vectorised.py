@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -53,24 +52,6 @@ from landmark_tl.training.divergence import divergence_hint
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as timm's create_optimizer_v2 leaves them
 EPS = 1e-8
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block on ``count`` torch threads (None or 0: torch's setting as it is).
-
-    A head's step is a handful of small ops (a 1280 x 512 matmul, Adam over its weights);
-    spread over several threads, each op waits for the others to be scheduled, and on a
-    busy machine that wait is most of the time: measured 8x slower on 2 threads than on 1
-    for a group of 3 heads, 20x for a probe's L-BFGS fits, on 2 cores at load 6-9.
-    """
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
