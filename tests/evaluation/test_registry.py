@@ -103,3 +103,9 @@ def test_a_run_logs_records_and_monitors_a_registered_metric(toy_metric, tiny_tr
     with open(next((tmp_path / "run").rglob("metrics.csv"))) as f:
         header = next(csv.reader(f))
     assert {"val/bacc", "val/landmark_bacc", "train/category_bacc"} <= set(header)
+    from landmark_tl.serving.evaluate import evaluate
+    from landmark_tl.serving.inference import load_run
+
+    run = load_run(tmp_path / "run")
+    again = evaluate(run)["test"]["landmark"]["balanced_accuracy"]
+    assert again == pytest.approx(metrics["test"]["landmark"]["balanced_accuracy"])
