@@ -21,6 +21,12 @@ validation loader's base seed — so batch orders and dropout masks are the same
 torch's fused kernel with a learning rate per member. Only float rounding differs (fused
 Adam, batched matmuls), well inside the tolerance the tests check (the same test
 predictions on >= 99% of images, |ΔF1| <= 0.005).
+
+The pieces: :mod:`landmark_tl.sweep.stacked` (stacked parameters' forward and loss),
+:mod:`landmark_tl.sweep.stopping` (each member's checkpoint choice and early stopping);
+the logged scores come from the shared counting kernel and the task-metric registry
+(:mod:`landmark_tl.evaluation.counts`, :mod:`landmark_tl.evaluation.registry`), as a
+separate run's metrics do. This module: the loop, its random streams and fused Adam.
 """
 
 from __future__ import annotations
