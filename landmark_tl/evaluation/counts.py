@@ -36,21 +36,22 @@ class ClassCounts(NamedTuple):
 def class_counts(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> ClassCounts:
     """Per-class counts of (..., n) predicted against true class indices: (..., C) each.
 
-    One ``scatter_add_`` per kind along the last axis, for every leading row at once
-    (measured faster than one offset ``bincount`` over all rows, numpy's or torch's, for
-    2000 bootstrap resamples of 2000 labels: 0.06 s against 0.10-0.15 s on one thread).
+    One ``scatter_add_`` per kind along the last axis, for every leading row at once, of
+    int32 ones (a broadcast view, nothing allocated) and hits: measured 2-3x faster than
+    with int64 copies, and faster than one offset ``bincount`` over all rows (numpy's or
+    torch's) for the bootstrap's (2000, n) resamples. Torch runs ``scatter_add_``
+    deterministically on CUDA under ``torch.use_deterministic_algorithms``.
     """
     preds, targets = preds.long(), targets.long()
     shape = (*targets.shape[:-1], num_classes)
-    ones = torch.ones_like(targets)
 
     def count(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(shape, dtype=torch.long, device=targets.device).scatter_add_(
-            -1, index, values
-        )
+        zeros = torch.zeros(shape, dtype=torch.int32, device=targets.device)
+        return zeros.scatter_add_(-1, index, values).long()  # n < 2³¹ labels per row
 
+    ones = torch.ones((), dtype=torch.int32, device=targets.device).expand(targets.shape)
     return ClassCounts(
-        count(targets, (preds == targets).long()), count(preds, ones), count(targets, ones)
+        count(targets, (preds == targets).int()), count(preds, ones), count(targets, ones)
     )
 
 
