@@ -32,7 +32,8 @@ class TaskMetric:
 
     ``name`` is the short log name (``val/landmark_<name>``), ``field`` its key in
     metrics.json's per-task scores, ``label`` its words in plots and tables, and
-    ``from_counts`` computes it from (..., C) class counts: one value per leading row.
+    ``from_counts`` computes it from (..., C) class counts: one value per leading row (a
+    module-level function, so that the strategy module, which holds it, pickles).
     """
 
     name: str
