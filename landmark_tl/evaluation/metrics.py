@@ -6,36 +6,30 @@ from typing import Any
 
 import torch
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassF1Score
+
+from landmark_tl.evaluation.counts import ClassCounts, class_counts, macro_f1_from_counts
+from landmark_tl.evaluation.registry import TaskMetric, registered_metrics, scores_from_counts
 
 ArrayLike = Any  # a sequence, numpy array or tensor of class indices
 
 
-def class_counts(
-    preds: torch.Tensor, targets: torch.Tensor, num_classes: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per class: right predictions, predictions and targets (each a (C,) count)."""
-    preds, targets = preds.long(), targets.long()
-    return (
-        torch.bincount(targets[preds == targets], minlength=num_classes),
-        torch.bincount(preds, minlength=num_classes),
-        torch.bincount(targets, minlength=num_classes),
-    )
+class CountedMetric(Metric):
+    """A registered task metric (:mod:`landmark_tl.evaluation.registry`) as a streaming
+    torchmetrics ``Metric``: per-class counts as its state (summed across processes),
+    O(classes) memory and time per update, the registry's function of them as its compute.
 
-
-class _ClassCounts(Metric):
-    """Streaming per-class counts: O(classes) memory and time per update.
-
-    Own update, not torchmetrics' MulticlassStatScores.update: it bins a C×C confusion
-    matrix for every batch, 10⁸ cells at 10k landmarks (measured: ~2 s per batch on 2 cores).
+    Own update and compute rather than torchmetrics' ``MulticlassF1Score``: the counts and
+    the formula are the ones the bootstrap and the heads launcher use (batched, which
+    torchmetrics' metrics are not), so all three agree by construction.
     """
 
     full_state_update = False
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
+    def __init__(self, metric: TaskMetric, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metric = metric
         self.num_classes = num_classes
-        for name in ("hits", "predicted", "actual"):
+        for name in ClassCounts._fields:
             zeros = torch.zeros(num_classes, dtype=torch.long)
             self.add_state(name, default=zeros, dist_reduce_fx="sum")
 
@@ -43,52 +37,29 @@ class _ClassCounts(Metric):
         """Count a batch of predicted classes (or (N, C) scores: their argmax)."""
         if preds.ndim == targets.ndim + 1:
             preds = preds.argmax(dim=1)
-        hits, predicted, actual = class_counts(preds, targets, self.num_classes)
-        self.hits += hits
-        self.predicted += predicted
-        self.actual += actual
+        counts = class_counts(preds, targets, self.num_classes)
+        self.hits += counts.hits
+        self.predicted += counts.predicted
+        self.actual += counts.actual
 
-
-class MacroF1(MulticlassF1Score):
-    """torchmetrics' macro F1 (its state, reduction across processes and compute: per
-    class 2·TP / (2·TP + FP + FN), classes in neither preds nor targets left out of the
-    mean, as sklearn), with the per-class counts of :class:`_ClassCounts` as its update."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int, **kwargs: Any) -> None:
-        super().__init__(num_classes=num_classes, average="macro", validate_args=False, **kwargs)
-
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        """Count a batch of predicted classes (or (N, C) scores: their argmax)."""
-        if preds.ndim == targets.ndim + 1:
-            preds = preds.argmax(dim=1)
-        hits, predicted, actual = class_counts(preds, targets, self.num_classes)
-        wrong = predicted + actual - hits
-        self._update_state(hits, predicted - hits, len(targets) - wrong, actual - hits)
+    def compute(self) -> torch.Tensor:
+        """The metric of the counts so far, as a float32 value (what Lightning logs)."""
+        return self.metric.from_counts(ClassCounts(self.hits, self.predicted, self.actual)).float()
 
 
 def macro_f1(preds: ArrayLike, targets: ArrayLike, num_classes: int | None = None) -> float:
-    """Macro F1 of integer predictions against targets (:class:`MacroF1`); ``num_classes``
-    defaults to the largest label + 1."""
+    """Macro F1 of integer predictions against targets (classes in neither are left out, as
+    sklearn); ``num_classes`` defaults to the largest label + 1."""
     preds, targets = torch.as_tensor(preds).long(), torch.as_tensor(targets).long()
     if num_classes is None:
         num_classes = int(max(preds.max(), targets.max())) + 1
-    metric = MacroF1(num_classes, sync_on_compute=False)  # this process's labels only
-    metric.update(preds, targets)
-    return float(metric.compute())
-
-
-class Accuracy(_ClassCounts):
-    """Streaming (micro) accuracy."""
-
-    def compute(self) -> torch.Tensor:
-        return self.hits.sum() / self.actual.sum().clamp(min=1)
+    return float(macro_f1_from_counts(class_counts(preds, targets, num_classes)))
 
 
 def task_metrics(num_classes: int) -> MetricCollection:
-    """Streaming macro F1 and accuracy for one task, for logging during training."""
-    return MetricCollection({"f1": MacroF1(num_classes), "acc": Accuracy(num_classes)})
+    """Every registered task metric of one task (macro F1, accuracy ...), streaming, for
+    logging during training; keyed by their log names."""
+    return MetricCollection({m.name: CountedMetric(m, num_classes) for m in registered_metrics()})
 
 
 TOP_K = 5
@@ -100,12 +71,11 @@ def score_predictions(
     num_classes: int,
     probs: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Macro F1 (as sklearn: classes in neither preds nor targets are left out), accuracy;
-    with the (N, C) class probabilities also top-5 accuracy and GAP."""
-    scores = {
-        "macro_f1": macro_f1(preds, targets, num_classes),
-        "accuracy": float((preds.long() == targets.long()).sum() / max(len(targets), 1)),
-    }
+    """Every registered task metric by its metrics.json field (macro F1: classes in neither
+    preds nor targets are left out, as sklearn; accuracy ...); with the (N, C) class
+    probabilities also top-5 accuracy and GAP."""
+    counts = class_counts(preds, targets, num_classes)
+    scores = {field: float(value) for field, value in scores_from_counts(counts).items()}
     if probs is not None:
         confidence = probs.gather(1, preds.long()[:, None])[:, 0]
         scores[f"top{TOP_K}_accuracy"] = top_k_accuracy(probs, targets, TOP_K)

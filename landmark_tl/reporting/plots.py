@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.core.io import atomic_write_bytes, printable
 from landmark_tl.evaluation.metrics import macro_f1
+from landmark_tl.evaluation.registry import label_of
 from landmark_tl.runs.rundir import (
     TASKS,
     MalformedRunError,
@@ -89,9 +90,6 @@ def monitored_quantity(monitor: str) -> str:
     return "f1" if name == "loss" else name
 
 
-_QUANTITY_NAMES = {"f1": "macro F1", "acc": "accuracy"}
-
-
 def curves_figure(
     stage: str, series: Mapping[str, Mapping[int, float]], monitor: str = "val/f1"
 ) -> Figure:
@@ -118,7 +116,7 @@ def curves_figure(
             _plot_series(
                 score_ax, series[f"{split}/{quantity}"], f"{split} mean", linestyle=style, color="k"
             )
-    name = _QUANTITY_NAMES.get(quantity, quantity)
+    name = label_of(quantity)
     for ax, title in ((loss_ax, "loss"), (score_ax, f"{name} (monitor {monitor})")):
         if chosen is not None:
             ax.axvline(chosen, color="black", linestyle=":", label=f"chosen (epoch {chosen})")

@@ -14,6 +14,7 @@ from typing import Any
 from landmark_tl.core.errors import UsageError, UserError
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.core.io import printable
+from landmark_tl.evaluation.registry import field_of
 from landmark_tl.runs.fingerprint import FILENAME, RunDirError, check_run_marker
 from landmark_tl.runs.layout import BACKBONE_WEIGHTS, FAILED_FILE, RUN_FORMAT  # noqa: F401 (re-exported)
 
@@ -176,7 +177,7 @@ class Run:
         ``val/f1``, ``val/acc``: the mean over tasks), of the tested checkpoint; None for a
         loss or a value not recorded."""
         name = monitor.removeprefix("val/")
-        field = {"f1": "macro_f1", "acc": "accuracy"}.get(name.rpartition("_")[2])
+        field = field_of(name.rpartition("_")[2])  # a registered task metric's field
         tasks = [name.rpartition("_")[0]] if "_" in name else list(TASKS)
         values = [self.metrics.get("val", {}).get(t, {}).get(field or "") for t in tasks]
         if field is None or None in values:

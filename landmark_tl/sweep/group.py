@@ -32,8 +32,10 @@ from landmark_tl.config.schema import TrainConfig, validate_config
 from landmark_tl.core.errors import UserError
 from landmark_tl.core.hierarchy import TASKS
 from landmark_tl.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from landmark_tl.core.threads import torch_threads
 from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
 from landmark_tl.evaluation.metrics import score_predictions
+from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
 from landmark_tl.runs.fingerprint import check_run_marker, claim_run_dir, refuse_changes
@@ -45,7 +47,6 @@ from landmark_tl.sweep.vectorised import (
     SplitTensors,
     StageSettings,
     VectorisedStage,
-    torch_threads,
 )
 from landmark_tl.training.build import build_strategy, prepare_data, training_class_weights
 from landmark_tl.training.checkpointing import strip_frozen_backbone
@@ -169,7 +170,7 @@ def run_group(
     data: SharedData | None = None,
 ) -> list[dict | BaseException]:
     """Train every member's heads together, on ``threads`` torch threads (see
-    :func:`~landmark_tl.sweep.vectorised.torch_threads`); per member its metrics, or the
+    :func:`~landmark_tl.core.threads.torch_threads`); per member its metrics, or the
     error that stopped it (the others go on). ``data``: reuse another group's data set-up
     when it reads the same data."""
     configs = [m.config for m in members]
@@ -453,8 +454,7 @@ def _finish_stage(
             for t in outputs.preds
         },
         val_scores={
-            t: {"macro_f1": val_row[f"val/{t}_f1"], "accuracy": val_row[f"val/{t}_acc"]}
-            for t in tasks
+            t: {m.field: val_row[f"val/{t}_{m.name}"] for m in registered_metrics()} for t in tasks
         }
         if val_row
         else {},

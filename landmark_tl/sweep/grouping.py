@@ -16,6 +16,7 @@ from landmark_tl.config.schema import TrainConfig
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.transforms import Augment
+from landmark_tl.evaluation.registry import metric_names
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import OptimizerName
 from landmark_tl.models.strategies import (
@@ -27,7 +28,6 @@ from landmark_tl.models.strategies import (
     LinearProbe,
     MultiOutput,
 )
-from landmark_tl.models.strategies.base import METRIC_NAMES
 from landmark_tl.runs.fingerprint import config_items
 
 # Strategies whose heads are plain functions of the cached features (the probes fit in
@@ -46,8 +46,6 @@ BATCHED_STRATEGIES = (
 MEMBER_KEYS = ("seed", "strategy.lr", "head.dropout")
 MEMBER_PREFIXES = ("strategy.loss_weights.",)
 STAGE_MEMBER_FIELDS = ("lr", "weight_decay", "patience", "epochs")
-# The values every stage logs, so the vectorised loop can keep and stop on them
-BATCHED_MONITORS = ("val/loss", *(f"val/{name}" for name in METRIC_NAMES))
 DEFAULT_LOGGER = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
 
 
@@ -79,7 +77,7 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
         (config.logger != DEFAULT_LOGGER, "trackers beside the CSV log"),
         (bool(config.trainer.extra), "extra Trainer arguments"),
         (
-            config.strategy.monitor not in BATCHED_MONITORS,
+            config.strategy.monitor not in batched_monitors(),
             f"strategy.monitor={config.strategy.monitor}",
         ),
         (config.data.sampler is not Sampler.none, f"data.sampler={config.data.sampler.value}"),
@@ -87,6 +85,11 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
     ]
     reasons = [why for failed, why in checks if failed]
     return "; ".join(reasons) or None
+
+
+def batched_monitors() -> tuple[str, ...]:
+    """The values every stage logs, so the vectorised loop can keep and stop on them."""
+    return ("val/loss", *(f"val/{name}" for name in metric_names()))
 
 
 def group_monitor(config: TrainConfig) -> Monitor:

@@ -21,47 +21,43 @@ validation loader's base seed — so batch orders and dropout masks are the same
 torch's fused kernel with a learning rate per member. Only float rounding differs (fused
 Adam, batched matmuls), well inside the tolerance the tests check (the same test
 predictions on >= 99% of images, |ΔF1| <= 0.005).
+
+The pieces: :mod:`landmark_tl.sweep.stacked` (stacked parameters' forward and loss),
+:mod:`landmark_tl.sweep.stopping` (each member's checkpoint choice and early stopping);
+the logged scores come from the shared counting kernel and the task-metric registry
+(:mod:`landmark_tl.evaluation.counts`, :mod:`landmark_tl.evaluation.registry`), as a
+separate run's metrics do. This module: the loop, its random streams and fused Adam.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 from landmark_tl.config.lightning import VAL_LOSS, Monitor
 from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.evaluation.counts import ClassCounts, class_counts
+from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.optim import OptimizerName, Recipe
-from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
+from landmark_tl.sweep.stacked import (
+    MaskedDropouts,
+    copy_members,
+    dropouts_of,
+    head_parameters,
+    member_cross_entropy,
+    take_rows,
+)
+from landmark_tl.sweep.stopping import MemberStopping
 from landmark_tl.training.divergence import divergence_hint
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as timm's create_optimizer_v2 leaves them
 EPS = 1e-8
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block on ``count`` torch threads (None or 0: torch's setting as it is).
-
-    A head's step is a handful of small ops (a 1280 x 512 matmul, Adam over its weights);
-    spread over several threads, each op waits for the others to be scheduled, and on a
-    busy machine that wait is most of the time: measured 8x slower on 2 threads than on 1
-    for a group of 3 heads, 20x for a probe's L-BFGS fits, on 2 cores at load 6-9.
-    """
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass
@@ -104,121 +100,13 @@ class SplitTensors:
         return len(self.x)
 
 
-class _MaskedDropouts:
-    """Makes the template compute every member at once on stacked parameters.
-
-    Inside this context the template's ``nn.Linear`` layers take (M, out, in) weights and
-    (M, N, in) inputs (one batched matmul), its forward is its ``task_logits`` (the inputs
-    are features), and its dropouts multiply by given masks: drawn from each member's own
-    generator outside the model (a member without dropout gets masks of ones). Own code,
-    not ``torch.func.vmap``: vmapped linear layers measured 2-3x slower here than batched
-    matmuls, forward and backward.
-    """
-
-    def __init__(self, template: nn.Module) -> None:
-        self.template = template
-        self.modules = [m for m in template.modules() if isinstance(m, nn.Dropout)]
-        self.linears = [m for m in template.modules() if isinstance(m, nn.Linear)]
-        self.masks: dict[int, torch.Tensor] | None = None
-
-    def __enter__(self) -> _MaskedDropouts:
-        # an instance already in place (evaluation inside the training loop) stays: its
-        # masks are None between steps, so every dropout is the identity there
-        self.patched = [m for m in (*self.modules, *self.linears) if "forward" not in vars(m)]
-        for key, module in enumerate(self.modules):
-            if module in self.patched:
-                module.forward = self._forward(key, module)  # type: ignore[method-assign]
-        for module in self.linears:
-            if module in self.patched:
-                module.forward = _stacked_linear(module)  # type: ignore[method-assign]
-        self.outer = "forward" not in vars(self.template)
-        if self.outer:
-            self.template.forward = self.template.task_logits  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for module in self.patched:
-            del module.forward
-        if self.outer:
-            del self.template.forward
-
-    def _forward(self, key: int, module: nn.Dropout):  # noqa: ANN202
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            if self.masks is None or key not in self.masks:  # eval, or fixed in this stage
-                return x
-            return x * self.masks[key]
-
-        return forward
-
-    def active_widths(self, template: nn.Module, width: int) -> list[tuple[int, int]]:
-        """(key, input width) of the dropouts that run in training mode, in the order they
-        run (a forward pass of two dummy rows with hooks records it)."""
-        order: list[tuple[int, int]] = []
-        hooks = [
-            module.register_forward_hook(
-                lambda mod, args, out, key=key: (
-                    order.append((key, args[0].shape[-1])) if mod.training else None
-                )
-            )
-            for key, module in enumerate(self.modules)
-        ]
-        try:
-            with torch.no_grad():
-                template(torch.zeros(2, width))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return order
-
-
-def head_parameters(module: TwoLevelStrategy) -> list[tuple[str, nn.Parameter]]:
-    """The parameters outside the backbone, in registration order."""
-    return [(n, p) for n, p in module.named_parameters() if not n.startswith("backbone.")]
-
-
-def _cross_entropy(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Per-member mean cross-entropy of (M, B, K) logits and (M, B) targets: (M,)."""
-    m, b, k = logits.shape
-    losses = F.cross_entropy(
-        logits.reshape(m * b, k),
-        targets.reshape(m * b),
-        weight=weight,
-        label_smoothing=label_smoothing,
-        reduction="none",
-    ).reshape(m, b)
-    if weight is None:
-        return losses.mean(dim=1)
-    return losses.sum(dim=1) / weight[targets].sum(dim=1)
-
-
-def _counts(preds: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
-    """Per member (hits, predicted, actual) class counts of (M, N) labels: (M, 3, K), one
-    ``bincount`` per kind for all members (class ``k`` of member ``m`` is bin ``m·K + k``)."""
-    members = len(preds)
-    offset = torch.arange(members, device=preds.device)[:, None] * classes
-    p, t = (preds.long() + offset).reshape(-1), (targets.long() + offset).reshape(-1)
-    size = members * classes
-    kinds = (
-        torch.bincount(t[p == t], minlength=size),
-        torch.bincount(p, minlength=size),
-        torch.bincount(t, minlength=size),
-    )
-    return torch.stack(kinds).reshape(3, members, classes).transpose(0, 1)
-
-
-def _scores(counts: torch.Tensor) -> tuple[float, float]:
-    """(macro F1, accuracy) from one member's (3, K) counts, as the logged metrics."""
-    hits, predicted, actual = counts
-    support = predicted + actual  # 2·TP + FP + FN; classes in neither are left out (MacroF1)
-    present = support > 0
-    f1 = (2.0 * hits[present] / support[present]).mean() if present.any() else torch.tensor(0.0)
-    accuracy = hits.sum() / actual.sum().clamp(min=1)
-    return float(f1.float()), float(accuracy.float())
+def _member_scores(counts: dict[str, ClassCounts]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per task, every registered metric of each member's (M, K) counts: (M,) float32
+    values, as the strategies' metrics log them."""
+    return {
+        task: {m.name: m.from_counts(c).float() for m in registered_metrics()}
+        for task, c in counts.items()
+    }
 
 
 class VectorisedStage:
@@ -245,7 +133,7 @@ class VectorisedStage:
         self.class_weights = class_weights
         self.device = torch.device(device)
         # the template carries the dropout modules when any member has them
-        self.template = max(self.modules, key=lambda m: sum(1 for _ in _dropouts(m)))
+        self.template = max(self.modules, key=lambda m: len(dropouts_of(m)))
         self.names = [name for name, _ in head_parameters(self.template)]
         self.trainable = [n for n, p in head_parameters(self.template) if p.requires_grad]
         self.tasks = self.template.tasks
@@ -280,7 +168,7 @@ class VectorisedStage:
     # --- forward ---------------------------------------------------------------------------
     def _logits(
         self,
-        dropouts: _MaskedDropouts,
+        dropouts: MaskedDropouts,
         params: dict[str, torch.Tensor],
         x: torch.Tensor,
         masks: dict[int, torch.Tensor] | None,
@@ -312,7 +200,7 @@ class VectorisedStage:
             if train and self.class_weights is not None:
                 weight = self.class_weights[task].to(self.device)
             smoothing = self.recipe.label_smoothing if train else 0.0
-            per_task[task] = _cross_entropy(logits[task], targets[task], weight, smoothing)
+            per_task[task] = member_cross_entropy(logits[task], targets[task], weight, smoothing)
             total = total + weights[:, i] * per_task[task]
         return total, per_task
 
@@ -336,14 +224,18 @@ class VectorisedStage:
             [[s.loss_weights[t] for t in self.tasks] for s in self.settings], device=self.device
         )
         generators = [torch.Generator().manual_seed(s.seed) for s in self.settings]
-        tracker = _Stopping(self.settings, self.monitor.mode)
+        tracker = MemberStopping(
+            [s.epochs for s in self.settings],
+            [s.patience for s in self.settings],
+            self.monitor.mode,
+        )
         steps_per_epoch = math.ceil(len(train) / self.batch_size)
         train = SplitTensors(
             train.x.to(self.device) if isinstance(train.x, torch.Tensor) else train.x,
             {t: y.to(self.device) for t, y in train.targets.items()},
         )
         width = train.x.shape[1] if isinstance(train.x, torch.Tensor) else train.x.width
-        with _MaskedDropouts(self.template) as dropouts:
+        with MaskedDropouts(self.template) as dropouts:
             self.template.train()  # the stage's modes: dropout where a separate run has it
             order = dropouts.active_widths(self.template, width)
             for epoch in range(max(s.epochs for s in self.settings)):
@@ -366,6 +258,7 @@ class VectorisedStage:
                         torch.empty((), dtype=torch.int64).random_(generator=g)
                     _, preds, total, per_task = self.evaluate(params, val, loss_weights)
                     val_rows = self.rows("val", val, preds, total, per_task)
+                train_scores = _member_scores(counts)
                 improved, stopped = [], []
                 for m in range(members):
                     if not tracker.running[m]:
@@ -374,8 +267,7 @@ class VectorisedStage:
                     rows = outcomes[m].rows
                     if val_rows is not None:
                         rows.append({"epoch": epoch, "step": step - 1, **val_rows[m]})
-                    member_counts = {t: counts[t][m] for t in self.tasks}
-                    train_row = self._row("train", losses[m], member_counts)
+                    train_row = self._row("train", losses[m], train_scores, m)
                     rows.append({"epoch": epoch, "step": step - 1, **train_row})
                     outcomes[m].epochs_run, outcomes[m].steps = epoch + 1, step
                     score = None if val_rows is None else val_rows[m][self.monitor.key]
@@ -384,8 +276,8 @@ class VectorisedStage:
                         outcomes[m].best_epoch, outcomes[m].best_score = epoch, score
                     if not tracker.running[m]:
                         stopped.append(m)
-                _copy_members(kept, params, improved)
-                _copy_members(last, params, stopped)
+                copy_members(kept, params, improved)
+                copy_members(last, params, stopped)
         for m, outcome in enumerate(outcomes):
             outcome.best_state = self.unstack(kept, m)
             outcome.last_state = self.unstack(last, m)
@@ -393,7 +285,7 @@ class VectorisedStage:
 
     def _train_epoch(
         self,
-        dropouts: _MaskedDropouts,
+        dropouts: MaskedDropouts,
         params: dict[str, torch.Tensor],
         optimiser: _StackedAdam | None,
         train: SplitTensors,
@@ -412,14 +304,14 @@ class VectorisedStage:
             permutations.append(torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
         perm = torch.stack(permutations).to(self.device)
         sums = torch.zeros(len(generators), 1 + len(self.tasks), device=self.device)
-        counts: dict[str, torch.Tensor] = {}
+        counts: dict[str, ClassCounts] = {}
         for start in range(0, n, self.batch_size):
             index = perm[:, start : start + self.batch_size]
             rows = index.shape[1]
             targets = {t: v[index] for t, v in train.targets.items()}
             masks = self._masks(order, generators, rows)
             with torch.set_grad_enabled(optimiser is not None):
-                logits = self._logits(dropouts, params, _take(train.x, index), masks)
+                logits = self._logits(dropouts, params, take_rows(train.x, index), masks)
                 total, per_task = self._loss(logits, targets, loss_weights, train=True)
             if optimiser is not None:
                 grads = torch.autograd.grad(total.sum(), [params[t] for t in self.trainable])
@@ -429,8 +321,8 @@ class VectorisedStage:
                 sums += losses * rows
                 preds = self.template.decode({t: v.detach() for t, v in logits.items()})
                 for task in self.tasks:
-                    c = _counts(preds[task], targets[task], logits[task].shape[-1])
-                    counts[task] = c if task not in counts else counts[task] + c
+                    c = class_counts(preds[task], targets[task], logits[task].shape[-1])
+                    counts[task] = c if task not in counts else counts[task].plus(c)
         return (sums / n).cpu(), {t: c.cpu() for t, c in counts.items()}
 
     def _masks(
@@ -459,7 +351,7 @@ class VectorisedStage:
         """Eval-mode logits (M, N, K), decoded predictions, stage loss (M,), task losses."""
         # no masks: every dropout is the identity, as in eval mode (the heads have no other
         # layer that trains differently)
-        with torch.no_grad(), _MaskedDropouts(self.template) as dropouts:
+        with torch.no_grad(), MaskedDropouts(self.template) as dropouts:
             parts = [
                 self._logits(dropouts, params, x.to(self.device), None)
                 for x in row_chunks(split.x)  # in memory: one chunk
@@ -482,35 +374,41 @@ class VectorisedStage:
     ) -> list[dict[str, float]]:
         """Each member's logged values of ``split`` from its predictions and losses."""
         counts = {
-            t: _counts(
+            t: class_counts(
                 preds[t],
                 data.targets[t].to(preds[t].device).expand_as(preds[t]),
                 self.template.num_classes[t],
             ).cpu()
             for t in self.tasks
         }
+        scores = _member_scores(counts)
         return [
             self._row(
                 split,
                 torch.stack([total[m]] + [per_task[t][m] for t in self.tasks]).cpu(),
-                {t: counts[t][m] for t in self.tasks},
+                scores,
+                m,
             )
             for m in range(len(self.modules))
         ]
 
-    def _row(self, split: str, losses: torch.Tensor, counts: dict[str, torch.Tensor]) -> dict:
-        """Logged values as ``TwoLevelStrategy._log_epoch`` names them (float32 values)."""
+    def _row(
+        self,
+        split: str,
+        losses: torch.Tensor,
+        scores: dict[str, dict[str, torch.Tensor]],
+        member: int,
+    ) -> dict[str, float]:
+        """Member ``member``'s logged values as ``TwoLevelStrategy._log_epoch`` names them
+        (float32 values; ``scores`` per task and metric name, of every member)."""
         values: dict[str, float] = {f"{split}/loss": _f32(losses[0])}
-        scores = {}
         for i, task in enumerate(self.tasks):
             values[f"{split}/{task}_loss"] = _f32(losses[1 + i])
-            f1, acc = _scores(counts[task])
-            scores[task] = {"f1": f1, "acc": acc}
-            values[f"{split}/{task}_f1"], values[f"{split}/{task}_acc"] = _f32(f1), _f32(acc)
-        for name in METRIC_NAMES:
-            values[f"{split}/{name}"] = _f32(
-                torch.tensor([scores[t][name] for t in self.tasks], dtype=torch.float32).mean()
-            )
+            for name, value in scores[task].items():
+                values[f"{split}/{task}_{name}"] = _f32(value[member])
+        for metric in registered_metrics():  # the tasks' mean, as the strategies log it
+            per_task = [scores[t][metric.name][member] for t in self.tasks]
+            values[f"{split}/{metric.name}"] = _f32(torch.stack(per_task).mean())
         return values
 
 
@@ -572,81 +470,6 @@ class _StackedAdam:
                     amsgrad=False,
                     maximize=False,
                 )
-
-
-class _Stopping:
-    """ModelCheckpoint and EarlyStopping of each member on the monitor (``mode`` min or
-    max, strict improvement as Lightning's): the weights are kept when it improved (the
-    first epoch always; every epoch without validation); a member stops after ``patience``
-    epochs without improvement, on a non-finite score, or at its own last epoch."""
-
-    def __init__(self, settings: Sequence[StageSettings], mode: str = "min") -> None:
-        self.settings = list(settings)
-        self.sign = 1.0 if mode == "min" else -1.0  # compare sign * score, lower is better
-        self.running = [True] * len(settings)
-        self.best = [math.inf] * len(settings)
-        self.waits = [0] * len(settings)
-        self.kept_any = [False] * len(settings)
-
-    def update(self, m: int, epoch: int, score: float | None) -> bool:
-        """Record member ``m``'s epoch; whether its weights are the new best."""
-        setting = self.settings[m]
-        signed = None if score is None else self.sign * score
-        better = signed is not None and signed < self.best[m]
-        keep = score is None or not self.kept_any[m] or better
-        self.kept_any[m] = True
-        if signed is not None and setting.patience is not None:
-            self.waits[m] = 0 if better else self.waits[m] + 1
-            if self.waits[m] >= setting.patience or not math.isfinite(signed):
-                self.running[m] = False
-        if better:
-            self.best[m] = signed
-        if epoch + 1 >= setting.epochs:
-            self.running[m] = False
-        return keep
-
-
-def _take(x: Rows, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` (any shape) of ``x``, on ``index``'s device: indexed in memory, or
-    read from the feature store's mapped rows (a minibatch at a time)."""
-    if isinstance(x, torch.Tensor):
-        return x[index]
-    rows = x[index.reshape(-1).cpu().numpy()]
-    return rows.reshape(*index.shape, rows.shape[-1]).to(index.device)
-
-
-def _copy_members(
-    into: dict[str, torch.Tensor], source: dict[str, torch.Tensor], members: list[int]
-) -> None:
-    """Copy the slices of ``members`` from ``source`` into ``into``."""
-    if not members:
-        return
-    index = torch.tensor(members, device=next(iter(source.values())).device)
-    with torch.no_grad():
-        for name, value in source.items():
-            into[name].index_copy_(0, index, value.detach().index_select(0, index))
-
-
-def _stacked_linear(module: nn.Linear):  # noqa: ANN202
-    """``module``'s forward for stacked (M, out, in) weights and (M, N, in) inputs; its own
-    (out, in) weights on (N, in) inputs as usual."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        weight, bias = module.weight, module.bias
-        if weight.ndim == 2:
-            return F.linear(x, weight, bias)
-        # (W · xᵀ)ᵀ rather than x · Wᵀ: the weights' gradient then comes out contiguous,
-        # as the fused Adam kernel reads it (a copy per step and layer otherwise)
-        inputs = x.transpose(1, 2)
-        if bias is None:
-            return torch.bmm(weight, inputs).transpose(1, 2)
-        return torch.baddbmm(bias.unsqueeze(2), weight, inputs).transpose(1, 2)
-
-    return forward
-
-
-def _dropouts(module: nn.Module) -> list[nn.Dropout]:
-    return [m for m in module.modules() if isinstance(m, nn.Dropout)]
 
 
 def _f32(value: float | torch.Tensor) -> float:

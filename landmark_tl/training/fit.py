@@ -23,6 +23,7 @@ from landmark_tl.config.lightning import VAL_LOSS, Monitor
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.core.io import atomic_write_bytes, atomic_write_text
 from landmark_tl.evaluation.metrics import score_predictions
+from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.ema import WeightEMA
 from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
@@ -336,12 +337,9 @@ def _test_stage(
         val_loss = float(val["val/loss"])
         val_scores, ema_val_scores = (
             {
-                t: {
-                    "macro_f1": float(val[f"{split}/{t}_f1"]),
-                    "accuracy": float(val[f"{split}/{t}_acc"]),
-                }
+                t: {m.field: float(val[f"{split}/{t}_{m.name}"]) for m in registered_metrics()}
                 for t in tasks
-                if f"{split}/{t}_f1" in val
+                if all(f"{split}/{t}_{m.name}" in val for m in registered_metrics())
             }
             for split in ("val", "val_ema")
         )

@@ -13,13 +13,13 @@ import torch
 
 import landmark_tl.sweep.group as group_module
 from landmark_tl.commands.report import main as report_main
+from landmark_tl.core.threads import torch_threads
 from landmark_tl.data.features import FeatureRows
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.runs.rundir import read_predictions
 from landmark_tl.sweep.group import FAILED_FILE, Member, MemberFailed, run_group
 from landmark_tl.sweep.grouping import GroupError, check_group, group_jobs, unbatchable_reason
 from landmark_tl.sweep.launch import train_batches
-from landmark_tl.sweep.vectorised import torch_threads
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
 

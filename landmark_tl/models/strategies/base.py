@@ -24,6 +24,7 @@ from torchmetrics import MeanMetric
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.data.splits import SPLITS
 from landmark_tl.evaluation.metrics import task_metrics
+from landmark_tl.evaluation.registry import metric_names
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.finetuning import ScheduledUnfreeze
 from landmark_tl.models.heads import MLP
@@ -36,7 +37,6 @@ from landmark_tl.models.optim import (
     build_scheduler,
 )
 
-METRIC_NAMES = ("f1", "acc")  # of task_metrics
 AVERAGED_SPLITS = ("val_ema", "test_ema")  # scores of an average of the weights (WeightEMA)
 STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
 
@@ -232,11 +232,8 @@ class TwoLevelStrategy(L.LightningModule):
     def logged_keys(self, stage: str, split: str = "val") -> list[str]:
         """The values ``stage`` logs for ``split`` each epoch (what a monitor may name)."""
         tasks = self.stage_tasks(stage)
-        keys = [
-            "loss",
-            *METRIC_NAMES,
-            *(f"{t}_{n}" for t in tasks for n in ("loss", *METRIC_NAMES)),
-        ]
+        names = metric_names()
+        keys = ["loss", *names, *(f"{t}_{n}" for t in tasks for n in ("loss", *names))]
         return [f"{split}/{key}" for key in keys]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -329,7 +326,7 @@ class TwoLevelStrategy(L.LightningModule):
             values[f"{split}/{task}_loss"] = self.losses[f"{split}_{task}"].compute()
             for name, value in self.metrics[f"{split}_{task}"].compute().items():
                 values[f"{split}/{task}_{name}"] = value
-        for name in METRIC_NAMES:  # the stage's mean score, what any stage can be judged by
+        for name in metric_names():  # the stage's mean score, what any stage can be judged by
             values[f"{split}/{name}"] = torch.stack(
                 [values[f"{split}/{task}_{name}"] for task in self.tasks]
             ).mean()
