@@ -69,7 +69,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _data_root(work: Path) -> Path:
-    from landmark_tl.data.synthetic import ensure_synthetic_dataset
+    from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 
     return ensure_synthetic_dataset(work / "datasets")
 

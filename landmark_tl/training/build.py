@@ -28,7 +28,7 @@ from landmark_tl.data.sources.folder import FolderSource
 from landmark_tl.data.sources.gldv2 import GLDv2Source
 from landmark_tl.data.sources.manifest import ManifestSource
 from landmark_tl.data.sources.shards import ShardSource
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 from landmark_tl.models.backbone import Backbone, create_backbone
 from landmark_tl.models.finetuning import UnfreezeSchedule
 from landmark_tl.models.optim import balanced_class_weights

@@ -28,7 +28,7 @@ from landmark_tl.data.datamodule import ImageDecoder
 from landmark_tl.data.features import FeatureStore, FeatureStoreError
 from landmark_tl.data.records import CatalogError
 from landmark_tl.data.splits import SplitError, read_split_csv, write_split_csv
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.serving.inference import image_files
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
