@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 import landmark_tl.conf
 from landmark_tl.config.lightning import check_lightning_surface
 from landmark_tl.core.errors import ConfigError, UsageError
-from landmark_tl.data.features import DTYPES as FEATURE_DTYPES
+from landmark_tl.data.features.store import DTYPES as FEATURE_DTYPES
 from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.splits import SmallLandmarks, SplitSpec
 from landmark_tl.data.transforms import Augment

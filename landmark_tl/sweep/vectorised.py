@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landmark_tl.config.lightning import VAL_LOSS, Monitor
-from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.models.optim import OptimizerName, Recipe
 from landmark_tl.models.strategies.base import METRIC_NAMES, TwoLevelStrategy
 from landmark_tl.training.divergence import divergence_hint

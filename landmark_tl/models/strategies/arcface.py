@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from landmark_tl.core.hierarchy import LabelHierarchy
-from landmark_tl.data.features import row_chunks
+from landmark_tl.data.features.store import row_chunks
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.heads import CosineMarginHead
 from landmark_tl.models.neighbours import KNNClassifier
