@@ -23,8 +23,9 @@ from landmark_tl.commands.predict import main as predict_main
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.errors import UsageError, hydra_command, take_debug_flag
 from landmark_tl.core.io import atomic_write_text
-from landmark_tl.data.catalog import load_rgb, scan_image_folder
+from landmark_tl.data.catalog import scan_image_folder
 from landmark_tl.data.datamodule import ImageDecoder
+from landmark_tl.data.decode import load_rgb
 from landmark_tl.data.features.store import FeatureStore, FeatureStoreError
 from landmark_tl.data.records import CatalogError
 from landmark_tl.data.splits import SplitError, read_split_csv, write_split_csv

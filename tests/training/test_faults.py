@@ -16,7 +16,8 @@ from PIL import Image
 
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.io import atomic_write_text
-from landmark_tl.data.catalog import load_rgb, scan_image_folder
+from landmark_tl.data.catalog import scan_image_folder
+from landmark_tl.data.decode import load_rgb
 from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 from tests.conftest import TINY_OVERRIDES, compose_config
 
