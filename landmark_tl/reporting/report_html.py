@@ -38,7 +38,7 @@ from torchmetrics.functional.classification import (
 from landmark_tl.core.io import atomic_write_text, printable
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.reporting.plots import DPI, confusion_figures, curves_figures, read_hierarchy
-from landmark_tl.reporting.report import (
+from landmark_tl.reporting.render import (
     UNPAIRED,
     _legend,
     _number,
