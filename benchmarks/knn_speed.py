@@ -43,8 +43,9 @@ def peak_mib() -> float:
 
 def embedded(work: Path) -> dict:
     from landmark_tl.data.datamodule import LandmarkDataModule
-    from landmark_tl.data.features import FeatureStore, encoder_key
-    from landmark_tl.data.synthetic import ensure_synthetic_dataset
+    from landmark_tl.data.features.extraction import encoder_key
+    from landmark_tl.data.features.store import FeatureStore
+    from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
     from landmark_tl.models.backbone import create_backbone
     from landmark_tl.models.neighbours import KNNClassifier
 

@@ -169,7 +169,7 @@ class _Decode:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> int:
-        from landmark_tl.data.catalog import load_rgb
+        from landmark_tl.data.decode import load_rgb
 
         return self.geometry(load_rgb(self.paths[i])).size[0]
 

@@ -69,7 +69,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _data_root(work: Path) -> Path:
-    from landmark_tl.data.synthetic import ensure_synthetic_dataset
+    from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 
     return ensure_synthetic_dataset(work / "datasets")
 
@@ -86,7 +86,8 @@ def _pipeline_vs_bare(work: Path, device: str = "cpu", autocast: torch.dtype | N
     """Cold-cache data-module setup (the whole feature pass) vs bare forward passes, on
     ``device`` under ``autocast``."""
     from landmark_tl.data.datamodule import LandmarkDataModule
-    from landmark_tl.data.features import FeatureStore, encoder_key, extract_features
+    from landmark_tl.data.features.extraction import encoder_key, extract_features
+    from landmark_tl.data.features.store import FeatureStore
     from landmark_tl.models.backbone import create_backbone
 
     backbone = create_backbone()
@@ -164,7 +165,8 @@ def _one_epoch(module, datamodule) -> float:
 
 def section_c(work: Path) -> dict:
     from landmark_tl.data.datamodule import LandmarkDataModule
-    from landmark_tl.data.features import FeatureStore, encoder_key
+    from landmark_tl.data.features.extraction import encoder_key
+    from landmark_tl.data.features.store import FeatureStore
     from landmark_tl.models.backbone import create_backbone
     from landmark_tl.models.strategies import MultiOutput, StageConfig
 

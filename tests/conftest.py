@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from landmark_tl.config.schema import CONFIG_DIR, TrainConfig, compose
-from landmark_tl.data.synthetic import generate_synthetic_monuments
+from landmark_tl.data.synthetic.generate import generate_synthetic_monuments
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under `pytest -n N` the N workers already fill the cores: one torch thread each (and

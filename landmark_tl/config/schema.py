@@ -39,7 +39,7 @@ import landmark_tl.conf
 from landmark_tl.config.lightning import check_lightning_surface
 from landmark_tl.core.errors import ConfigError, UsageError
 from landmark_tl.data.config import DataConfig
-from landmark_tl.data.features import DTYPES as FEATURE_DTYPES
+from landmark_tl.data.features.store import DTYPES as FEATURE_DTYPES
 from landmark_tl.data.sources import registered_source
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe, SchedulerName

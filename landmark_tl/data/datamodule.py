@@ -19,14 +19,10 @@ from torch.utils.data import DataLoader, Dataset
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.core.io import printable
-from landmark_tl.data.catalog import Catalog, build_catalog, load_rgb, paused_gc, strict_decoding
-from landmark_tl.data.features import (
-    Encoder,
-    FeatureRows,
-    FeatureStore,
-    fill_store,
-    pass_batch_size,
-)
+from landmark_tl.data.catalog import Catalog, build_catalog, paused_gc
+from landmark_tl.data.decode import load_rgb, strict_decoding
+from landmark_tl.data.features.extraction import Encoder, fill_store, pass_batch_size
+from landmark_tl.data.features.store import FeatureRows, FeatureStore
 from landmark_tl.data.index import CatalogIndex, Verify
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.records import CatalogError, ImageRecord, NamedBytes, Problem

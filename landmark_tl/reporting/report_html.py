@@ -41,7 +41,7 @@ from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.reporting.mistakes import MISTAKES_HEADING, MISTAKES_NOTE, mistakes_rows
 from landmark_tl.reporting.plots import DPI, confusion_figures, curves_figures, read_hierarchy
 from landmark_tl.reporting.recommendation import recommendation_lines
-from landmark_tl.reporting.report import (
+from landmark_tl.reporting.render import (
     UNPAIRED,
     _legend,
     _number,

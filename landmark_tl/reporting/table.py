@@ -1,9 +1,9 @@
 """Table 1 as data: what :func:`landmark_tl.reporting.report.summarise` computes and every
-renderer (Markdown, CSV, LaTeX, HTML) reads: the rows, each task's score, the comparison
-with the linear probe and the recommendation.
+renderer (Markdown, CSV, LaTeX, HTML) reads: the rows, each task's score and its marks, the
+comparison with the linear probe and the recommendation.
 
 On its own so that the modules that compute parts of it (recommendation) and those that
-render it (report_latex, report_html) import the types without importing the report.
+render it (render, report_latex, report_html) import the types without importing the report.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from typing import Any
 
 from landmark_tl.evaluation.stats import Comparison
 from landmark_tl.reporting.mistakes import HierarchyScore
+
+# What TaskScore.mark and VersusProbe.verdict hold, and the error rate behind them.
+BEST, SAME, WORSE = "best", "≈ best", "worse"
+ABOVE_PROBE, SAME_AS_PROBE, BELOW_PROBE = "> probe", "≈ probe", "< probe"
+ALPHA = 0.05  # family-wise error rate of each task's verdicts (Holm)
 
 
 @dataclass(frozen=True)

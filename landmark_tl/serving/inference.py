@@ -24,7 +24,7 @@ from landmark_tl.config.schema import BackboneConfig, TrainConfig, to_train_conf
 from landmark_tl.core.errors import UsageError, UserError
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.core.io import not_regular_reason, printable, special_file_kind
-from landmark_tl.data.catalog import load_rgb
+from landmark_tl.data.decode import load_rgb
 from landmark_tl.data.transforms import geometry_transform, to_uint8_tensor
 from landmark_tl.models.backbone import KEPT_WEIGHTS, WeightsSource
 from landmark_tl.models.strategies import TwoLevelStrategy

@@ -23,7 +23,7 @@ from omegaconf import MISSING
 
 from landmark_tl.core.errors import UsageError
 from landmark_tl.core.io import printable
-from landmark_tl.data.catalog import load_rgb
+from landmark_tl.data.decode import load_rgb
 from landmark_tl.serving.inference import Prediction, TrainedRun
 
 

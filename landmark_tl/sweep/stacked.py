@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landmark_tl.data.features import Rows
+from landmark_tl.data.features.store import Rows
 from landmark_tl.models.strategies.base import TwoLevelStrategy
 
 

@@ -40,7 +40,7 @@ import torch
 from torch.func import functional_call
 
 from landmark_tl.config.lightning import VAL_LOSS, Monitor
-from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.evaluation.counts import ClassCounts, class_counts
 from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.optim import OptimizerName, Recipe

@@ -16,7 +16,8 @@ from landmark_tl.data import sources
 from landmark_tl.data.catalog import Catalog, build_catalog
 from landmark_tl.data.config import DataVerify
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.features import FeatureStore, encoder_key
+from landmark_tl.data.features.extraction import encoder_key
+from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.index import CatalogIndex
 from landmark_tl.data.longtail import drop_small_landmarks
 from landmark_tl.data.sources import ImageSource

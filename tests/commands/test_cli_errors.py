@@ -23,12 +23,13 @@ from landmark_tl.commands.predict import main as predict_main
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.errors import UsageError, hydra_command, take_debug_flag
 from landmark_tl.core.io import atomic_write_text
-from landmark_tl.data.catalog import load_rgb, scan_image_folder
+from landmark_tl.data.catalog import scan_image_folder
 from landmark_tl.data.datamodule import ImageDecoder
-from landmark_tl.data.features import FeatureStore, FeatureStoreError
+from landmark_tl.data.decode import load_rgb
+from landmark_tl.data.features.store import FeatureStore, FeatureStoreError
 from landmark_tl.data.records import CatalogError
 from landmark_tl.data.splits import SplitError, read_split_csv, write_split_csv
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.serving.inference import image_files
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, compose_config
@@ -148,7 +149,7 @@ def test_generated_data_set_and_feature_cache_honour_the_umask(tmp_path, umask):
 def test_unreadable_store_shard_names_the_file_and_the_fix(tmp_path, monkeypatch):
     import torch
 
-    from landmark_tl.data import features
+    from landmark_tl.data.features import store as store_module
 
     store = FeatureStore(tmp_path / "features", "enc")
     store.commit("original", ["cd" * 16], torch.ones(1, 3).numpy())
@@ -157,7 +158,7 @@ def test_unreadable_store_shard_names_the_file_and_the_fix(tmp_path, monkeypatch
     def denied(path: Path) -> int:  # chmod 000 does not stop root, so deny it here
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(features, "_checksum", denied)
+    monkeypatch.setattr(store_module, "_checksum", denied)
     with pytest.raises(FeatureStoreError) as info:
         FeatureStore(tmp_path / "features", "enc").locate("original", ["cd" * 16])
     assert str(shard) in str(info.value) and "paths.cache_dir" in str(info.value)

@@ -24,8 +24,10 @@ from landmark_tl.commands.shards import main as write_main
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.io import bytes_digest
 from landmark_tl.data import index as index_module
-from landmark_tl.data.catalog import build_catalog, load_rgb, scan_image_folder
-from landmark_tl.data.features import FeaturePassError, FeatureStore, fill_store
+from landmark_tl.data.catalog import build_catalog, scan_image_folder
+from landmark_tl.data.decode import load_rgb
+from landmark_tl.data.features.extraction import FeaturePassError, fill_store
+from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.index import CatalogIndex, CatalogIndexError
 from landmark_tl.data.records import CatalogError
 from landmark_tl.data.sources.folder import FolderSource

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.features import FeatureStore
+from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.models.backbone import create_backbone
 

@@ -19,15 +19,13 @@ import torch
 from PIL import Image
 
 from landmark_tl.core.io import bytes_digest, file_digest
-from landmark_tl.data.features import (
-    FeatureRows,
-    FeatureStore,
-    FeatureStoreError,
+from landmark_tl.data.features.extraction import (
     _PassThreads,
     encoder_key,
     fill_store,
     pass_batch_size,
 )
+from landmark_tl.data.features.store import FeatureRows, FeatureStore, FeatureStoreError
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.training.run import train
 from tests.conftest import REPO_ROOT
@@ -239,7 +237,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, os.getcwd())
 from tests.data.test_features import _backbone, _fill, _images
-from landmark_tl.data.features import FeatureStore
+from landmark_tl.data.features.store import FeatureStore
 
 backbone = _backbone()
 calls = 0

@@ -253,7 +253,7 @@ def test_an_image_that_only_the_feature_pass_finds_broken_is_skipped_and_not_rea
 
     from landmark_tl.data import datamodule as dm_module
     from landmark_tl.data.datamodule import LandmarkDataModule
-    from landmark_tl.data.features import FeatureStore
+    from landmark_tl.data.features.store import FeatureStore
     from landmark_tl.models.backbone import create_backbone
 
     root = _tree(tmp_path, images=4)

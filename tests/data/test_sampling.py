@@ -12,7 +12,7 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.data.datamodule import LandmarkDataModule, item_landmarks
-from landmark_tl.data.features import FeatureStore
+from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.sampling import BalancedSampler
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.models.backbone import create_backbone

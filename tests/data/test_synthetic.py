@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from landmark_tl.data import synthetic
-from landmark_tl.data.synthetic import (
+from landmark_tl.data.synthetic import generate
+from landmark_tl.data.synthetic.blueprints import STUDY_LANDMARKS, landmark_blueprint
+from landmark_tl.data.synthetic.generate import (
     GENERATOR_VERSION,
     MARKER,
-    STUDY_LANDMARKS,
     ensure_synthetic_dataset,
     generate_synthetic_monuments,
-    landmark_blueprint,
-    render_monument,
 )
+from landmark_tl.data.synthetic.render import render_monument
 
 SUBSET = {
     "Pagodas": ["Thien Mu Pagoda", "Shwedagon Pagoda"],
@@ -140,7 +139,7 @@ def test_subsets_get_their_own_folder(tmp_path: Path):
 
 
 def test_second_call_reuses_the_tree(tmp_path: Path, monkeypatch, caplog):
-    with caplog.at_level(logging.INFO, logger=synthetic.__name__):
+    with caplog.at_level(logging.INFO, logger=generate.__name__):
         root = ensure_synthetic_dataset(tmp_path, **TINY)
     assert len(caplog.records) == 1 and "Generated" in caplog.records[0].getMessage()
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
@@ -148,9 +147,9 @@ def test_second_call_reuses_the_tree(tmp_path: Path, monkeypatch, caplog):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated a complete tree")
 
-    monkeypatch.setattr(synthetic, "generate_synthetic_monuments", fail)
+    monkeypatch.setattr(generate, "generate_synthetic_monuments", fail)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger=synthetic.__name__):
+    with caplog.at_level(logging.INFO, logger=generate.__name__):
         assert ensure_synthetic_dataset(tmp_path, **TINY) == root
     assert not caplog.records
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
@@ -175,16 +174,16 @@ def test_an_incomplete_tree_is_regenerated(tmp_path: Path, damage: str):
 
 
 def test_a_tree_finished_first_by_another_process_wins(tmp_path: Path, monkeypatch):
-    real = synthetic.generate_synthetic_monuments
+    real = generate.generate_synthetic_monuments
     winner: dict[str, Path] = {}
 
     def racing(root: Path, **kwargs) -> None:
-        monkeypatch.setattr(synthetic, "generate_synthetic_monuments", real)
+        monkeypatch.setattr(generate, "generate_synthetic_monuments", real)
         winner["root"] = ensure_synthetic_dataset(tmp_path, **TINY)  # the other process
         winner["marker"] = (winner["root"] / MARKER).stat().st_ino
         real(root, **kwargs)
 
-    monkeypatch.setattr(synthetic, "generate_synthetic_monuments", racing)
+    monkeypatch.setattr(generate, "generate_synthetic_monuments", racing)
     root = ensure_synthetic_dataset(tmp_path, **TINY)
     assert root == winner["root"]
     assert (root / MARKER).stat().st_ino == winner["marker"]  # the winner's tree was kept

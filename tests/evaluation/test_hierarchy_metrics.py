@@ -16,7 +16,8 @@ from landmark_tl.evaluation.hierarchy_metrics import (
     ranked_landmarks,
     tree_distance,
 )
-from landmark_tl.reporting.report import markdown_table, summarise
+from landmark_tl.reporting.render import markdown_table
+from landmark_tl.reporting.report import summarise
 from landmark_tl.runs.rundir import collect_runs
 from tests.reporting.test_report import LANDMARKS, PATHS, TRUTH, make_run, wrong_first
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.data.datamodule import LandmarkDataModule
-from landmark_tl.data.features import FeatureStore
+from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.backbone import create_backbone

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from landmark_tl import compose
-from landmark_tl.reporting.report import markdown_table, summarise
+from landmark_tl.reporting.render import markdown_table
+from landmark_tl.reporting.report import summarise
 from landmark_tl.runs.rundir import collect_runs
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 from tests.reporting.test_report import (

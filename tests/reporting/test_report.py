@@ -17,16 +17,9 @@ from PIL import Image
 from landmark_tl.commands.report import main
 from landmark_tl.evaluation.metrics import macro_f1, score_predictions
 from landmark_tl.evaluation.stats import batched_macro_f1, paired_comparison, percentile_interval
-from landmark_tl.reporting.report import (
-    ABOVE_PROBE,
-    BEST,
-    SAME,
-    WORSE,
-    csv_table,
-    markdown_table,
-    summarise,
-    write_report,
-)
+from landmark_tl.reporting.render import csv_table, markdown_table, write_report
+from landmark_tl.reporting.report import summarise
+from landmark_tl.reporting.table import ABOVE_PROBE, BEST, SAME, WORSE
 from landmark_tl.runs.rundir import collect_runs
 
 LANDMARKS = ["Gothic/Cologne", "Gothic/Milan", "Pyramids/Giza", "Pyramids/Louvre"]

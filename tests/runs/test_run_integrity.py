@@ -15,7 +15,8 @@ import pytest
 from landmark_tl.config.schema import MAX_SEED, ConfigError
 from landmark_tl.data.doctor import format_report, inspect_tree
 from landmark_tl.data.splits import SplitError
-from landmark_tl.reporting.report import markdown_table, summarise
+from landmark_tl.reporting.render import markdown_table
+from landmark_tl.reporting.report import summarise
 from landmark_tl.runs.fingerprint import RunDirError
 from landmark_tl.runs.rundir import collect_runs
 from landmark_tl.serving.inference import load_run

@@ -14,7 +14,7 @@ import torch
 import landmark_tl.sweep.group as group_module
 from landmark_tl.commands.report import main as report_main
 from landmark_tl.core.threads import torch_threads
-from landmark_tl.data.features import FeatureRows
+from landmark_tl.data.features.store import FeatureRows
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.runs.rundir import read_predictions
 from landmark_tl.sweep.group import FAILED_FILE, Member, MemberFailed, run_group

@@ -16,8 +16,9 @@ from PIL import Image
 
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.io import atomic_write_text
-from landmark_tl.data.catalog import load_rgb, scan_image_folder
-from landmark_tl.data.synthetic import ensure_synthetic_dataset
+from landmark_tl.data.catalog import scan_image_folder
+from landmark_tl.data.decode import load_rgb
+from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 from tests.conftest import TINY_OVERRIDES, compose_config
 
 
@@ -167,10 +168,10 @@ def test_disk_full_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_interrupted_generation_leaves_no_tree_and_is_redone(tmp_path, monkeypatch):
-    from landmark_tl.data import synthetic
+    from landmark_tl.data.synthetic import generate
 
     calls = {"n": 0}
-    real = synthetic._write_image
+    real = generate._write_image
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -178,12 +179,12 @@ def test_interrupted_generation_leaves_no_tree_and_is_redone(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_write_image", interrupted)
+    monkeypatch.setattr(generate, "_write_image", interrupted)
     subset = {"Gothic": ["Milan Cathedral"]}
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic_dataset(tmp_path, images_per_landmark=8, image_size=32, categories=subset)
     assert list(tmp_path.iterdir()) == []  # the temporary tree was removed too
-    monkeypatch.setattr(synthetic, "_write_image", real)
+    monkeypatch.setattr(generate, "_write_image", real)
     root = ensure_synthetic_dataset(
         tmp_path, images_per_landmark=8, image_size=32, categories=subset
     )

@@ -37,7 +37,7 @@ class SyntheticSource(FolderSource):
     @classmethod
     def from_config(cls, data: SyntheticConfig, cache_dir: Path) -> SyntheticSource:
         # the image generator is imported only by runs that use it
-        from landmark_tl.data.synthetic import ensure_synthetic_dataset
+        from landmark_tl.data.synthetic.generate import ensure_synthetic_dataset
 
         root = ensure_synthetic_dataset(
             cache_dir / "datasets",

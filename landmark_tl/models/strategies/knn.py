@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.data.datamodule import mapped_split
-from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.neighbours import KNNClassifier
 from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from landmark_tl.core.hierarchy import TASKS, LabelHierarchy
 from landmark_tl.data.datamodule import mapped_split
-from landmark_tl.data.features import Rows, row_chunks
+from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
