@@ -25,7 +25,7 @@ from torch import nn
 from landmark_tl.core.errors import ConfigError, UserError
 from landmark_tl.core.io import atomic_write_bytes
 from landmark_tl.data.transforms import Preprocessing
-from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
+from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_blocks
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,15 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> Backbone:
         """Like ``nn.Module.train``, but frozen parts act as fixed functions: a frozen
-        backbone, or frozen units of a partly unfrozen one, stay in eval mode, and with
+        backbone, or frozen blocks of a partly unfrozen one, stay in eval mode, and with
         ``freeze_bn`` every batch-norm layer keeps its statistics."""
         super().train(mode)
         if self.frozen:
             self.model.eval()
             return self
-        for unit in backbone_units(self.model):
-            if not any(p.requires_grad for p in unit.parameters()):
-                unit.eval()
+        for block in backbone_blocks(self.model):
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
         if self.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
