@@ -25,7 +25,7 @@ from torch import nn
 from landmark_tl.core.errors import ConfigError, UserError
 from landmark_tl.core.io import atomic_write_bytes
 from landmark_tl.data.transforms import Preprocessing
-from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_units
+from landmark_tl.models.finetuning import UnfreezeSchedule, backbone_blocks
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,15 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> Backbone:
         """Like ``nn.Module.train``, but frozen parts act as fixed functions: a frozen
-        backbone, or frozen units of a partly unfrozen one, stay in eval mode, and with
+        backbone, or frozen blocks of a partly unfrozen one, stay in eval mode, and with
         ``freeze_bn`` every batch-norm layer keeps its statistics."""
         super().train(mode)
         if self.frozen:
             self.model.eval()
             return self
-        for unit in backbone_units(self.model):
-            if not any(p.requires_grad for p in unit.parameters()):
-                unit.eval()
+        for block in backbone_blocks(self.model):
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
         if self.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -189,15 +189,14 @@ def match_state_dict(
 def _without_classifier(
     source: Mapping[str, torch.Tensor], model: nn.Module
 ) -> dict[str, torch.Tensor]:
-    """``source`` less a DataParallel ``module.`` prefix and its classifier tensors.
+    """``source`` less its classifier tensors.
 
     The classifier is found by the name in the model's timm config (``classifier``,
     ``head.fc``, ``fc`` ...); a file named otherwise loses its last tensors when it has as
     many as the model with its classifier (``model`` still has it here).
     """
-    state = {k.removeprefix("module."): v for k, v in source.items()}
     prefix = str(model.pretrained_cfg.get("classifier", "")) + "."
-    state = {k: v for k, v in state.items() if prefix == "." or not k.startswith(prefix)}
+    state = {k: v for k, v in source.items() if prefix == "." or not k.startswith(prefix)}
     classifier = len(model.get_classifier().state_dict())
     if classifier and len(state) - len(model.state_dict()) == 0:
         state = dict(list(state.items())[:-classifier])
@@ -215,16 +214,22 @@ PACKAGED_WEIGHTS = {"tf_efficientnet_lite0": _packaged_lite0_state_dict}
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a .safetensors or .pth/.pt state dict (a ``state_dict`` entry is unwrapped)."""
+    """A state dict read by timm's own reader (``timm.models.load_state_dict``): a
+    .safetensors file, or a torch file (weights only) holding a state dict or a checkpoint,
+    whose ``state_dict_ema``/``model_ema`` entry is taken first (timm's training scripts
+    keep the EMA weights there, and timm's ``load_checkpoint`` prefers them too), then
+    ``state_dict``, then ``model``; DDP ``module.`` and ``torch.compile`` ``_orig_mod.``
+    prefixes are stripped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone.weights_file={path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        return timm.models.load_state_dict(str(path), use_ema=True)
+    except Exception as err:  # unreadable: not a state dict, truncated, unsafe pickle
+        raise ConfigError(
+            f"backbone.weights_file={path} cannot be read as a .safetensors or torch state "
+            f"dict ({type(err).__name__}: {_first_line(err)}); point it at a weights file"
+        ) from err
 
 
 KEPT_WEIGHTS = frozenset({WeightsSource.hub, WeightsSource.file})

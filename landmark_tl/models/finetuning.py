@@ -1,7 +1,8 @@
 """Unfreeze schedules for the backbone, as a Lightning finetuning callback.
 
 ``backbone.freeze=schedule`` trains the heads with the backbone frozen for
-``unfreeze_at_epoch`` epochs, then unfreezes the whole backbone or its last K units, which
+``unfreeze_at_epoch`` epochs, then unfreezes the whole backbone or its last K blocks
+(timm's coarse grouping: stem, stages; :func:`backbone_blocks`), which
 join the optimiser at ``lr_ratio`` × the heads' learning rate, in the groups of
 :func:`~landmark_tl.models.optim.backbone_groups` (no weight decay on norms and biases;
 ``optim.layer_decay`` applies), and join the stage's timm schedule.
@@ -11,10 +12,12 @@ on with the same optimiser whether it was saved before or after the unfreeze.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
+from timm.models import group_parameters
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 from torch.optim import Optimizer
@@ -39,12 +42,46 @@ class UnfreezeSchedule:
             raise ValueError("backbone.lr_ratio must be > 0")
 
 
-def backbone_units(model: nn.Module) -> list[nn.Module]:
-    """The model's parameter-holding units in forward order.
+def backbone_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's blocks in forward order, each one module.
 
-    Top-level children, with ``Sequential``/``ModuleList`` containers (EfficientNet stages,
-    VGG layers, ResNet layers) expanded one level; units without parameters are skipped.
+    A block is a group of timm's coarse grouping of the model (``group_matcher(coarse=True)``
+    read by ``timm.models.group_parameters``; timm's layer decay uses the fine one): the
+    stem, then each stage (EfficientNet ``blocks.i``, ResNet ``layer i``, ConvNeXt
+    ``stages.i``) or transformer block (ViT ``blocks.i``), the final conv or norm joined to
+    the last as timm joins it. A block is given as an ``nn.ModuleList`` of the largest
+    submodules whose parameters all lie in it. Models without ``group_matcher`` fall back
+    to :func:`child_units`.
     """
+    matcher = getattr(model, "group_matcher", None)
+    try:
+        spec = matcher(coarse=True) if callable(matcher) else None
+    except NotImplementedError:
+        spec = None
+    if spec is None:
+        return child_units(model)
+    block_of = group_parameters(model, spec, reverse=True)  # parameter name -> block
+    members: dict[int, list[nn.Module]] = defaultdict(list)
+    _largest_within_one_block(model, "", block_of, members)
+    return [nn.ModuleList(members[block]) for block in sorted(members)]
+
+
+def _largest_within_one_block(
+    module: nn.Module, prefix: str, block_of: dict[str, int], members: dict[int, list[nn.Module]]
+) -> None:
+    for name, child in module.named_children():
+        path = prefix + name
+        blocks = {block_of[f"{path}.{key}"] for key, _ in child.named_parameters()}
+        if len(blocks) == 1:
+            members[blocks.pop()].append(child)
+        elif blocks:
+            _largest_within_one_block(child, path + ".", block_of, members)
+
+
+def child_units(model: nn.Module) -> list[nn.Module]:
+    """The hand grouping for models without timm's ``group_matcher``: top-level children,
+    with ``Sequential``/``ModuleList`` containers expanded one level; units without
+    parameters are skipped."""
     units: list[nn.Module] = []
     for child in model.children():
         parts = list(child) if isinstance(child, nn.Sequential | nn.ModuleList) else [child]
@@ -52,10 +89,12 @@ def backbone_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def units_to_unfreeze(model: nn.Module, last_blocks: int | None) -> list[nn.Module]:
-    """All units, or the last ``last_blocks`` of them."""
-    units = backbone_units(model)
-    return units if last_blocks is None else units[-last_blocks:]
+def blocks_to_unfreeze(model: nn.Module, last_blocks: int | None) -> list[nn.Module]:
+    """The last ``last_blocks`` blocks; the whole model for None or at least as many as it
+    has (so that parameters a spanning module holds itself, e.g. ViT's ``cls_token`` and
+    ``pos_embed``, join too)."""
+    blocks = backbone_blocks(model)
+    return [model] if last_blocks is None or last_blocks >= len(blocks) else blocks[-last_blocks:]
 
 
 class ScheduledUnfreeze(BaseFinetuning):
@@ -75,14 +114,14 @@ class ScheduledUnfreeze(BaseFinetuning):
     ) -> None:
         if self.unfrozen or epoch < self.schedule.unfreeze_at_epoch:
             return
-        modules = units_to_unfreeze(pl_module.backbone.model, self.schedule.last_blocks)
+        modules = blocks_to_unfreeze(pl_module.backbone.model, self.schedule.last_blocks)
         if self._group_restored(optimizer, modules):
             self.make_trainable(modules)  # a resume after the unfreeze: group came back
         else:
             self.make_trainable(modules)
             self._add_groups(pl_module, modules, optimizer)
         self.unfrozen = True
-        pl_module.backbone.train(pl_module.training)  # unfrozen units leave eval mode now
+        pl_module.backbone.train(pl_module.training)  # unfrozen blocks leave eval mode now
 
     def _add_groups(
         self, pl_module: L.LightningModule, modules: list[nn.Module], optimizer: Optimizer

@@ -193,3 +193,31 @@ def test_hub_weights_offline_fail_at_once_naming_the_fixes(monkeypatch):
     assert time.perf_counter() - start < 10
     message = str(info.value)
     assert "backbone.weights=file" in message and "backbone=efficientnet_lite0" in message
+
+
+def test_weights_file_reads_timm_checkpoints_ema_first(tmp_path):
+    """timm's reader: a training checkpoint's EMA weights before its ``state_dict``, and
+    ``torch.compile``'s ``_orig_mod.`` prefix stripped as DDP's ``module.`` is."""
+    import timm
+
+    torch.manual_seed(0)
+    raw, ema = (timm.create_model("resnet18", pretrained=False) for _ in range(2))
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(
+        {
+            "epoch": 3,
+            "state_dict": raw.state_dict(),
+            "state_dict_ema": {f"_orig_mod.{k}": v for k, v in ema.state_dict().items()},
+        },
+        path,
+    )
+    backbone = create_backbone("resnet18", weights="file", weights_file=path)
+    assert torch.equal(backbone.model.conv1.weight, ema.conv1.weight)
+    assert not torch.equal(backbone.model.conv1.weight, raw.conv1.weight)
+
+
+def test_unreadable_weights_file_names_the_key(tmp_path):
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=rf"backbone.weights_file={path} cannot be read"):
+        create_backbone("resnet18", weights="file", weights_file=path)
