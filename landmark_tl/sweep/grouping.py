@@ -46,7 +46,8 @@ BATCHED_STRATEGIES = (
 MEMBER_KEYS = ("seed", "strategy.lr", "head.dropout")
 MEMBER_PREFIXES = ("strategy.loss_weights.",)
 STAGE_MEMBER_FIELDS = ("lr", "weight_decay", "patience", "epochs")
-DEFAULT_LOGGER = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger"}}
+# the default tracker set: only the CSV log (its run-dir arguments come from conf/logger/csv.yaml)
+CSV_LOGGER_TARGET = "lightning.pytorch.loggers.CSVLogger"
 
 
 class GroupError(ConfigError):
@@ -74,7 +75,7 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
         (optim.scheduled, "a learning-rate schedule or warmup"),
         (optim.mixes, "mixup/cutmix"),
         (bool(config.callbacks), "extra callbacks"),
-        (config.logger != DEFAULT_LOGGER, "trackers beside the CSV log"),
+        (not _only_csv_log(config.logger), "trackers beside the CSV log"),
         (bool(config.trainer.extra), "extra Trainer arguments"),
         (
             config.strategy.monitor not in batched_monitors(),
@@ -85,6 +86,11 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
     ]
     reasons = [why for failed, why in checks if failed]
     return "; ".join(reasons) or None
+
+
+def _only_csv_log(loggers: dict[str, Any]) -> bool:
+    """Whether the run logs to the CSV log alone (the vectorised loop writes that log itself)."""
+    return [spec.get("_target_") for spec in loggers.values()] == [CSV_LOGGER_TARGET]
 
 
 def batched_monitors() -> tuple[str, ...]:
