@@ -29,7 +29,6 @@ from landmark_tl.evaluation.stats import (
 )
 from landmark_tl.reporting.mistakes import summarise_mistakes
 from landmark_tl.reporting.recommendation import recommend
-from landmark_tl.reporting.render import markdown_table
 from landmark_tl.reporting.studies import row_groups
 from landmark_tl.reporting.table import (
     ABOVE_PROBE,
@@ -45,9 +44,6 @@ from landmark_tl.reporting.table import (
     VersusProbe,
 )
 from landmark_tl.runs.rundir import TASKS, Run
-
-# markdown_table: also importable from here, as the quickstart notebook does
-__all__ = ["markdown_table", "ranking_monitor", "summarise"]
 
 PROBE = "linear_probe"  # the baseline row every other row is compared with
 
