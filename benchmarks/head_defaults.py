@@ -36,7 +36,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from landmark_tl.config.schema import CONFIG_DIR, TrainConfig, register_configs, to_train_config
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.strategies import LinearProbe
-from landmark_tl.models.strategies.base import StageConfig, TrunkAndHeads
+from landmark_tl.models.strategies.base import TrunkAndHeads
+from landmark_tl.models.strategies.stages import StageConfig
 from landmark_tl.training.build import prepare_data
 
 REPO = Path(__file__).resolve().parents[1]

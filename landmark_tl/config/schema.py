@@ -44,7 +44,7 @@ from landmark_tl.data.sources import registered_source
 from landmark_tl.models.backbone import FreezePolicy, WeightsSource
 from landmark_tl.models.optim import Recipe, SchedulerName
 from landmark_tl.models.strategies import StrategyConfig, registered
-from landmark_tl.models.strategies.base import STAGE_NAMES
+from landmark_tl.models.strategies.stages import STAGE_NAMES
 
 
 @dataclass

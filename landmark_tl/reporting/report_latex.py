@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from landmark_tl.core.hierarchy import TASKS
-from landmark_tl.reporting.table import Table
+from landmark_tl.reporting.table import Recommendation, Table
 
 _ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -29,10 +29,29 @@ def escape(text: str) -> str:
     return "".join(_ESCAPES.get(char, char) for char in text)
 
 
+def recommendation_sentence(rec: Recommendation | None) -> str:
+    """The caption's closing sentence: the approach chosen on validation and its test gain."""
+    if rec is None:
+        return ""
+    if not rec.beats_probe:
+        return (
+            f" Recommended (chosen on validation landmark macro F1): {escape(rec.probe)};"
+            " nothing beats the linear probe."
+        )
+    gain = (
+        ""
+        if rec.gain is None
+        else f", test gain over the probe {rec.gain:+.3f} [{rec.gain_low:+.3f}, "
+        f"{rec.gain_high:+.3f}], above it on {rec.wins} of {rec.splits} split(s)"
+    )
+    return f" Recommended (chosen on validation landmark macro F1): {escape(rec.approach)}{gain}."
+
+
 def latex_table(table: Table) -> str:
     """A ``table`` float: one row per approach, per task mean ± std, 95% CI and verdict
     (and the difference to the linear probe with its verdict, when there is a probe row);
-    the best row's mean in bold; the caption says how the numbers were computed."""
+    the best row's mean in bold; the caption says how the numbers were computed and, when
+    the runs allow one, which approach is recommended."""
     probe = table.probe is not None
     spec = "lr" + ("rrll" if probe else "rrl") * len(TASKS)
     head = ["Approach", "Runs" if table.splits > 1 else "Seeds"]
@@ -68,7 +87,8 @@ def latex_table(table: Table) -> str:
         rf"\caption{{Macro F1 on the test images, mean $\pm$ std over "
         rf"{'runs' if table.splits > 1 else 'seeds'}; 95\% percentile bootstrap intervals "
         rf"(B = {table.bootstrap}); verdicts against the best by a paired bootstrap, "
-        rf"Holm-corrected. Rows ranked by {escape(ranked)}.}}",
+        rf"Holm-corrected. Rows ranked by {escape(ranked)}."
+        rf"{recommendation_sentence(table.recommendation)}}}",
         r"\label{tab:approaches}",
         r"\end{table}",
     ]

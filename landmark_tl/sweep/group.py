@@ -36,8 +36,9 @@ from landmark_tl.core.threads import torch_threads
 from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
 from landmark_tl.evaluation.metrics import score_predictions
 from landmark_tl.evaluation.registry import registered_metrics
-from landmark_tl.models.strategies.base import TestOutputs, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
 from landmark_tl.models.strategies.linear_probe import ProbeFit
+from landmark_tl.models.strategies.stages import TestOutputs
 from landmark_tl.runs.fingerprint import check_run_marker, claim_run_dir, refuse_changes
 from landmark_tl.runs.rundir import FAILED_FILE, read_metrics
 from landmark_tl.runs.runlock import run_dir_lock

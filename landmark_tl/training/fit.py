@@ -26,7 +26,8 @@ from landmark_tl.evaluation.metrics import score_predictions
 from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.ema import WeightEMA
-from landmark_tl.models.strategies.base import StageConfig, TestOutputs, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
+from landmark_tl.models.strategies.stages import StageConfig, TestOutputs
 from landmark_tl.training.checkpointing import (
     FrozenBackboneIO,
     RandomStreams,

@@ -13,7 +13,7 @@ from landmark_tl.commands.export import main as export_main
 from landmark_tl.config.lightning import Monitor, trainer_arguments
 from landmark_tl.config.schema import ConfigError, validate_config
 from landmark_tl.core.errors import UsageError
-from landmark_tl.models.strategies.base import StageConfig
+from landmark_tl.models.strategies.stages import StageConfig
 from landmark_tl.training import loggers as loggers_module
 from landmark_tl.training.fit import build_trainer
 from landmark_tl.training.loggers import RunLoggers

@@ -17,8 +17,8 @@ from landmark_tl.data.splits import SplitSpec
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.models.strategies import HierarchicalProbe, LinearProbe
-from landmark_tl.models.strategies.base import StageConfig
 from landmark_tl.models.strategies.linear_probe import fit_softmax_regression
+from landmark_tl.models.strategies.stages import StageConfig
 from landmark_tl.serving.inference import load_run
 from landmark_tl.training.fit import fit_stages
 from landmark_tl.training.run import train

@@ -10,7 +10,7 @@ from landmark_tl.data.features.store import FeatureStore
 from landmark_tl.data.splits import SplitSpec
 from landmark_tl.models.backbone import create_backbone
 from landmark_tl.models.strategies import FeatureChain, HeadSwap, Hierarchical, MultiOutput
-from landmark_tl.models.strategies.base import StageConfig
+from landmark_tl.models.strategies.stages import StageConfig
 from landmark_tl.training.checkpointing import restore_frozen_backbone
 from landmark_tl.training.fit import fit_stages
 

@@ -14,6 +14,7 @@ import pytest
 from landmark_tl import compose
 from landmark_tl.reporting.render import markdown_table
 from landmark_tl.reporting.report import summarise
+from landmark_tl.reporting.report_latex import latex_table
 from landmark_tl.runs.rundir import collect_runs
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 from tests.reporting.test_report import (
@@ -59,8 +60,15 @@ def test_the_choice_is_made_on_validation_and_gains_are_measured_on_test(tmp_pat
     assert rec.approach == "knn" and rec.beats_probe
     assert rec.gain > 0 and rec.gain_low > 0 and rec.verdict == "> probe"
     assert (rec.wins, rec.splits) == (3, 3)
-    markdown = markdown_table(summarise(collect_runs([tmp_path])[0], bootstrap=300))
+    table = summarise(collect_runs([tmp_path])[0], bootstrap=300)
+    markdown = markdown_table(table)
     assert "**Deploy `knn`**" in markdown and "above the probe on 3 of 3 split(s)" in markdown
+    latex = latex_table(table)
+    gain = f"{rec.gain:+.3f} [{rec.gain_low:+.3f}, {rec.gain_high:+.3f}]"
+    assert (
+        "Recommended (chosen on validation landmark macro F1): knn, test gain over the probe "
+        f"{gain}, above it on 3 of 3 split(s).}}" in latex
+    )
 
 
 def test_poisoned_test_labels_do_not_change_the_choice(tmp_path: Path):
@@ -93,6 +101,7 @@ def test_nothing_beats_the_probe_is_said_plainly(tmp_path: Path):
     assert table.recommendation.approach == "linear_probe"
     assert not table.recommendation.beats_probe
     assert "nothing beats the linear probe" in markdown_table(table)
+    assert r"linear\_probe; nothing beats the linear probe.}" in latex_table(table)
 
 
 def test_an_approach_not_run_on_the_probes_splits_is_not_a_candidate(tmp_path: Path):

@@ -5,7 +5,7 @@ Importing this package registers the built-in strategies; a new one registers it
 """
 
 from landmark_tl.models.strategies.arcface import ArcFace
-from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
 from landmark_tl.models.strategies.feature_chain import FeatureChain
 from landmark_tl.models.strategies.head_swap import HeadSwap
 from landmark_tl.models.strategies.hierarchical import Hierarchical
@@ -18,6 +18,7 @@ from landmark_tl.models.strategies.registry import (
     register_strategy,
     registered,
 )
+from landmark_tl.models.strategies.stages import StageConfig
 
 __all__ = [
     "STRATEGIES",

@@ -30,7 +30,6 @@ from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.heads import CosineMarginHead
 from landmark_tl.models.neighbours import KNNClassifier
-from landmark_tl.models.strategies.base import LossWeights, StageConfig, check_loss_weights
 from landmark_tl.models.strategies.knn import (
     CategoryFromLandmark,
     check_grid,
@@ -38,6 +37,7 @@ from landmark_tl.models.strategies.knn import (
     fit_neighbours,
 )
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
+from landmark_tl.models.strategies.stages import LossWeights, StageConfig, check_loss_weights
 
 CLASSIFY = ("centres", "knn")
 

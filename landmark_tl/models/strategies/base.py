@@ -1,15 +1,15 @@
-"""The shared base of every strategy: stages, task losses, metrics, optimiser, test outputs.
+"""The LightningModule every strategy builds on: stage switching, task losses, metrics, optimiser.
 
 A strategy trains the two tasks (``category``, ``landmark``) in one or more *stages*; each
 stage is its own ``Trainer.fit`` and names the tasks it trains and tests. Subclasses give
 the stage order, the tasks of each stage (:meth:`stage_tasks`), what trains in a stage
-(:meth:`begin_stage`) and how logits are made (:meth:`task_logits`).
+(:meth:`begin_stage`) and how logits are made (:meth:`task_logits`). The values that
+describe a stage (``StageConfig``, ``LossWeights``, ``TestOutputs``) are in ``stages.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -36,56 +36,15 @@ from landmark_tl.models.optim import (
     build_optimizer,
     build_scheduler,
 )
+from landmark_tl.models.strategies.stages import (
+    STAGE_NAMES,
+    StageConfig,
+    TestOutputs,
+    check_loss_weights,
+    other_task,
+)
 
 AVERAGED_SPLITS = ("val_ema", "test_ema")  # scores of an average of the weights (WeightEMA)
-STAGE_NAMES = ("joint", *TASKS)  # one joint stage, or one stage per task
-
-
-@dataclass
-class StageConfig:
-    """Optimisation of one stage: its own epochs, learning rate and early stopping. The
-    numbers live in each strategy's YAML (conf/strategy); a stage a strategy runs must have
-    ``epochs`` and ``lr`` set (None: not given)."""
-
-    epochs: int | None = None
-    lr: float | None = None
-    weight_decay: float = 0.0
-    patience: int | None = None  # early-stopping patience on val/loss; None: no early stop
-
-
-@dataclass
-class TestOutputs:
-    """Per task: predicted class, target and probabilities on the test split."""
-
-    preds: dict[str, torch.Tensor] = field(default_factory=dict)
-    targets: dict[str, torch.Tensor] = field(default_factory=dict)
-    probs: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def other_task(task: str) -> str:
-    """The task that is not ``task``; refuses names that are not tasks."""
-    if task not in TASKS:
-        raise ValueError(f"first={task!r}: use 'category' or 'landmark'")
-    return TASKS[1 - TASKS.index(task)]
-
-
-@dataclass
-class LossWeights:
-    """Weight of each task's cross-entropy in a one-stage strategy's loss."""
-
-    category: float = 1.0
-    landmark: float = 1.0
-
-
-def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Complete and validate per-task loss weights (default 1 each)."""
-    merged = {task: 1.0 for task in TASKS} | dict(weights or {})
-    if set(merged) != set(TASKS) or min(merged.values()) < 0 or max(merged.values()) == 0:
-        raise ValueError(
-            "loss_weights needs non-negative 'category' and 'landmark' weights, "
-            f"not both zero; got {merged}"
-        )
-    return merged
 
 
 class TwoLevelStrategy(L.LightningModule):

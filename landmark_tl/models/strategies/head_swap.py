@@ -17,12 +17,9 @@ from torch import nn
 
 from landmark_tl.core.hierarchy import LabelHierarchy
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import (
-    StageConfig,
-    TaskPerStage,
-    TrunkAndHeads,
-)
+from landmark_tl.models.strategies.base import TaskPerStage, TrunkAndHeads
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
+from landmark_tl.models.strategies.stages import StageConfig
 
 STAGE2_PARTS = ("head", "trunk", "backbone")
 

@@ -27,8 +27,9 @@ from landmark_tl.data.datamodule import mapped_split
 from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.models.backbone import Backbone
 from landmark_tl.models.neighbours import KNNClassifier
-from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
+from landmark_tl.models.strategies.stages import StageConfig
 
 
 @dataclass

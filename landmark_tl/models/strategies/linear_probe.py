@@ -37,10 +37,11 @@ from landmark_tl.data.datamodule import mapped_split
 from landmark_tl.data.features.store import Rows, row_chunks
 from landmark_tl.evaluation.metrics import macro_f1
 from landmark_tl.models.backbone import Backbone
-from landmark_tl.models.strategies.base import StageConfig, TwoLevelStrategy
+from landmark_tl.models.strategies.base import TwoLevelStrategy
 from landmark_tl.models.strategies.hierarchical import Hierarchical
 from landmark_tl.models.strategies.multi_output import MultiOutput
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
+from landmark_tl.models.strategies.stages import StageConfig
 
 DEFAULT_L2_GRID = tuple(10.0 ** (k / 2) for k in range(-10, 5))  # 1e-5 … 100, half decades
 MAX_ITERATIONS = 500  # L-BFGS iterations per fit; weak strengths on separable data stop here

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from landmark_tl.models.strategies.base import LossWeights, OneStageBothTasks
+from landmark_tl.models.strategies.base import OneStageBothTasks
 from landmark_tl.models.strategies.registry import StrategyConfig, register_strategy
+from landmark_tl.models.strategies.stages import LossWeights
 
 
 @dataclass

@@ -28,7 +28,7 @@ from hydra.core.config_store import ConfigStore
 
 import landmark_tl.conf
 from landmark_tl.core.errors import ConfigError
-from landmark_tl.models.strategies.base import STAGE_NAMES, StageConfig
+from landmark_tl.models.strategies.stages import STAGE_NAMES, StageConfig
 
 if TYPE_CHECKING:
     from landmark_tl.models.strategies.base import TwoLevelStrategy
