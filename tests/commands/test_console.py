@@ -13,6 +13,9 @@ import torch
 
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES
 
+# every test runs the command line in a subprocess: pytest -m 'not slow' leaves them out
+pytestmark = pytest.mark.slow
+
 # Lightning's warnings that landmark_tl caused itself (now fixed or intended) and the
 # LeafSpec deprecation inside Lightning: in neither the console nor train.log.
 FIXED = (

@@ -130,6 +130,7 @@ def test_the_candidates_compose(approach: str):
         assert config.strategy.embedding == 512
 
 
+@pytest.mark.slow  # a multirun through a launcher
 def test_experiment_recommend_runs_and_the_report_recommends(tiny_tree, tmp_path: Path):
     """experiment=recommend as a user runs it (its candidate list and splits narrowed on the
     command line to keep the test short), then the report's recommendation."""

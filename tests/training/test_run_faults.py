@@ -188,6 +188,7 @@ def _multirun(args: list[str], sweep: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a multirun through a launcher
 def test_basic_launcher_runs_every_point_and_lists_the_failures(finished, tmp_path):
     _, args = finished
     sweep = tmp_path / "sweep"
