@@ -15,7 +15,7 @@ import hashlib
 import json
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -99,7 +99,7 @@ class Fingerprint:
     def differences(self, other: Fingerprint, *, data: bool = True) -> list[str]:
         """``key: recorded → now`` lines where ``other`` (now) differs from this (recorded)."""
         lines = [
-            f"{key}: {_show(self.config.get(key))} → {_show(other.config.get(key))}"
+            f"{key}: {_shown_key(self.config, key)} → {_shown_key(other.config, key)}"
             for key in sorted(set(self.config) | set(other.config))
             if self.config.get(key) != other.config.get(key)
         ]
@@ -260,6 +260,12 @@ def check_run_marker(run_dir: Path, metrics: dict[str, Any]) -> None:
             "(fingerprint.json differs or is missing); the dir is inconsistent: train again "
             "in a new dir"
         )
+
+
+def _shown_key(config: Mapping[str, Any], key: str) -> str:
+    """The value of ``key``, or that the config has no such key (a key of an older schema,
+    e.g. another data source's keys in the flat ``data`` group of earlier versions)."""
+    return _show(config[key]) if key in config else "(no such key)"
 
 
 def _show(value: Any) -> str:

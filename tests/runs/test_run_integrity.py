@@ -17,7 +17,7 @@ from landmark_tl.data.doctor import format_report, inspect_tree
 from landmark_tl.data.splits import SplitError
 from landmark_tl.reporting.render import markdown_table
 from landmark_tl.reporting.report import summarise
-from landmark_tl.runs.fingerprint import RunDirError
+from landmark_tl.runs.fingerprint import Fingerprint, RunDirError
 from landmark_tl.runs.rundir import collect_runs
 from landmark_tl.serving.inference import load_run
 from landmark_tl.training.fit import RelocatableCheckpoint
@@ -74,6 +74,18 @@ def test_resume_with_a_changed_config_names_the_keys(finished, tmp_path):
         train(compose_config(*args, "resume=true", "data.split.seed=1", "head.dropout=0.3"), copy)
     with pytest.raises(RunDirError, match=r"data\.split\.seed: 0 → 1"):  # a finished one too
         train(compose_config(*args, "resume=true", "data.split.seed=1"), run_dir)
+
+
+def test_differences_tell_a_key_the_code_no_longer_has_from_a_null_value():
+    code = {"landmark_tl": "1", "git": None}
+    recorded = Fingerprint({"data.clean": True, "head.dropout": 0.5, "x": None}, "d", "s", code)
+    now = Fingerprint({"head.dropout": 0.3, "x": 1}, "d", "s", {**code, "git": "abc"})
+    assert recorded.differences(now) == [
+        "data.clean: true → (no such key)",
+        "head.dropout: 0.5 → 0.3",
+        "x: null → 1",
+        'code.git: null → "abc"',
+    ]
 
 
 def test_resume_with_changed_data_is_refused(finished, tiny_tree, tmp_path):
