@@ -1,8 +1,9 @@
-"""Table 1 as a LaTeX ``booktabs`` table, for papers (``\\usepackage{booktabs}``)."""
+"""Table 1 and its mistakes table as LaTeX ``booktabs`` floats (``\\usepackage{booktabs}``)."""
 
 from __future__ import annotations
 
 from landmark_tl.core.hierarchy import TASKS
+from landmark_tl.reporting.mistakes import MISTAKES_NOTE, mistakes_rows
 from landmark_tl.reporting.table import Recommendation, Table
 
 _ESCAPES = {
@@ -90,6 +91,34 @@ def latex_table(table: Table) -> str:
         rf"Holm-corrected. Rows ranked by {escape(ranked)}."
         rf"{recommendation_sentence(table.recommendation)}}}",
         r"\label{tab:approaches}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n" + mistakes_latex(table)
+
+
+def mistakes_latex(table: Table) -> str:
+    """The hierarchy-aware scores as a second ``table`` float (the rows of the Markdown
+    section); empty when no run recorded them."""
+    if not table.mistakes:
+        return ""
+    header, rows = mistakes_rows(
+        [row.approach for row in table.rows],
+        table.mistakes,
+        {row.approach: row.scores["landmark"].mean for row in table.rows},
+    )
+    lines = [
+        "",
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}",
+        r"\toprule",
+        " & ".join(escape(cell) for cell in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(escape(cell) for cell in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{How bad the mistakes are (lower is better). {escape(MISTAKES_NOTE)}}}",
+        r"\label{tab:mistakes}",
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from landmark_tl.evaluation.hierarchy_metrics import (
 )
 from landmark_tl.reporting.render import markdown_table
 from landmark_tl.reporting.report import summarise
+from landmark_tl.reporting.report_latex import latex_table
 from landmark_tl.runs.rundir import collect_runs
 from tests.reporting.test_report import LANDMARKS, PATHS, TRUTH, make_run, wrong_first
 
@@ -108,6 +109,9 @@ def test_the_report_bootstraps_severity_and_compares_with_the_probe(tmp_path: Pa
     markdown = markdown_table(table)
     assert "How bad the mistakes are" in markdown and "Mistake severity" in markdown
     assert "-1.000 [-1.000, -1.000] < probe" in markdown
+    latex = latex_table(table)
+    assert latex.count(r"\begin{table}") == 2 and r"\label{tab:mistakes}" in latex
+    assert r"near & 0.600 & 1.000 & [1.000, 1.000] & -1.000 [-1.000, -1.000] $<$ probe" in latex
 
 
 def test_metrics_json_and_predictions_hold_the_scores(trained: Path):
