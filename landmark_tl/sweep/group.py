@@ -26,14 +26,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from landmark_tl.config.schema import TrainConfig, validate_config
 from landmark_tl.core.errors import UserError
 from landmark_tl.core.hierarchy import TASKS
 from landmark_tl.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from landmark_tl.core.threads import torch_threads
-from landmark_tl.data.datamodule import LandmarkDataModule, mapped_split
 from landmark_tl.evaluation.metrics import score_predictions
 from landmark_tl.evaluation.registry import registered_metrics
 from landmark_tl.models.strategies.base import TwoLevelStrategy
@@ -42,14 +40,15 @@ from landmark_tl.models.strategies.stages import TestOutputs
 from landmark_tl.runs.fingerprint import check_run_marker, claim_run_dir, refuse_changes
 from landmark_tl.runs.rundir import FAILED_FILE, read_metrics
 from landmark_tl.runs.runlock import run_dir_lock
-from landmark_tl.sweep.grouping import check_group, group_monitor, shared_items
+from landmark_tl.sweep.group_data import PreparedData, SharedData
+from landmark_tl.sweep.grouping import check_group, group_monitor
 from landmark_tl.sweep.vectorised import (
     MemberOutcome,
     SplitTensors,
     StageSettings,
     VectorisedStage,
 )
-from landmark_tl.training.build import build_strategy, prepare_data, training_class_weights
+from landmark_tl.training.build import build_strategy, training_class_weights
 from landmark_tl.training.checkpointing import strip_frozen_backbone
 from landmark_tl.training.fit import (
     FitResult,
@@ -98,70 +97,6 @@ class _State:
     error: BaseException | None = None
     recorded: Any = None
     fingerprint: Any = None
-
-
-def split_tensors(datamodule: LandmarkDataModule, split: str) -> SplitTensors:
-    """``split``'s inputs and targets in dataset order, as the probes read them: the stored
-    rows themselves when they exceed ``features.memory_mb`` (read a batch at a time), else
-    all of them in memory, read through the data module's own loader."""
-    loader = getattr(datamodule, f"{split}_dataloader")()
-    mapped = mapped_split(loader.dataset)
-    if mapped is not None:
-        return SplitTensors(*mapped)
-    ordered = DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
-    xs, categories, landmarks = [], [], []
-    for x, category, landmark in ordered:
-        xs.append(x.float())
-        categories.append(category)
-        landmarks.append(landmark)
-    if not xs:  # an empty split: never trained or tested on
-        empty = torch.zeros(0, dtype=torch.long)
-        return SplitTensors(torch.zeros(0, 0), {"category": empty, "landmark": empty})
-    return SplitTensors(
-        torch.cat(xs), {"category": torch.cat(categories), "landmark": torch.cat(landmarks)}
-    )
-
-
-@dataclass
-class PreparedData:
-    """A group's data: the frozen backbone, the set-up data module, each split's tensors."""
-
-    backbone: Any
-    datamodule: LandmarkDataModule
-    splits: dict[str, SplitTensors]
-
-
-class SharedData:
-    """The data set-up of the last group, reused by the next group that reads the same
-    data (a multirun's groups mostly differ only in their heads): one backbone, catalog
-    scan, split and feature read for all of them instead of one per group. Only the last
-    is kept, so memory does not grow with the number of distinct data sets."""
-
-    def __init__(self) -> None:
-        self.key: str | None = None
-        self.prepared: PreparedData | None = None
-
-    def get(self, config: TrainConfig) -> PreparedData:
-        key = data_key(config)
-        if self.prepared is None or key != self.key:
-            self.key, self.prepared = key, prepare_group_data(config)
-        return self.prepared
-
-
-def data_key(config: TrainConfig) -> str:
-    """Equal for two groups' configs exactly when :func:`prepare_group_data` gives both the
-    same: the data, backbone, feature and path settings, the accelerator, and the seed
-    where it changes the features (see :func:`~landmark_tl.sweep.grouping.shared_items`)."""
-    seed = shared_items(config).get("seed")
-    parts = (config.data, config.backbone, config.features, config.paths, seed)
-    return repr((*parts, config.trainer.accelerator))
-
-
-def prepare_group_data(config: TrainConfig) -> PreparedData:
-    """The backbone, set-up data module and split tensors of ``config``'s group."""
-    backbone, datamodule = prepare_data(config)
-    splits = {s: split_tensors(datamodule, s) for s in ("train", "val", "test")}
-    return PreparedData(backbone, datamodule, splits)
 
 
 def run_group(

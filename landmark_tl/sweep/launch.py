@@ -26,7 +26,8 @@ from landmark_tl.config.schema import TrainConfig, to_train_config, validate_con
 from landmark_tl.core.threads import torch_threads
 from landmark_tl.runs.fingerprint import RunDirError
 from landmark_tl.runs.runlock import run_dir_lock
-from landmark_tl.sweep.group import Member, SharedData, run_group
+from landmark_tl.sweep.group import Member, run_group
+from landmark_tl.sweep.group_data import SharedData
 from landmark_tl.sweep.grouping import group_jobs, unbatchable_reason
 from landmark_tl.training.build import feature_device
 from landmark_tl.training.jobs import HYDRA_DIR, one_job, write_hydra_files

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import landmark_tl.sweep.group as group_module
+import landmark_tl.sweep.group_data as group_data
 from landmark_tl.commands.report import main as report_main
 from landmark_tl.core.threads import torch_threads
 from landmark_tl.data.features.store import FeatureRows
@@ -215,10 +215,8 @@ def test_batches_trained_at_once_match_one_at_a_time(config_args, tmp_path, monk
         }
 
     setups = []
-    prepare = group_module.prepare_group_data
-    monkeypatch.setattr(
-        group_module, "prepare_group_data", lambda c: setups.append(c) or prepare(c)
-    )
+    prepare = group_data.prepare_group_data
+    monkeypatch.setattr(group_data, "prepare_group_data", lambda c: setups.append(c) or prepare(c))
     at_once = train_batches(batches(tmp_path / "at_once"), threads=1, workers=2)
     assert len(setups) == 1
     alone = [run_group(members) for members in batches(tmp_path / "alone").values()]
