@@ -83,6 +83,11 @@ def auto_choice(key: str, value: Any) -> bool | None:
     return None if text == "auto" else text == "true"
 
 
+def default_logger() -> dict[str, Any]:
+    """``logger`` when none is chosen: the CSV log of ``conf/logger/csv.yaml``."""
+    return _group_option("logger", "csv")
+
+
 def _group_option(group: str, option: str) -> dict[str, Any]:
     """The content of ``conf/<group>/<option>.yaml``: a default whose one home is its YAML."""
     return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
@@ -163,7 +168,7 @@ class TrainConfig:
     # (conf/logger, conf/callbacks); a logger's run_args (the run dir, stage and tracking
     # run) are filled in. The CSV log is always there (plots and reports read it): the
     # default is conf/logger/csv.yaml; ~logger.csv removes it.
-    logger: dict[str, Any] = field(default_factory=lambda: _group_option("logger", "csv"))
+    logger: dict[str, Any] = field(default_factory=default_logger)
     callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     # continue the run in hydra.run.dir (or each job of hydra.sweep.dir): finished runs and

@@ -17,6 +17,7 @@ import io
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from landmark_tl.evaluation.stats import (
     resample_indices,
 )
 from landmark_tl.runs.rundir import Run, read_text
+
+if TYPE_CHECKING:  # table.py imports this module
+    from landmark_tl.reporting.table import ApproachRow
 
 ALPHA = 0.05
 SEVERITY = "mistake_severity"
@@ -172,22 +176,22 @@ MISTAKES_NOTE = (
 
 
 def mistakes_rows(
-    order: Sequence[str],
+    table_rows: Sequence[ApproachRow],
     mistakes: Mapping[str, Mapping[str, HierarchyScore]],
-    f1: Mapping[str, float],
 ) -> tuple[list[str], list[list[str]]]:
-    """The section's table as (header, rows of formatted cells): one row per approach in
-    ``order`` that has the scores, its landmark macro F1 beside them; shared by the
-    Markdown and the HTML report."""
+    """The section's table as (header, rows of formatted cells): one row per Table 1 row
+    (in its order) that has the scores, its landmark macro F1 beside them; shared by the
+    Markdown, HTML and LaTeX reports."""
     probe = any(s.vs_probe is not None for row in mistakes.values() for s in row.values())
     header = ["Approach", "Landmark F1"]
     for score in SCORES:
         header += [TITLES[score], "95% CI"] + (["vs linear probe"] if probe else [])
     rows = []
-    for name in order:
+    for row in table_rows:
+        name = row.approach
         if name not in mistakes:
             continue
-        cells = [name, f"{f1[name]:.3f}"]
+        cells = [name, f"{row.scores['landmark'].mean:.3f}"]
         for score in SCORES:
             s = mistakes[name][score]
             cells += [f"{s.mean:.3f}", f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"]
@@ -201,14 +205,13 @@ def mistakes_rows(
 
 
 def mistakes_markdown(
-    order: Sequence[str],
+    table_rows: Sequence[ApproachRow],
     mistakes: Mapping[str, Mapping[str, HierarchyScore]],
-    f1: Mapping[str, float],
 ) -> list[str]:
     """The Markdown section (:func:`mistakes_rows`); no lines when no run recorded them."""
     if not mistakes:
         return []
-    header, rows = mistakes_rows(order, mistakes, f1)
+    header, rows = mistakes_rows(table_rows, mistakes)
     return [
         "",
         f"## {MISTAKES_HEADING}",

@@ -118,11 +118,7 @@ def markdown_table(table: Table, skipped: Sequence[str] = (), read: Sequence[str
         "",
         *_legend(table, len(table.rows)),
         *recommendation_lines(table.recommendation),
-        *mistakes_markdown(
-            [row.approach for row in table.rows],
-            table.mistakes,
-            {row.approach: row.scores["landmark"].mean for row in table.rows},
-        ),
+        *mistakes_markdown(table.rows, table.mistakes),
     ]
     if any(s.fallback for row in table.rows for s in row.scores.values()):
         lines += [

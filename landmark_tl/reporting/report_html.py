@@ -390,8 +390,7 @@ def mistakes_section(table: Table) -> str:
     run recorded them."""
     if not table.mistakes:
         return ""
-    f1 = {row.approach: row.scores["landmark"].mean for row in table.rows}
-    header, rows = mistakes_rows([row.approach for row in table.rows], table.mistakes, f1)
+    header, rows = mistakes_rows(table.rows, table.mistakes)
     return (
         f"<h2>{esc(MISTAKES_HEADING)}</h2>"
         + html_table(header, rows)

@@ -35,17 +35,17 @@ def recommendation_sentence(rec: Recommendation | None) -> str:
     if rec is None:
         return ""
     if not rec.beats_probe:
-        return (
-            f" Recommended (chosen on validation landmark macro F1): {escape(rec.probe)};"
-            " nothing beats the linear probe."
+        outcome = "; nothing beats the linear probe"
+    elif rec.gain is None:
+        outcome = ""
+    else:
+        outcome = (
+            f", test gain over the probe {rec.gain:+.3f} [{rec.gain_low:+.3f}, "
+            f"{rec.gain_high:+.3f}], above it on {rec.wins} of {rec.splits} split(s)"
         )
-    gain = (
-        ""
-        if rec.gain is None
-        else f", test gain over the probe {rec.gain:+.3f} [{rec.gain_low:+.3f}, "
-        f"{rec.gain_high:+.3f}], above it on {rec.wins} of {rec.splits} split(s)"
+    return (
+        f" Recommended (chosen on validation landmark macro F1): {escape(rec.approach)}{outcome}."
     )
-    return f" Recommended (chosen on validation landmark macro F1): {escape(rec.approach)}{gain}."
 
 
 def latex_table(table: Table) -> str:
@@ -101,11 +101,7 @@ def mistakes_latex(table: Table) -> str:
     section); empty when no run recorded them."""
     if not table.mistakes:
         return ""
-    header, rows = mistakes_rows(
-        [row.approach for row in table.rows],
-        table.mistakes,
-        {row.approach: row.scores["landmark"].mean for row in table.rows},
-    )
+    header, rows = mistakes_rows(table.rows, table.mistakes)
     lines = [
         "",
         r"\begin{table}[t]",

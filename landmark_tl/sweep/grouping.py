@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from landmark_tl.config.lightning import Monitor
-from landmark_tl.config.schema import TrainConfig
+from landmark_tl.config.schema import TrainConfig, default_logger
 from landmark_tl.core.errors import ConfigError
 from landmark_tl.data.sampling import Sampler
 from landmark_tl.data.transforms import Augment
@@ -46,8 +46,6 @@ BATCHED_STRATEGIES = (
 MEMBER_KEYS = ("seed", "strategy.lr", "head.dropout")
 MEMBER_PREFIXES = ("strategy.loss_weights.",)
 STAGE_MEMBER_FIELDS = ("lr", "weight_decay", "patience", "epochs")
-# the default tracker set: only the CSV log (its run-dir arguments come from conf/logger/csv.yaml)
-CSV_LOGGER_TARGET = "lightning.pytorch.loggers.CSVLogger"
 
 
 class GroupError(ConfigError):
@@ -75,7 +73,7 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
         (optim.scheduled, "a learning-rate schedule or warmup"),
         (optim.mixes, "mixup/cutmix"),
         (bool(config.callbacks), "extra callbacks"),
-        (not _only_csv_log(config.logger), "trackers beside the CSV log"),
+        (config.logger != default_logger(), "trackers beside the CSV log, or its settings"),
         (bool(config.trainer.extra), "extra Trainer arguments"),
         (
             config.strategy.monitor not in batched_monitors(),
@@ -86,11 +84,6 @@ def unbatchable_reason(config: TrainConfig) -> str | None:
     ]
     reasons = [why for failed, why in checks if failed]
     return "; ".join(reasons) or None
-
-
-def _only_csv_log(loggers: dict[str, Any]) -> bool:
-    """Whether the run logs to the CSV log alone (the vectorised loop writes that log itself)."""
-    return [spec.get("_target_") for spec in loggers.values()] == [CSV_LOGGER_TARGET]
 
 
 def batched_monitors() -> tuple[str, ...]:

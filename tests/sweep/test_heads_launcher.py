@@ -116,6 +116,12 @@ def test_jobs_group_by_shared_features_and_head_structure(config_args):
     assert "data.sampler=balanced" in unbatchable_reason(configs[8])
 
 
+def test_only_the_default_csv_log_joins_a_batch(config_args):
+    assert unbatchable_reason(compose_config(*config_args())) is None
+    moved = compose_config(*config_args("logger.csv.run_args.name=elsewhere"))
+    assert "trackers beside the CSV log" in unbatchable_reason(moved)
+
+
 def test_a_group_whose_members_disagree_is_refused_naming_the_key(config_args):
     configs = [compose_config(*config_args()), compose_config(*config_args("data.batch_size=4"))]
     with pytest.raises(GroupError, match=r"data\.batch_size: member 0 has 8, member 1 has 4"):
